@@ -1,0 +1,86 @@
+"""Named architectures: ``create_model(name, pretrained=False | path)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .clip import CLIP, CLIPConfig, TextConfig
+from .vit import VisionTransformer, ViTConfig
+
+_IMAGENET = dict(family="vit")
+_DINO = dict(patch_size=14, img_size=518, layer_scale=True, layer_scale_init=1.0, family="dinov2")
+_CLIP_V = dict(pre_norm=True, patch_bias=False, act="quick_gelu", norm_eps=1e-5, family="clip")
+
+# name → ViTConfig kwargs (vision models) or ("clip", vision kwargs, text kwargs)
+_VIT: dict[str, dict[str, Any]] = {
+    "vit_test": dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10),
+    "vit_tiny_patch16_224": dict(embed_dim=192, depth=12, num_heads=3, **_IMAGENET),
+    "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6, **_IMAGENET),
+    "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12, **_IMAGENET),
+    "vit_base_patch32_224": dict(patch_size=32, embed_dim=768, depth=12, num_heads=12, **_IMAGENET),
+    "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16, **_IMAGENET),
+    "deit_tiny_distilled_patch16_224": dict(embed_dim=192, depth=12, num_heads=3, dist_token=True, family="deit"),
+    "deit_small_distilled_patch16_224": dict(embed_dim=384, depth=12, num_heads=6, dist_token=True, family="deit"),
+    "deit_base_distilled_patch16_224": dict(embed_dim=768, depth=12, num_heads=12, dist_token=True, family="deit"),
+    "dinov2_vits14": dict(embed_dim=384, depth=12, num_heads=6, **_DINO),
+    "dinov2_vitb14": dict(embed_dim=768, depth=12, num_heads=12, **_DINO),
+    "dinov2_vitl14": dict(embed_dim=1024, depth=24, num_heads=16, **_DINO),
+    "dinov2_vits14_reg": dict(embed_dim=384, depth=12, num_heads=6, num_reg_tokens=4, pos_antialias=True, **_DINO),
+    "dinov2_vitb14_reg": dict(embed_dim=768, depth=12, num_heads=12, num_reg_tokens=4, pos_antialias=True, **_DINO),
+}
+_CLIP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "clip_test": (
+        dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, proj_dim=32, **_CLIP_V),
+        dict(vocab_size=49408, context_length=16, width=32, depth=2, num_heads=4, proj_dim=32),
+    ),
+    "clip_vit_b32": (
+        dict(patch_size=32, embed_dim=768, depth=12, num_heads=12, proj_dim=512, **_CLIP_V),
+        dict(width=512, depth=12, num_heads=8, proj_dim=512),
+    ),
+    "clip_vit_b16": (
+        dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, proj_dim=512, **_CLIP_V),
+        dict(width=512, depth=12, num_heads=8, proj_dim=512),
+    ),
+    "clip_vit_l14": (
+        dict(patch_size=14, embed_dim=1024, depth=24, num_heads=16, proj_dim=768, **_CLIP_V),
+        dict(width=768, depth=12, num_heads=12, proj_dim=768),
+    ),
+}
+
+
+def list_models() -> list[str]:
+    return sorted(_VIT) + sorted(_CLIP)
+
+
+def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig:
+    if name in _VIT:
+        return ViTConfig(**{**_VIT[name], **overrides})
+    if name in _CLIP:
+        v, t = _CLIP[name]
+        return CLIPConfig(ViTConfig(**{**v, **overrides.pop("vision", {})}), TextConfig(**{**t, **overrides.pop("text", {})}))
+    raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+
+
+def create_model(name: str, pretrained: bool | str | Path = False, **overrides) -> nn.Module:
+    """A registry model, randomly initialised, or with weights from ``pretrained`` (a checkpoint path).
+
+    vitkit ships no weights and downloads none by name: ``pretrained=True`` raises and says how to load.
+    """
+    if pretrained is True:
+        raise ValueError(
+            f"vitkit ships no weights for {name!r}: pass pretrained=PATH (a local checkpoint) or use "
+            "vitkit.load('hf-hub:org/name') to download one explicitly"
+        )
+    cfg = model_config(name, **overrides)
+    model = CLIP(cfg) if isinstance(cfg, CLIPConfig) else VisionTransformer(cfg)
+    from ..weights.load import default_preprocess, load_into, read_checkpoint
+
+    size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size
+    model.preprocess = default_preprocess(cfg, size)
+    if pretrained:
+        _, _, sd, _, _ = read_checkpoint(pretrained)
+        load_into(model, sd, str(pretrained))
+    return model
