@@ -1,0 +1,174 @@
+"""``vitkit`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="vitkit: one Vision Transformer backbone; adapt, reduce, quantize, detect OOD, explain.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+# user-facing failures: one line, non-zero exit, no traceback
+_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ImportError, RuntimeError)
+
+
+def _fail(e: BaseException) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress (INFO level).")] = False):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _load(source: str):
+    """A checkpoint (path or hf-hub:org/name) or a registry name (random weights)."""
+    import vitkit
+
+    if source in vitkit.list_models() and not Path(source).exists():
+        err.print(f"[yellow]note:[/] {source} is a registry name: random weights (pass a checkpoint for real ones)")
+        return vitkit.create_model(source).eval()
+    return vitkit.load(source)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the built-in architecture names (usable with `create_model` and as SOURCE)."""
+    from .models.clip import CLIPConfig
+    from .models.registry import list_models, model_config
+
+    table = Table("name", "kind", "dim", "depth", "heads", "patch", "input")
+    for name in list_models():
+        cfg = model_config(name)
+        v = cfg.vision if isinstance(cfg, CLIPConfig) else cfg
+        kind = "clip" if isinstance(cfg, CLIPConfig) else v.family
+        table.add_row(name, kind, str(v.embed_dim), str(v.depth), str(v.num_heads), str(v.patch_size),
+                      f"{v.img_size[0]}×{v.img_size[1]}")
+    out.print(table)
+
+
+def _image_flops(model, size: tuple[int, int]) -> float:
+    import torch
+
+    from .models.flops import count_flops
+
+    visual = getattr(model, "visual", model)
+    return float(count_flops(visual, torch.zeros(1, visual.cfg.in_chans, *size)))
+
+
+@app.command("info")
+def info_cmd(
+    source: Annotated[str, typer.Argument(help="Checkpoint dir/file, hf-hub:org/name, or a registry name.")],
+) -> None:
+    """Show a model's configuration, parameter count and GFLOPs at its input size."""
+    try:
+        model = _load(source)
+    except _USER_ERRORS as e:
+        _fail(e)
+    from .models.clip import CLIP
+
+    visual = model.visual if isinstance(model, CLIP) else model
+    cfg = visual.cfg
+    n_params = sum(p.numel() for p in model.parameters())
+    table = Table(title=f"{source}", show_header=False)
+    table.add_row("kind", "CLIP (image + text)" if isinstance(model, CLIP) else f"vision ({cfg.family})")
+    table.add_row("parameters", f"{n_params / 1e6:.2f} M")
+    if isinstance(model, CLIP):
+        table.add_row("  image tower", f"{sum(p.numel() for p in model.visual.parameters()) / 1e6:.2f} M")
+        table.add_row("  text tower", f"{sum(p.numel() for p in model.text.parameters()) / 1e6:.2f} M")
+    table.add_row("input", f"{cfg.img_size[0]}×{cfg.img_size[1]}, patch {cfg.patch_size}")
+    table.add_row("tokens", f"{visual.num_prefix_tokens} prefix + {visual.grid_size[0] * visual.grid_size[1]} patches")
+    table.add_row("width / depth / heads", f"{cfg.embed_dim} / {cfg.depth} / {cfg.num_heads}")
+    table.add_row("GFLOPs (image, 2·MAC)", f"{_image_flops(model, cfg.img_size) / 1e9:.3f}")
+    table.add_row("head", f"{cfg.num_classes} classes" if cfg.num_classes else "none (features)")
+    if model.preprocess is not None:
+        pp = model.preprocess
+        table.add_row("preprocess", f"{pp.resize_mode} {pp.interpolation}, crop {pp.crop_pct:g}, "
+                                    f"mean {tuple(round(m, 3) for m in pp.mean)}, std {tuple(round(s, 3) for s in pp.std)}")
+    out.print(table)
+
+
+@app.command("predict")
+def predict_cmd(
+    source: Annotated[str, typer.Argument(help="Checkpoint dir/file, hf-hub:org/name, or a registry name.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    topk: Annotated[int, typer.Option("--topk", "-k", min=1, help="How many classes to show per image.")] = 5,
+    labels: Annotated[
+        str | None, typer.Option(help="CLIP zero-shot: comma-separated class names (required for CLIP).")
+    ] = None,
+    template: Annotated[str, typer.Option(help="CLIP zero-shot prompt template with {}.")] = "a photo of a {}.",
+) -> None:
+    """Classify images: top-k classes with probabilities (CLIP: zero-shot over --labels)."""
+    import torch
+
+    from .data import load_image, preprocess_batch
+    from .models.clip import CLIP, ZeroShotClassifier
+
+    try:
+        model = _load(source)
+        if isinstance(model, CLIP):
+            if not labels:
+                raise ValueError("a CLIP model needs --labels 'cat,dog,…' for zero-shot prediction")
+            names = [s.strip() for s in labels.split(",") if s.strip()]
+            classifier = ZeroShotClassifier(model, names, [template])
+        else:
+            if not model.cfg.num_classes:
+                raise ValueError(f"{source} has no classification head (features only): nothing to predict")
+            names = model.cfg.labels or [f"class {i}" for i in range(model.cfg.num_classes)]
+            classifier = model
+        batch = preprocess_batch([load_image(p) for p in images], model.preprocess)
+    except _USER_ERRORS as e:
+        _fail(e)
+    with torch.inference_mode():
+        probs = classifier(batch).softmax(-1)
+    k = min(topk, probs.shape[1])
+    values, indices = probs.topk(k, dim=-1)
+    for path, vals, idx in zip(images, values, indices, strict=True):
+        table = Table(str(path), "p", title=None)
+        for v, i in zip(vals.tolist(), idx.tolist(), strict=True):
+            table.add_row(names[i], f"{v:.3f}")
+        out.print(table)
+
+
+@app.command("demo")
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo's files.")] = Path("runs/demo"),
+) -> None:
+    """The main job. For now: save a small built-in model, show its info and a prediction."""
+    from PIL import Image
+
+    import vitkit
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = vitkit.create_model("vit_test", labels=[f"digit {i}" for i in range(10)])
+    ckpt = vitkit.save(model, out_dir / "model")
+    img = out_dir / "sample.png"
+    Image.new("RGB", (48, 32), (200, 40, 40)).save(img)
+    out.print(f"[bold]saved[/] a vit_test checkpoint to {ckpt} (random weights)")
+    info_cmd(str(ckpt))
+    predict_cmd(str(ckpt), [img], topk=3, labels=None, template="a photo of a {}.")
+
+
+def main() -> None:  # pragma: no cover - entry point
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,76 @@
+"""The command line: exit codes, one-line errors, real output."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import vitkit
+from vitkit.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    model = vitkit.create_model("vit_test", labels=[f"font {i}" for i in range(10)])
+    return vitkit.save(model, d / "m")
+
+
+@pytest.fixture()
+def image(tmp_path):
+    p = tmp_path / "img.png"
+    Image.new("RGB", (50, 30), (10, 200, 30)).save(p)
+    return p
+
+
+def test_models_lists_registry():
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0
+    assert "vit_test" in r.output and "clip_vit_b16" in r.output
+
+
+def test_info(ckpt):
+    r = runner.invoke(app, ["info", str(ckpt)])
+    assert r.exit_code == 0, r.output
+    assert "parameters" in r.output and "GFLOPs" in r.output and "10 classes" in r.output
+
+
+def test_predict_topk(ckpt, image):
+    r = runner.invoke(app, ["predict", str(ckpt), str(image), "--topk", "3"])
+    assert r.exit_code == 0, r.output
+    assert sum(f"font {i}" in r.output for i in range(10)) == 3
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00"])
+def test_predict_bad_image_is_one_line_error(ckpt, tmp_path, content):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(content)
+    r = runner.invoke(app, ["predict", str(ckpt), str(bad)])
+    assert r.exit_code == 2
+    assert "bad.png" in r.output and "Traceback" not in r.output
+    assert r.output.strip().startswith("error:")
+
+
+def test_missing_checkpoint(image):
+    r = runner.invoke(app, ["info", "/no/such/model"])
+    assert r.exit_code == 2 and "no such file or directory" in r.output and "Traceback" not in r.output
+
+
+def test_clip_predict_needs_labels(tmp_path, image, tiny_tokenizer):
+    clip = vitkit.create_model("clip_test")
+    clip.tokenizer = tiny_tokenizer
+    d = vitkit.save(clip, tmp_path / "clip")
+    r = runner.invoke(app, ["predict", str(d), str(image)])
+    assert r.exit_code == 2 and "--labels" in r.output
+    r = runner.invoke(app, ["predict", str(d), str(image), "--labels", "cat, dog, bird", "-k", "2"])
+    assert r.exit_code == 0, r.output
+    assert sum(n in r.output for n in ("cat", "dog", "bird")) == 2
+
+
+def test_demo(tmp_path):
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
