@@ -9,7 +9,6 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
 	# torch first and pinned: on a CPU-only machine this is the local CPU build, never the CUDA one
 	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
 	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev]"
