@@ -1,0 +1,352 @@
+"""Tests for the Font Recognition Benchmark data (``vitkit.data.frb``) and its shipped fonts."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+import vitkit
+from vitkit.data import frb
+
+W, H = frb.CANVAS
+
+PAPER_GROUPS = {
+    "serif": ["Baskerville SC", "Georgia", "Merriweather", "Times New Roman", "Roboto Slab"],
+    "sans": ["Arial", "Calibri", "Consolas", "Helvetica", "Monoton", "Vera"],
+    "script": ["Great Vibes", "Lobster", "Pacifico", "Satisfy"],
+}
+LICENCE_MARKERS = {
+    "OFL-1.1": "SIL Open Font License, Version 1.1",
+    "OFL-1.0": "SIL Open Font License, Version 1.0",
+    "Apache-2.0": "Apache License",
+    "GFL": "GUST Font License",
+    "Bitstream-Vera": "Bitstream Vera",
+}
+
+
+def _tokens(texts) -> set[str]:
+    return {w.casefold() for t in texts for w in re.findall(r"[A-Za-z]+", t)}
+
+
+def _ink(image: Image.Image) -> np.ndarray:
+    """Ink in [0, 1] of a dark-on-light rendering."""
+    return 1.0 - np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+
+
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    """0 for identical ink, 1 for ink that never overlaps."""
+    return float(np.abs(a - b).sum() / (a.sum() + b.sum()))
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def easy() -> list[frb.FRBSample]:
+    return frb.easy_split()
+
+
+@pytest.fixture(scope="module")
+def hard() -> list[frb.FRBSample]:
+    return frb.hard_split()
+
+
+@pytest.fixture(scope="module")
+def train45() -> list[frb.FRBSample]:
+    return list(frb.train_split(45, seed=7))
+
+
+# ------------------------------------------------------------------------------------ fonts
+
+
+def test_fifteen_fonts_in_three_paper_groups():
+    assert len(frb.FONTS) == 15
+    assert frb.FONT_NAMES == [name for g in frb.GROUPS for name in PAPER_GROUPS[g]]
+    for group, names in PAPER_GROUPS.items():
+        assert [f.name for f in frb.FONTS if f.group == group] == names
+    assert [len(PAPER_GROUPS[g]) for g in frb.GROUPS] == [5, 6, 4]
+
+
+def test_font_files_ship_inside_the_package_with_licences():
+    package_dir = Path(vitkit.__file__).resolve().parent
+    assert frb.FONTS_DIR.is_relative_to(package_dir)
+    total = 0
+    for spec in frb.FONTS:
+        assert spec.path.is_file(), spec.file
+        assert spec.path.suffix in {".ttf", ".otf"}
+        size = spec.path.stat().st_size
+        assert size < 1_000_000, f"{spec.file} is {size} bytes"
+        total += size
+        assert spec.licence in LICENCE_MARKERS, spec.licence
+        licence_text = spec.licence_path.read_text(encoding="utf-8")
+        assert LICENCE_MARKERS[spec.licence] in licence_text, spec.licence_file
+        assert spec.substitute == (spec.name.casefold() not in spec.family.casefold()) or spec.name in {
+            "Baskerville SC",  # Google Fonts spells it "Baskervville SC"
+        }
+    assert total < 5_000_000
+    # nothing unlisted in the folder
+    shipped = {p.name for p in frb.FONTS_DIR.iterdir() if p.suffix in {".ttf", ".otf"}}
+    assert shipped == {f.file for f in frb.FONTS}
+    licences = {f"LICENSES/{p.name}" for p in (frb.FONTS_DIR / "LICENSES").iterdir()}
+    assert licences == {f.licence_file for f in frb.FONTS}
+
+
+def test_manifest_matches_font_files():
+    data = json.loads((frb.FONTS_DIR / "fonts.json").read_text(encoding="utf-8"))
+    required = {"name", "group", "file", "family", "substitute", "licence", "licence_file"}
+    for entry in data["fonts"]:
+        assert required <= entry.keys()
+    for spec in frb.FONTS:
+        font = frb.load_font(spec.name, 40)
+        assert font.getname()[0] == spec.family
+        assert Path(font.path).resolve() == spec.path
+
+
+def test_font_lookup():
+    assert frb.font_index("Times New Roman") == 3
+    assert frb.font_index("times new roman") == 3
+    assert frb.font_index("Liberation Serif") == 3  # family name works too
+    assert frb.font_index(3) == 3
+    assert frb.font_index(frb.FONTS[3]) == 3
+    assert frb.font_path("Vera") == frb.FONTS_DIR / "Vera.ttf"
+    assert frb.load_font("Lobster", 30) is frb.load_font(12, 30)  # cached
+    with pytest.raises(KeyError, match="Comic Sans"):
+        frb.font_index("Comic Sans")
+    with pytest.raises(IndexError):
+        frb.font_index(15)
+    with pytest.raises(ValueError):
+        frb.load_font("Vera", 0)
+
+
+def test_every_character_has_a_glyph():
+    """No tofu: every character of every text we render differs from the font's .notdef box."""
+    chars = sorted(
+        set("".join(frb.EASY_SENTENCES + frb.FONT_NAMES + list(frb._WORDS)).upper())
+        | set("".join(frb.EASY_SENTENCES + frb.FONT_NAMES + list(frb._WORDS)))
+        | set(".,!?;")
+    )
+    chars = [c for c in chars if not c.isspace()]
+    assert len(chars) >= 26 * 2 + 5
+    for spec in frb.FONTS:
+        font = frb.load_font(spec.name, 32)
+        notdef = font.getmask("\ue000")
+        notdef_bytes = (notdef.size, bytes(notdef))
+        for c in chars:
+            mask = font.getmask(c)
+            assert mask.getbbox() is not None, f"{spec.name}: {c!r} renders nothing"
+            assert (mask.size, bytes(mask)) != notdef_bytes, f"{spec.name}: {c!r} renders as .notdef"
+
+
+def test_fonts_render_visibly_different_images():
+    text = frb.EASY_SENTENCES[0]
+    inks = [_ink(frb.render_text(text, spec.name)) for spec in frb.FONTS]
+    for (i, a), (j, b) in itertools.combinations(enumerate(inks), 2):
+        assert _distance(a, b) > 0.3, (frb.FONT_NAMES[i], frb.FONT_NAMES[j])
+
+    # glyph shapes differ too, not just positions: compare ink cropped and scaled to one box
+    def aligned(i: int) -> np.ndarray:
+        ink = ImageOps.invert(frb.render_text("Rag Gt quick", i).convert("L"))
+        return np.asarray(ink.crop(ink.getbbox()).resize((300, 60)), dtype=np.float32) / 255.0
+
+    shapes = [aligned(i) for i in range(len(frb.FONTS))]
+    for (i, a), (j, b) in itertools.combinations(enumerate(shapes), 2):
+        # the closest pair, Arial vs Helvetica (Liberation Sans vs TeX Gyre Heros), is ~0.19
+        assert _distance(a, b) > 0.12, (frb.FONT_NAMES[i], frb.FONT_NAMES[j])
+
+
+# -------------------------------------------------------------------------------- rendering
+
+
+def test_render_text_paper_settings():
+    image = frb.render_text("Georgia", "Georgia")
+    assert image.size == (440, 240) and image.mode == "RGB"
+    left, top, right, bottom = ImageOps.invert(image.convert("L")).getbbox()
+    assert 18 <= left <= 24 and 20 <= top <= 40  # drawn from the top-left padding corner
+    assert right < 440 - 20 and bottom < 240 // 2
+    assert image.getpixel((0, 0)) == (255, 255, 255)
+    colour = frb.render_text("x", "Vera", fg=(200, 0, 0), bg=(0, 0, 50))
+    assert colour.getpixel((0, 0)) == (0, 0, 50)
+    assert (200, 0, 0) in {c for _, c in colour.getcolors(10_000)}
+
+
+def test_wrap_and_shrink_to_fit():
+    font = frb.load_font("Vera", 40)
+    lines = frb.wrap_text("alpha beta gamma delta epsilon zeta eta theta", font, 400)
+    assert len(lines) > 1 and all(font.getlength(line) <= 400 for line in lines)
+    assert " ".join(lines) == "alpha beta gamma delta epsilon zeta eta theta"
+    assert frb.wrap_text("a\nb", font, 400) == ["a", "b"]
+    broken = frb.wrap_text("x" * 60, font, 400)
+    assert "".join(broken) == "x" * 60 and all(font.getlength(line) <= 400 for line in broken)
+    # far too much text for 40 px: it is shrunk until it fits inside the padding
+    long_text = " ".join(frb.EASY_SENTENCES[:4])
+    ink = _ink(frb.render_text(long_text, "Monoton"))
+    rows, cols = np.nonzero(ink > 0.5)
+    assert rows.max() < H - 10 and cols.max() < W - 10
+
+
+# --------------------------------------------------------------------------- eval splits
+
+
+def test_easy_split(easy):
+    assert len(frb.EASY_SENTENCES) == 10
+    for sentence in frb.EASY_SENTENCES:  # pangram-like: most of the alphabet
+        assert len({c for c in sentence.lower() if c.isalpha()}) >= 20
+    assert len(easy) == 150
+    assert Counter((s.font, s.text) for s in easy) == Counter(
+        {(f, t): 1 for f in frb.FONT_NAMES for t in frb.EASY_SENTENCES}
+    )
+    for s in easy:
+        assert s.split == "easy" and s.image.size == (440, 240) and s.image.mode == "RGB"
+        assert frb.FONT_NAMES[s.label] == s.font
+    assert Counter(s.label for s in easy) == {i: 10 for i in range(15)}
+
+
+def test_hard_split_has_every_name_font_pair(hard):
+    assert len(hard) == 225
+    pairs = {(s.text, s.font) for s in hard}
+    assert pairs == set(itertools.product(frb.FONT_NAMES, frb.FONT_NAMES))
+    for s in hard:
+        assert s.split == "hard" and s.image.size == (440, 240)
+        assert frb.FONT_NAMES[s.label] == s.font
+    assert sum(s.text == s.font for s in hard) == 15  # only the diagonal is congruent
+
+
+def test_eval_images_have_ink_inside_the_canvas(easy, hard):
+    for s in easy + hard:
+        ink = _ink(s.image) > 0.25
+        assert ink.mean() > 0.003, (s.font, s.text)
+        rows, cols = np.nonzero(ink)
+        assert rows.min() > 0 and cols.min() > 0, (s.font, s.text)
+        assert rows.max() < H - 1 and cols.max() < W - 1, (s.font, s.text)
+
+
+def test_eval_splits_are_deterministic(easy, hard):
+    frb._truetype.cache_clear()  # reload the fonts, too
+    again = frb.easy_split() + frb.hard_split()
+    assert len(again) == len(easy) + len(hard)
+    for a, b in zip(easy + hard, again, strict=True):
+        assert (a.label, a.font, a.text) == (b.label, b.font, b.text)
+        assert a.image.tobytes() == b.image.tobytes()
+    assert _png(easy[0].image) == _png(again[0].image)
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def test_train_sample_depends_only_on_seed_and_index(train45):
+    short = list(frb.train_split(5, seed=7))
+    for a, b in zip(short, train45[:5], strict=True):
+        assert (a.label, a.text, a.split) == (b.label, b.text, b.split)
+        assert _png(a.image) == _png(b.image)
+    single = frb.train_sample(44, seed=7)
+    assert single.text == train45[44].text and single.image.tobytes() == train45[44].image.tobytes()
+    other_seed = list(frb.train_split(5, seed=8))
+    assert [s.text for s in other_seed] != [s.text for s in short]
+    val = list(frb.val_split(5, seed=7))
+    assert all(s.split == "val" for s in val)
+    assert [s.text for s in val] != [s.text for s in short]
+
+
+def test_train_samples(train45):
+    for s in train45:
+        assert s.split == "train" and s.image.size == (440, 240) and s.image.mode == "RGB"
+        assert frb.FONT_NAMES[s.label] == s.font
+        arr = np.asarray(s.image.convert("L"), dtype=np.float32)
+        assert arr.std() > 5  # text is visible against the background
+    assert len({s.text for s in train45}) == 45
+    assert len({s.image.tobytes() for s in train45}) == 45
+
+
+def test_train_labels_are_balanced(train45):
+    assert Counter(s.label for s in train45) == {i: 3 for i in range(15)}
+    counts = Counter(s.label for s in frb.train_split(20, seed=1))
+    assert len(counts) == 15 and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_train_text_is_disjoint_from_eval_text(train45):
+    eval_texts = set(frb.EASY_SENTENCES) | set(frb.FONT_NAMES)
+    eval_words = _tokens(eval_texts)
+    words = set(frb._WORDS)
+    assert len(words) == len(frb._WORDS) >= 500
+    assert words.isdisjoint(eval_words)
+    assert set("abcdefghijklmnopqrstuvwxyz") <= set("".join(words))
+    texts = [s.text for s in train45]
+    texts += [frb._random_text(np.random.default_rng([9, k])) for k in range(2000)]
+    for text in texts:
+        assert text not in eval_texts
+        assert _tokens([text]) <= words, text
+
+
+def test_training_colours_have_contrast():
+    for k in range(500):
+        fg, bg = frb._random_colours(np.random.default_rng([5, k]))
+        assert frb.contrast_ratio(fg, bg) >= frb.MIN_CONTRAST
+    assert frb.contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
+
+
+def test_train_sample_validates_arguments():
+    with pytest.raises(ValueError):
+        frb.train_sample(0, seed=-1)
+    with pytest.raises(ValueError):
+        frb.train_sample(0, split="test")
+    with pytest.raises(ValueError):
+        frb.train_sample(0, size_range=(40, 30))
+
+
+# ------------------------------------------------------------------------------- writing
+
+
+def test_write_split_round_trips(tmp_path, train45, hard):
+    manifest = frb.write_split(train45[:20], tmp_path, progress=False)
+    assert manifest == tmp_path / "train.jsonl"
+    records = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines()]
+    assert len(records) == 20
+    for i, (r, s) in enumerate(zip(records, train45, strict=False)):
+        assert r == {
+            "path": f"train/{s.label}_{i}.png",
+            "label": s.label,
+            "font": s.font,
+            "text": s.text,
+            "split": "train",
+        }
+        assert (tmp_path / r["path"]).is_file()
+    back = frb.read_split(tmp_path, "train")
+    for a, b in zip(back, train45[:20], strict=False):
+        assert (a.label, a.font, a.text, a.split) == (b.label, b.font, b.text, b.split)
+        assert np.array_equal(np.asarray(a.image), np.asarray(b.image))  # PNG is lossless
+    # the file bytes are reproducible
+    frb.write_split(hard[:3], tmp_path / "one", progress=False)
+    frb.write_split(hard[:3], tmp_path / "two", progress=False)
+    for name in ("hard/0_0.png", "hard/0_2.png", "hard.jsonl"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_write_split_rejects_bad_input(tmp_path, train45, hard):
+    with pytest.raises(ValueError, match="no samples"):
+        frb.write_split([], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="splits"):
+        frb.write_split([train45[0], hard[0]], tmp_path, progress=False)
+    bad = frb.FRBSample(hard[0].image, 0, "Baskerville SC", "x", "../escape")
+    with pytest.raises(ValueError, match="split name"):
+        frb.write_split([bad], tmp_path, progress=False)
+
+
+def test_generate_writes_all_splits(tmp_path):
+    manifests = frb.generate(tmp_path, n_train=15, n_val=15, seed=0, progress=False)
+    assert set(manifests) == {"easy", "hard", "train", "val"}
+    sizes = {k: len(p.read_text(encoding="utf-8").splitlines()) for k, p in manifests.items()}
+    assert sizes == {"easy": 150, "hard": 225, "train": 15, "val": 15}
+    assert len(list((tmp_path / "hard").glob("*.png"))) == 225
+    first = json.loads(manifests["val"].read_text(encoding="utf-8").splitlines()[0])
+    assert first["split"] == "val" and (tmp_path / first["path"]).is_file()
