@@ -84,12 +84,13 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)  # (B, H, N, d)
         drop = self.attn_drop if self.training else 0.0
 
+        if self.readout is not None and is_causal:  # explicit read-outs see the causal mask too
+            causal = torch.full((N, N), float("-inf"), device=x.device, dtype=q.dtype).triu(1)
+            read_bias = causal if attn_bias is None else attn_bias + causal
+        else:
+            read_bias = attn_bias
         if self.readout == "full":
-            bias = attn_bias
-            if is_causal:
-                causal = torch.full((N, N), float("-inf"), device=x.device, dtype=q.dtype).triu(1)
-                bias = causal if bias is None else bias + causal
-            attn = full_attention(q, k, self.scale, bias)  # (B, H, N, N)
+            attn = full_attention(q, k, self.scale, read_bias)  # (B, H, N, N)
             self._store("attn", attn)
             out = F.dropout(attn, drop, self.training) @ v
         else:
@@ -97,7 +98,7 @@ class Attention(nn.Module):
                 attn_bias = attn_bias.to(q.dtype)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=drop, is_causal=is_causal)
             if self.readout == "cls":
-                self._store("cls_attn", cls_attention(q, k, self.scale, attn_bias))
+                self._store("cls_attn", cls_attention(q, k, self.scale, read_bias))
         if self.keep and "keys" in self.keep:
             self._store("keys", k)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)

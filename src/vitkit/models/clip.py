@@ -21,8 +21,9 @@ DEFAULT_TEMPLATES = ("a photo of a {}.",)
 class TextConfig:
     """Architecture of the CLIP text transformer.
 
-    ``eos_token_id`` picks the pooled position: the first occurrence of that id; None → the
-    position of the largest id (OpenAI/open_clip convention, where end-of-text is the last id).
+    ``eos_token_id`` picks the pooled position: the first occurrence of that id (or, in a text
+    without it, the largest id); None → the position of the largest id (OpenAI/open_clip
+    convention, where end-of-text is the last id).
     """
 
     vocab_size: int = 49408
@@ -109,7 +110,10 @@ class TextTransformer(nn.Module):
     def pool(self, x: Tensor, ids: Tensor) -> Tensor:
         """Tokens (B, L, W) → the end-of-text token's features (B, W)."""
         eos = self.cfg.eos_token_id
-        pos = ids.argmax(-1) if eos is None else (ids == eos).int().argmax(-1)
+        pos = ids.argmax(-1)
+        if eos is not None:  # the first end-of-text token; the largest id where there is none
+            is_eos = ids == eos
+            pos = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), pos)
         return x[torch.arange(x.shape[0], device=x.device), pos]
 
     def forward(self, ids: Tensor, embeds: Tensor | None = None) -> Tensor:
