@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 import vitkit
 from vitkit.cli import app
+from vitkit.data import frb
 
 runner = CliRunner()
 
@@ -70,7 +73,18 @@ def test_clip_predict_needs_labels(tmp_path, image, tiny_tokenizer):
     assert sum(n in r.output for n in ("cat", "dog", "bird")) == 2
 
 
-def test_demo(tmp_path):
-    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+def test_demo_quick_writes_report_and_metrics(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "demo" / "model" / "model.safetensors").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split, n in (("easy", 150), ("hard", 225)):
+        m = metrics["frb"][split]
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["multiple_choice_accuracy"] <= 1.0
+        assert set(m["per_font"]) <= set(frb.FONT_NAMES)
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Multiple choice" in html and 'src="http' not in html
+    assert (out / "model" / "model.safetensors").is_file()
+    assert len(list((out / "frb" / "easy").glob("*.png"))) == 150
+    # the saved model is a plain vitkit checkpoint
+    assert vitkit.load(out / "model").cfg.num_classes == 15

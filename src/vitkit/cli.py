@@ -146,20 +146,47 @@ def predict_cmd(
 @app.command("demo")
 def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo's files.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="A ≤ 2-minute smoke run (figures not meaningful).")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 1500; --quick 40).")] = None,
 ) -> None:
-    """The main job. For now: save a small built-in model, show its info and a prediction."""
-    from PIL import Image
+    """The main job: generate the Font Recognition Benchmark, train a small ViT from scratch, evaluate
+    easy and hard with every protocol that applies, write OUT/report.html and OUT/metrics.json."""
+    from .demo import DemoConfig, run_demo
 
-    import vitkit
+    kw = {"out_dir": str(out_dir)} | ({"steps": steps} if steps else {})
+    cfg = DemoConfig.quick(**kw) if quick else DemoConfig(**kw)
+    try:
+        metrics = run_demo(cfg, resume=resume)
+    except _USER_ERRORS as e:
+        _fail(e)
+    table = Table("FRB split", "classifier", "multiple choice (4)", "few-shot", title="vitkit demo")
+    for split in ("easy", "hard"):
+        m = metrics["frb"][split]
+        table.add_row(split, f"{m['accuracy']:.1%}", f"{m['multiple_choice_accuracy']:.1%}",
+                      f"{m['few_shot_accuracy']:.1%}")
+    out.print(table)
+    out.print(f"report: {out_dir / 'report.html'}   metrics: {out_dir / 'metrics.json'}   "
+              f"time: {metrics['timing']['total_s']:.0f} s")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = vitkit.create_model("vit_test", labels=[f"digit {i}" for i in range(10)])
-    ckpt = vitkit.save(model, out_dir / "model")
-    img = out_dir / "sample.png"
-    Image.new("RGB", (48, 32), (200, 40, 40)).save(img)
-    out.print(f"[bold]saved[/] a vit_test checkpoint to {ckpt} (random weights)")
-    info_cmd(str(ckpt))
-    predict_cmd(str(ckpt), [img], topk=3, labels=None, template="a photo of a {}.")
+
+data_app = typer.Typer(help="Generate the embedded benchmark data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("frb")
+def data_frb_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (images + JSONL manifests).")],
+    n_train: Annotated[int, typer.Option(min=0, help="Training images (text disjoint from easy/hard).")] = 6000,
+    n_val: Annotated[int, typer.Option(min=0, help="Validation images.")] = 750,
+    seed: Annotated[int, typer.Option(help="Seed of the train/val generators.")] = 0,
+) -> None:
+    """Write the Font Recognition Benchmark: easy (150), hard (225), train and val splits."""
+    from .data import frb
+
+    manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed)
+    for split, path in manifests.items():
+        out.print(f"{split:>5}: {path}")
 
 
 def main() -> None:  # pragma: no cover - entry point
