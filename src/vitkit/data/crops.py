@@ -33,7 +33,9 @@ def normalize_pages(rgb: Tensor) -> Tensor:
     grey = torch.where(inverted, 1 - grey, grey)
     text = torch.where(inverted, 1 - hi, lo)
     back = torch.where(inverted, 1 - bg, bg)
-    return ((grey - text) / (back - text).clamp_min(1e-3)).clamp(0, 1)
+    span = back - text
+    out = ((grey - text) / span.clamp_min(1e-3)).clamp(0, 1)
+    return torch.where(span > 0.02, out, torch.ones_like(out))  # no contrast (blank page): all background
 
 
 def pil_to_tensor(img: Image.Image) -> Tensor:

@@ -1,0 +1,219 @@
+"""TiledClassifier: ink-centred tiles, per-page averaged log-softmax, pooled embeddings (CPU, seconds)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from vitkit.data import frb
+from vitkit.data.crops import normalize_pages, pil_to_tensor
+from vitkit.models import VisionTransformer
+from vitkit.models.tiled import TiledClassifier
+
+S, STRIDE = 32, 16
+SQ = 10  # side of the ink square
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small tensors: one intra-op thread is fastest, above all on a busy CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class FakeBackbone(nn.Module):
+    """Logits and features that are simple statistics of a tile, so results can be checked by hand."""
+
+    num_classes, dim = 3, 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[int] = []
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        self.calls.append(len(x))
+        ink = (x[:, 0] < 0).float().mean((1, 2))
+        return torch.stack([x.mean((1, 2, 3)), x.amin((1, 2, 3)), x.amax((1, 2, 3)), ink], 1)
+
+    def forward_head(self, f: Tensor, pre_logits: bool = False) -> Tensor:
+        if pre_logits:
+            return f
+        m, ink = f[:, 0], f[:, 3]
+        return torch.stack([4 * m, -4 * m, 10 * ink], 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def square_page(y: int, x: int, H: int = 96, W: int = 128, side: int = SQ) -> Tensor:
+    """(3, H, W) white page with one black side×side square at (y, x)."""
+    page = torch.ones(3, H, W)
+    page[:, y : y + side, x : x + side] = 0
+    return page
+
+
+def text_pages() -> Tensor:
+    """Three small coloured / inverted text pages, different enough that their outputs differ."""
+    canvas = (160, 96)
+    return torch.stack(
+        [
+            pil_to_tensor(frb.render_text("Quick fox", 0, canvas=canvas, size=28)),
+            pil_to_tensor(frb.render_text("jumps over", 9, canvas=canvas, size=28, fg=(0, 0, 128),
+                                          bg=(255, 255, 200))),
+            pil_to_tensor(frb.render_text("lazy", 12, canvas=canvas, size=36, fg=(255, 255, 255), bg=(0, 0, 0))),
+        ]
+    )
+
+
+@pytest.fixture()
+def model() -> TiledClassifier:
+    return TiledClassifier(FakeBackbone(), size=S, stride=STRIDE, min_ink_pixels=20).eval()
+
+
+def test_output_shape_and_is_average_of_tile_log_softmax(model):
+    pages = text_pages()
+    out = model(pages)
+    assert out.shape == (3, FakeBackbone.num_classes)
+    tiles, owner = model._tiles(pages)
+    assert tiles.shape[1:] == (3, S, S) and owner.shape == (len(tiles),)
+    assert set(owner.tolist()) == {0, 1, 2}
+    assert (owner[1:] >= owner[:-1]).all()  # tiles grouped by page
+    logp = model.backbone(tiles).log_softmax(-1)
+    for b in range(3):
+        assert torch.allclose(out[b], logp[owner == b].mean(0), atol=1e-6)
+    # a mean of log-probabilities: each row's logsumexp ≤ 0, and every entry < 0
+    assert (out.logsumexp(-1) <= 1e-6).all() and (out < 0).all()
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_pages_pooled_independently(model):
+    pages = text_pages()
+    out = model(pages)
+    perm = torch.tensor([2, 0, 1])
+    assert torch.allclose(model(pages[perm]), out[perm], atol=1e-6)
+    for b in range(3):
+        alone = model(pages[b : b + 1])
+        assert alone.shape == (1, FakeBackbone.num_classes)
+        assert torch.allclose(alone[0], out[b], atol=1e-6)
+    emb = model.embed(pages)
+    for b in range(3):
+        assert torch.allclose(model.embed(pages[b : b + 1])[0], emb[b], atol=1e-6)
+
+
+def test_max_batch_chunking_does_not_change_results(model):
+    pages = text_pages()
+    out, emb = model(pages), model.embed(pages)
+    n_tiles = len(model._tiles(pages)[0])
+    small = TiledClassifier(FakeBackbone(), size=S, stride=STRIDE, min_ink_pixels=20, max_batch=3)
+    assert torch.allclose(small(pages), out, atol=1e-6)
+    small.backbone.calls.clear()
+    assert torch.allclose(small.embed(pages), emb, atol=1e-6)
+    assert max(small.backbone.calls) <= 3 and sum(small.backbone.calls) == n_tiles
+
+
+# y, x of the square: inside a cell, on a cell edge, on a cell corner, at the page's borders
+SQUARE_POSITIONS = [(40, 50), (43, 60), (27, 59), (0, 0), (86, 118), (0, 118), (86, 3), (50, 0)]
+
+
+@pytest.mark.parametrize("y, x", SQUARE_POSITIONS)
+def test_tiles_are_centred_on_the_ink(model, y, x):
+    tiles, owner = model._tiles(square_page(y, x).unsqueeze(0))
+    assert len(tiles) >= 1 and (owner == 0).all()
+    for t in tiles:
+        assert torch.equal(t[0], t[1]) and torch.equal(t[0], t[2])
+        ink = t[0] < 0
+        assert int(ink.sum()) == SQ * SQ  # the whole square is in every tile
+        ys, xs = torch.nonzero(ink, as_tuple=True)
+        assert int(ys.max() - ys.min()) == SQ - 1 and int(xs.max() - xs.min()) == SQ - 1
+    # away from the borders the tile is centred on the square's centroid (± a pixel of rounding)
+    if y >= S // 2 and x >= S // 2 and y + SQ <= 96 - S // 2 and x + SQ <= 128 - S // 2:
+        for t in tiles:
+            ys, xs = torch.nonzero(t[0] < 0, as_tuple=True)
+            assert abs(ys.float().mean() - (S - 1) / 2) <= 5 and abs(xs.float().mean() - (S - 1) / 2) <= 5
+
+
+def test_one_tile_per_inked_cell(model):
+    # a square well inside one cell gives exactly one tile, one straddling a corner (25 px in each of
+    # 4 cells) gives four
+    assert len(model._tiles(square_page(36, 52).unsqueeze(0))[0]) == 1
+    assert len(model._tiles(square_page(43, 59).unsqueeze(0))[0]) == 4
+    # cells with fewer than min_ink_pixels ink pixels give no tile
+    few = TiledClassifier(FakeBackbone(), size=S, stride=STRIDE, min_ink_pixels=SQ * SQ + 1)
+    page = square_page(36, 52)
+    page[:, 10:25, 10:25] = 0  # 225 px, one tile
+    assert len(few._tiles(page.unsqueeze(0))[0]) == 1
+
+
+def test_tile_count_tracks_text_amount(model):
+    pages = text_pages()
+    _, owner = model._tiles(pages)
+    counts = torch.bincount(owner, minlength=3)
+    assert (counts >= 2).all()
+    short = model._tiles(pil_to_tensor(frb.render_text("i", 0, canvas=(160, 96), size=28)).unsqueeze(0))[0]
+    assert 1 <= len(short) < counts.min()
+
+
+def test_blank_page_gives_one_centre_tile(model):
+    blank = torch.ones(1, 3, 96, 160)  # the size of text_pages()
+    tiles, owner = model._tiles(blank)
+    assert len(tiles) == 1 and owner.tolist() == [0]
+    assert (tiles[0] > 0).all()  # the page's centre tile, all background
+    out = model(torch.cat([blank, text_pages()[:1]]))
+    assert out.shape == (2, FakeBackbone.num_classes) and torch.isfinite(out).all()
+    assert model.embed(blank).shape == (1, FakeBackbone.dim)
+
+
+def test_blank_page_of_any_colour_gives_one_tile(model):
+    for rgb in ((1.0, 1.0, 0.8), (0.0, 0.0, 0.0), (0.3, 0.3, 0.3)):
+        page = torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 64, 64).clone()
+        assert len(model._tiles(page)[0]) == 1, rgb
+
+
+def test_embed_shape_and_pooling(model):
+    pages = text_pages()
+    emb = model.embed(pages)
+    assert emb.shape == (3, FakeBackbone.dim)
+    tiles, owner = model._tiles(pages)
+    feats = model.backbone.forward_features(tiles)
+    for b in range(3):
+        assert torch.allclose(emb[b], feats[owner == b].mean(0), atol=1e-6)
+
+
+def test_page_smaller_than_tile_raises(model):
+    with pytest.raises(ValueError):
+        model(torch.ones(1, 3, S - 1, 64))
+    with pytest.raises(ValueError):
+        model.embed(torch.ones(2, 3, 64, S - 1))
+    assert model(square_page(0, 0, H=S, W=S).unsqueeze(0)).shape == (1, 3)  # exactly the tile size is fine
+
+
+def test_tiles_use_normalised_pages(model):
+    """Colour and inversion do not change the tiles: they are cut from the normalised grey page."""
+    black = square_page(40, 50)
+    inverted = 1 - black
+    coloured = black.clone()
+    coloured[:, :, :] = torch.where(black > 0.5, torch.tensor([1.0, 1.0, 0.8]).view(3, 1, 1),
+                                    torch.tensor([0.0, 0.0, 0.5]).view(3, 1, 1))
+    ref = model._tiles(black.unsqueeze(0))[0]
+    for page in (inverted, coloured):
+        t = model._tiles(page.unsqueeze(0))[0]
+        assert t.shape == ref.shape and torch.allclose(t, ref, atol=1e-5)
+    assert torch.allclose(normalize_pages(coloured.unsqueeze(0)), normalize_pages(black.unsqueeze(0)), atol=1e-5)
+
+
+def test_real_tiny_vit_on_frb_easy_pages():
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=15).eval()
+    samples = frb.easy_split()[:2]
+    pages = torch.stack([pil_to_tensor(s.image) for s in samples])
+    model = TiledClassifier(vit, size=32, stride=32).eval()
+    with torch.no_grad():
+        out = model(pages)
+        emb = model.embed(pages)
+        alone = model(pages[1:])
+    assert out.shape == (2, 15) and torch.isfinite(out).all()
+    assert (out.logsumexp(-1) <= 1e-5).all() and (out < 0).all()
+    assert emb.shape == (2, 32) and torch.isfinite(emb).all()
+    assert torch.allclose(alone[0], out[1], atol=1e-5)
