@@ -23,3 +23,12 @@ def tiny_tokenizer() -> CLIPTokenizer:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is fastest, above all on a busy CPU (restored afterwards)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

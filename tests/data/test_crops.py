@@ -13,13 +13,7 @@ SENTENCE = "The quick brown fox jumps over the lazy dog."
 DARK_BLUE, LIGHT_YELLOW = (0, 0, 128), (255, 255, 200)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest, above all on a busy CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _page(text: str, font: int = 0, fg=(0, 0, 0), bg=(255, 255, 255)) -> torch.Tensor:

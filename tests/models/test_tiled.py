@@ -15,13 +15,7 @@ S, STRIDE = 32, 16
 SQ = 10  # side of the ink square
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread is fastest, above all on a busy CPU (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FakeBackbone(nn.Module):

@@ -38,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
+from ..progress import progress_bar
+
 __all__ = [
     "CANVAS",
     "EASY_SENTENCES",
@@ -519,19 +521,6 @@ def val_split(
 # --------------------------------------------------------------------------------------------
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )
-
-
 def write_split(
     samples: Iterable[FRBSample],
     out_dir: str | os.PathLike[str],
@@ -551,7 +540,7 @@ def write_split(
         total = len(samples)  # type: ignore[arg-type]
     split: str | None = None
     records: list[dict] = []
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         task = bar.add_task("writing", total=total)
         for i, sample in enumerate(samples):
             if split is None:

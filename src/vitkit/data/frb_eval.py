@@ -43,6 +43,7 @@ from PIL import Image
 
 from vitkit.data import frb
 from vitkit.data.frb import FONT_NAMES, FRBSample
+from vitkit.progress import progress_bar
 
 if TYPE_CHECKING:
     from vitkit.models.clip import CLIP
@@ -283,19 +284,6 @@ def _to_cpu_2d(out: Any, rows: int, what: str) -> torch.Tensor:
     return t
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )
-
-
 def _run(
     fn: BatchFn,
     samples: Sequence[FRBSample],
@@ -315,7 +303,7 @@ def _run(
     enabled = n_batches > _PROGRESS_MIN_BATCHES if progress is None else bool(progress)
     outputs: list[torch.Tensor] = []
     width: int | None = None
-    with _progress(enabled) as bar, torch.inference_mode():
+    with progress_bar(enabled) as bar, torch.inference_mode():
         task = bar.add_task(description, total=n_batches)
         for start in range(0, n, bs):
             chunk = samples[start : start + bs]
