@@ -42,6 +42,7 @@ class DemoConfig:
     steps: int = 1500
     batch_size: int = 64
     lr: float = 2e-3
+    drop_path: float = 0.1
     seed: int = 0
     progress: bool = True
 
@@ -60,7 +61,7 @@ def _pages(samples: list[frb.FRBSample]) -> tuple[torch.Tensor, torch.Tensor]:
 def build_model(cfg: DemoConfig) -> VisionTransformer:
     return VisionTransformer(
         img_size=cfg.crop, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-        num_classes=len(frb.FONTS), drop_path_rate=0.1, labels=list(frb.FONT_NAMES),
+        num_classes=len(frb.FONTS), drop_path_rate=cfg.drop_path, labels=list(frb.FONT_NAMES),
     )
 
 

@@ -29,7 +29,7 @@ def cls_attention(q: Tensor, k: Tensor, scale: float, bias: Tensor | None = None
     q, k: (B, H, N, d); bias: additive logits broadcastable to (B, H, N, N) or None.
     Returns (B, H, N): softmax over keys of the query at ``index``.
     """
-    logits = (q[:, :, index : index + 1] @ k.transpose(-2, -1)) * scale  # (B, H, 1, N)
+    logits = (q[:, :, index : index + 1] * scale) @ k.transpose(-2, -1)  # (B, H, 1, N)
     if bias is not None:
         logits = logits + (bias[..., index : index + 1, :] if bias.shape[-2] > 1 else bias)
     return logits.float().softmax(dim=-1).to(q.dtype).squeeze(-2)
