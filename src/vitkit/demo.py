@@ -39,10 +39,10 @@ class DemoConfig:
     dim: int = 128
     depth: int = 4
     heads: int = 4
-    steps: int = 1500
+    steps: int = 2200
     batch_size: int = 64
     lr: float = 2e-3
-    drop_path: float = 0.1
+    drop_path: float = 0.0
     seed: int = 0
     progress: bool = True
 
