@@ -36,10 +36,10 @@ class DemoConfig:
     val_pages: int = 150
     crop: int = 96
     patch: int = 12
-    dim: int = 128
+    dim: int = 96
     depth: int = 4
-    heads: int = 4
-    steps: int = 2200
+    heads: int = 3
+    steps: int = 3300
     batch_size: int = 64
     lr: float = 2e-3
     drop_path: float = 0.0
