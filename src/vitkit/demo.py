@@ -20,7 +20,13 @@ import torch
 from . import __version__
 from .data import frb
 from .data.crops import InkCropDataset, normalize_pages, pil_to_tensor
-from .data.frb_eval import evaluate_classifier, evaluate_few_shot, evaluate_multiple_choice, letter_exemplars
+from .data.frb_eval import (
+    embed_samples,
+    evaluate_classifier,
+    evaluate_few_shot,
+    evaluate_multiple_choice,
+    letter_exemplars,
+)
 from .engine import TrainConfig, Trainer
 from .models.tiled import TiledClassifier
 from .models.vit import VisionTransformer
@@ -114,8 +120,6 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
     kw = dict(transform=pil_to_tensor, batch_size=16)
     results: dict[str, dict] = {"classifier": {}, "multiple_choice": {}, "few_shot": {}}
     letters = letter_exemplars()
-    from .data.frb_eval import embed_samples
-
     letter_embeds = embed_samples(clf.embed, letters, transform=pil_to_tensor, batch_size=52)
     for name, split in (("easy", easy), ("hard", hard)):
         results["classifier"][name] = evaluate_classifier(clf, split, **kw)

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -239,7 +240,7 @@ class Trainer:
                         batch = [b.to(self.device, non_blocking=True) if torch.is_tensor(b) else b for b in batch]
                         last_micro = micro == cfg.accum_steps - 1
                         sync = last_micro or self.ddp is None
-                        ctx = net.no_sync() if (self.ddp is not None and not sync) else _null()
+                        ctx = net.no_sync() if (self.ddp is not None and not sync) else nullcontext()
                         with ctx, torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
                             loss = self.loss_fn(net, batch) / cfg.accum_steps
                         (self.scaler.scale(loss) if self.scaler else loss).backward()
@@ -313,14 +314,6 @@ def _decay_groups(model: nn.Module, wd: float) -> list[dict]:
             continue
         (no_decay if p.ndim < 2 or "token" in name or "pos_embed" in name else decay).append(p)
     return [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
 
 
 class _Progress:

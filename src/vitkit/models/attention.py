@@ -99,7 +99,7 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=drop, is_causal=is_causal)
             if self.readout == "cls":
                 self._store("cls_attn", cls_attention(q, k, self.scale, read_bias))
-        if self.keep and "keys" in self.keep:
+        if "keys" in self.keep:
             self._store("keys", k)
         out = out.transpose(1, 2).reshape(B, N, C)  # (B, N, C)
         return self.proj_drop(self.proj(out))

@@ -217,8 +217,9 @@ class VisionTransformer(nn.Module):
 
     def __init__(self, cfg: ViTConfig | None = None, **kwargs) -> None:
         super().__init__()
-        cfg = cfg if cfg is not None else ViTConfig(**kwargs)
-        if cfg is not None and kwargs:
+        if cfg is None:
+            cfg = ViTConfig(**kwargs)
+        elif kwargs:
             cfg = ViTConfig.from_dict({**cfg.to_dict(), **kwargs})
         self.cfg = cfg
         dim = cfg.embed_dim
