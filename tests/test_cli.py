@@ -73,7 +73,18 @@ def test_clip_predict_needs_labels(tmp_path, image, tiny_tokenizer):
     assert sum(n in r.output for n in ("cat", "dog", "bird")) == 2
 
 
-def test_demo_quick_writes_report_and_metrics(tmp_path):
+def test_demo_quick_writes_report_and_metrics(tmp_path, monkeypatch):
+    from vitkit import demo_sections
+    from vitkit.report import Section
+
+    def good(ctx):
+        ctx.metrics["extra"] = {"pages": len(ctx.train_pages), "classes": ctx.classifier(ctx.val_pages[:2]).shape[-1]}
+        return Section("extra-ok", "Extra section", "<p>added by a later issue</p>")
+
+    def broken(ctx):
+        raise RuntimeError("boom in section")
+
+    monkeypatch.setattr(demo_sections, "SECTIONS", [("extra", good), ("broken one", broken)])
     out = tmp_path / "demo"
     r = runner.invoke(app, ["demo", "--quick", "--out", str(out)])
     assert r.exit_code == 0, r.output
@@ -85,6 +96,9 @@ def test_demo_quick_writes_report_and_metrics(tmp_path):
         assert len(list((out / "frb" / split).glob("*.png"))) == n
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Multiple choice" in html and 'src="http' not in html
+    # sections added by later issues: a working one lands in page and metrics, a failing one is reported
+    assert "added by a later issue" in html and metrics["extra"] == {"pages": 150, "classes": 15}
+    assert "broken one (failed)" in html and "boom in section" in html
     assert (out / "model" / "model.safetensors").is_file()
     # the saved model is a plain vitkit checkpoint
     assert vitkit.load(out / "model").cfg.num_classes == 15

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from .data.frb_eval import (
 from .engine import TrainConfig, Trainer
 from .models.tiled import TiledClassifier
 from .models.vit import VisionTransformer
-from .report import Report, protocol_section, samples_section, summary_section, training_section
+from .report import Report, Section, escape, make_id, protocol_section, samples_section, summary_section, training_section
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,38 @@ class DemoConfig:
     def quick(cls, **kw) -> DemoConfig:
         """A ≤ 2-minute version for tests: fewer pages and steps (figures are not meaningful)."""
         return replace(cls(train_pages=150, val_pages=30, steps=40, depth=2), **kw)
+
+
+@dataclass
+class DemoContext:
+    """What a report section added by a later issue receives from a finished demo run.
+
+    Pages are grey ``(P, 1, H, W)`` tensors in [0, 1] (ink dark, see ``normalize_pages``);
+    ``classifier`` maps such pages to ``(P, 15)`` logits, ``model`` maps ``to_model_input`` crops
+    ``(B, 3, crop, crop)`` to logits. A section may add its figures to ``metrics[<its key>]``.
+    """
+
+    cfg: DemoConfig
+    out: Path
+    model: VisionTransformer
+    classifier: TiledClassifier
+    train_pages: torch.Tensor
+    train_labels: torch.Tensor
+    val_pages: torch.Tensor
+    val_labels: torch.Tensor
+    easy: list[frb.FRBSample]
+    hard: list[frb.FRBSample]
+    metrics: dict = field(default_factory=dict)
+
+
+SectionBuilder = Callable[[DemoContext], "Section"]
+
+
+def extra_sections() -> list[tuple[str, SectionBuilder]]:
+    """The report sections later issues add, as (name, builder); see :mod:`vitkit.demo_sections`."""
+    from .demo_sections import SECTIONS
+
+    return list(SECTIONS)
 
 
 def _pages(samples: list[frb.FRBSample]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +207,20 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
         "Sample predictions (hard split)", [hard[i].image for i in pick],
         [hard[i].font for i in pick], [frb.FONT_NAMES[pred[i]] for i in pick], ncols=4, id="samples",
     ))
+
+    # 5. sections added by later issues (token reduction, quantization, OOD …): one function each.
+    # A failing section is reported in the page and the log, never lost with the rest of the run.
+    ctx = DemoContext(cfg, out, model, clf, train_pages, train_labels, val_pages, val_labels, easy, hard, metrics)
+    for name, build in extra_sections():
+        t = time.perf_counter()
+        try:
+            report.add(build(ctx))
+        except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
+            log.exception("demo section %r failed", name)
+            report.add(Section(make_id(name), f"{name} (failed)", f"<p>This section failed: {escape(repr(e))}</p>"))
+        timing[f"section_{name}_s"] = time.perf_counter() - t
+    timing["total_s"] = time.perf_counter() - t0
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     path = report.write(out / "report.html")
     log.info("report: %s", path)
     return metrics

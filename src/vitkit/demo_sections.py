@@ -1,0 +1,17 @@
+"""Report sections that later issues add to ``vitkit demo``: one (name, builder) entry each.
+
+A builder takes a :class:`vitkit.demo.DemoContext` (the trained demo model, its pages and the FRB
+splits) and returns a :class:`vitkit.report.Section`; it should add at most ~30 s on 2 CPU cores so
+the whole demo stays within its 10-minute budget. Import inside the builder's own module, not here,
+whatever is heavy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+SECTIONS: list[tuple[str, Callable]] = [
+    # ("token reduction", vitkit.reduce.report.demo_section),   # issue 4
+    # ("quantization", vitkit.quant.report.demo_section),       # issue 5
+    # ("open-world recognition", vitkit.ood.report.demo_section),  # issue 6
+]
