@@ -102,3 +102,14 @@ def test_demo_quick_writes_report_and_metrics(tmp_path, monkeypatch):
     assert (out / "model" / "model.safetensors").is_file()
     # the saved model is a plain vitkit checkpoint
     assert vitkit.load(out / "model").cfg.num_classes == 15
+
+
+def test_frb_pages_restricts_to_fonts_and_remaps_labels():
+    from vitkit.demo import frb_pages
+
+    samples = frb.easy_split()[:40]  # font-major: the first 4 fonts, 10 sentences each
+    pages, labels = frb_pages(samples, fonts=[frb.FONT_NAMES[3], frb.FONT_NAMES[1]])
+    assert pages.shape == (20, 1, 240, 440) and 0 <= pages.min() and pages.max() <= 1
+    assert labels.tolist() == [1] * 10 + [0] * 10
+    with pytest.raises(ValueError, match="no FRB samples"):
+        frb_pages(samples, fonts=["Lobster"])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -28,10 +28,19 @@ from .data.frb_eval import (
     evaluate_multiple_choice,
     letter_exemplars,
 )
-from .engine import TrainConfig, Trainer
+from .engine import TrainConfig, Trainer, TrainResult
 from .models.tiled import TiledClassifier
 from .models.vit import VisionTransformer
-from .report import Report, Section, escape, make_id, protocol_section, samples_section, summary_section, training_section
+from .report import (
+    Report,
+    Section,
+    escape,
+    make_id,
+    protocol_section,
+    samples_section,
+    summary_section,
+    training_section,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,17 +100,69 @@ def extra_sections() -> list[tuple[str, SectionBuilder]]:
     return list(SECTIONS)
 
 
-def _pages(samples: list[frb.FRBSample]) -> tuple[torch.Tensor, torch.Tensor]:
+def frb_pages(samples: Sequence[frb.FRBSample], fonts: Sequence[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey pages ``(P, 1, H, W)`` in [0, 1] and labels ``(P,)`` for FRB samples.
+
+    With ``fonts`` (e.g. :data:`frb.KNOWN_FONTS`), only samples in those fonts are kept and labels
+    become indices into ``fonts``; otherwise labels are indices into :data:`frb.FONT_NAMES`.
+    """
+    if fonts is not None:
+        pos = {name: i for i, name in enumerate(fonts)}
+        samples = [s for s in samples if s.font in pos]
+        labels = [pos[s.font] for s in samples]
+    else:
+        labels = [s.label for s in samples]
+    if not samples:
+        raise ValueError(f"no FRB samples in fonts {list(fonts or [])}")
     x = torch.stack([pil_to_tensor(s.image) for s in samples])
     grey = torch.cat([normalize_pages(x[i : i + 64]) for i in range(0, len(x), 64)])
-    return grey, torch.tensor([s.label for s in samples])
+    return grey, torch.tensor(labels)
 
 
-def build_model(cfg: DemoConfig) -> VisionTransformer:
+def build_model(cfg: DemoConfig, labels: Sequence[str] = tuple(frb.FONT_NAMES)) -> VisionTransformer:
     return VisionTransformer(
         img_size=cfg.crop, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-        num_classes=len(frb.FONTS), drop_path_rate=cfg.drop_path, labels=list(frb.FONT_NAMES),
+        num_classes=len(labels), drop_path_rate=cfg.drop_path, labels=list(labels),
     )
+
+
+def train_crop_classifier(
+    cfg: DemoConfig,
+    train_pages: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_pages: torch.Tensor,
+    val_labels: torch.Tensor,
+    *,
+    labels: Sequence[str] = tuple(frb.FONT_NAMES),
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+) -> tuple[VisionTransformer, TrainResult]:
+    """Train the demo's ViT from scratch on ink crops of ``train_pages`` (grey, see :func:`frb_pages`).
+
+    Validation = accuracy on 4 fixed crops per validation page. Checkpoints and the JSONL log go to
+    ``out_dir`` (default ``cfg.out_dir/train``). Returns the model (eval mode) and the engine's result.
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, labels)
+    n = len(train_pages)
+    crops_per_page = max(1, -(-cfg.steps * cfg.batch_size // n))  # one pass over the crops
+    ds = InkCropDataset(train_pages, train_labels, size=cfg.crop, crops_per_page=crops_per_page, seed=cfg.seed)
+    val_ds = InkCropDataset(val_pages, val_labels, size=cfg.crop, crops_per_page=4, seed=cfg.seed + 1)
+    vx = torch.stack([val_ds[i][0] for i in range(len(val_ds))])
+    vy = torch.stack([val_ds[i][1] for i in range(len(val_ds))])
+
+    def eval_fn(m: torch.nn.Module) -> dict:
+        pred = torch.cat([m(vx[i : i + 256]).argmax(-1) for i in range(0, len(vx), 256)])
+        return {"val_crop_accuracy": (pred == vy).float().mean().item()}
+
+    tcfg = TrainConfig(
+        epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=max(1, cfg.steps // 20),
+        weight_decay=0.05, label_smoothing=0.1, out_dir=str(out_dir or Path(cfg.out_dir) / "train"),
+        progress=cfg.progress, eval_every=max(1, cfg.steps // 5), ckpt_every=max(1, cfg.steps // 5),
+        log_every=max(1, cfg.steps // 50), seed=cfg.seed,
+    )
+    result = Trainer(model, ds, tcfg, eval_fn=eval_fn).fit(resume=resume)
+    return model.eval(), result
 
 
 def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
@@ -117,31 +178,13 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
     frb.generate(out / "frb", n_train=0, n_val=0, seed=cfg.seed, progress=cfg.progress)
     train = list(frb.train_split(cfg.train_pages, cfg.seed))
     val = list(frb.val_split(cfg.val_pages, cfg.seed))
-    train_pages, train_labels = _pages(train)
-    val_pages, val_labels = _pages(val)
+    train_pages, train_labels = frb_pages(train)
+    val_pages, val_labels = frb_pages(val)
     timing["data_s"] = time.perf_counter() - t0
 
     # 2. train on ink crops; validate on fixed crops of the validation pages
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg)
-    crops_per_page = max(1, -(-cfg.steps * cfg.batch_size // cfg.train_pages))  # one pass over the crops
-    ds = InkCropDataset(train_pages, train_labels, size=cfg.crop, crops_per_page=crops_per_page, seed=cfg.seed)
-    val_ds = InkCropDataset(val_pages, val_labels, size=cfg.crop, crops_per_page=4, seed=cfg.seed + 1)
-    vx = torch.stack([val_ds[i][0] for i in range(len(val_ds))])
-    vy = torch.stack([val_ds[i][1] for i in range(len(val_ds))])
-
-    def eval_fn(m: torch.nn.Module) -> dict:
-        pred = torch.cat([m(vx[i : i + 256]).argmax(-1) for i in range(0, len(vx), 256)])
-        return {"val_crop_accuracy": (pred == vy).float().mean().item()}
-
-    tcfg = TrainConfig(
-        epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=max(1, cfg.steps // 20),
-        weight_decay=0.05, label_smoothing=0.1, out_dir=str(out / "train"), progress=cfg.progress,
-        eval_every=max(1, cfg.steps // 5), ckpt_every=max(1, cfg.steps // 5), log_every=max(1, cfg.steps // 50),
-        seed=cfg.seed,
-    )
     t1 = time.perf_counter()
-    result = Trainer(model, ds, tcfg, eval_fn=eval_fn).fit(resume=resume)
+    model, result = train_crop_classifier(cfg, train_pages, train_labels, val_pages, val_labels, resume=resume)
     timing["train_s"] = time.perf_counter() - t1
     model.eval()
     save(model, out / "model")

@@ -350,3 +350,9 @@ def test_generate_writes_all_splits(tmp_path):
     assert len(list((tmp_path / "hard").glob("*.png"))) == 225
     first = json.loads(manifests["val"].read_text(encoding="utf-8").splitlines()[0])
     assert first["split"] == "val" and (tmp_path / first["path"]).is_file()
+
+
+def test_open_set_split_partitions_the_fonts():
+    assert len(frb.KNOWN_FONTS) == 10 and len(frb.UNKNOWN_FONTS) == 5
+    assert set(frb.KNOWN_FONTS) | set(frb.UNKNOWN_FONTS) == set(frb.FONT_NAMES)
+    assert not set(frb.KNOWN_FONTS) & set(frb.UNKNOWN_FONTS)

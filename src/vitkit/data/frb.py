@@ -51,6 +51,8 @@ __all__ = [
     "PADDING",
     "FRBSample",
     "FontSpec",
+    "KNOWN_FONTS",
+    "UNKNOWN_FONTS",
     "easy_split",
     "font_index",
     "font_path",
@@ -134,6 +136,13 @@ def _load_manifest() -> list[FontSpec]:
 FONTS: list[FontSpec] = _load_manifest()
 #: The fonts' display names (the paper's names), in label order; also the hard split's texts.
 FONT_NAMES: list[str] = [f.name for f in FONTS]
+
+#: The open-set split (OOD, open-set recognition, LoRA adaptation): 10 known fonts a model is
+#: trained on and 5 unknown ones it never sees. Every unknown font has a close known neighbour
+#: (Georgia~Times, Roboto Slab~Merriweather, Vera~Arial/Helvetica, Consolas~Calibri,
+#: Pacifico~Lobster), so detecting them is not trivial.
+UNKNOWN_FONTS: tuple[str, ...] = ("Georgia", "Roboto Slab", "Vera", "Consolas", "Pacifico")
+KNOWN_FONTS: tuple[str, ...] = tuple(n for n in FONT_NAMES if n not in UNKNOWN_FONTS)
 _BY_NAME = {f.name.casefold(): i for i, f in enumerate(FONTS)} | {
     f.family.casefold(): i for i, f in enumerate(FONTS)
 }
