@@ -1,0 +1,1 @@
+"""Out-of-distribution and open-set detection: metrics, baseline detectors, MoLAR."""

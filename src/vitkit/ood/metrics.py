@@ -1,0 +1,102 @@
+"""Out-of-distribution metrics. Convention: a higher score means "more in-distribution / known".
+
+Every function takes 1-D numpy arrays or tensors and returns a Python float. Ties are handled
+exactly (all samples that share a score cross a threshold together), so AUROC equals the
+Mann-Whitney statistic with ties counted one half.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["auroc", "fpr_at_tpr", "aupr_in", "aupr_out", "oscr"]
+
+
+def _as_1d(x, name: str) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor without importing torch
+        x = x.detach().cpu().numpy()
+    a = np.asarray(x, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty: pass at least one score")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains NaN or infinite scores: check the detector's output")
+    return a
+
+
+def _curve(pos: np.ndarray, neg: np.ndarray):
+    """Counts of positives / negatives with score >= t for every distinct threshold t, descending.
+
+    Returns (tp, fp) of shape (T,), cumulative, starting after the highest threshold.
+    """
+    scores = np.concatenate([pos, neg])
+    is_pos = np.concatenate([np.ones(pos.size, bool), np.zeros(neg.size, bool)])
+    order = np.argsort(-scores, kind="mergesort")
+    scores, is_pos = scores[order], is_pos[order]
+    tp = np.cumsum(is_pos)
+    fp = np.cumsum(~is_pos)
+    last = np.r_[scores[1:] != scores[:-1], True]  # last index of each block of equal scores
+    return tp[last], fp[last]
+
+
+def auroc(scores_in, scores_out) -> float:
+    """Area under the ROC curve with in-distribution as the positive class (0.5 = chance)."""
+    pos, neg = _as_1d(scores_in, "scores_in"), _as_1d(scores_out, "scores_out")
+    tp, fp = _curve(pos, neg)
+    tpr = np.r_[0.0, tp / pos.size]
+    fpr = np.r_[0.0, fp / neg.size]
+    return float(np.trapezoid(tpr, fpr))
+
+
+def fpr_at_tpr(scores_in, scores_out, tpr: float = 0.95) -> float:
+    """Share of out-of-distribution scores >= the highest threshold that keeps `tpr` of the in-scores.
+
+    FPR95 for `tpr=0.95`: threshold t = the largest score with mean(scores_in >= t) >= tpr.
+    """
+    if not 0.0 < tpr <= 1.0:
+        raise ValueError(f"tpr={tpr} must be in (0, 1]")
+    pos, neg = _as_1d(scores_in, "scores_in"), _as_1d(scores_out, "scores_out")
+    srt = np.sort(pos)[::-1]
+    k = int(np.ceil(tpr * pos.size - 1e-9))  # smallest number of in-samples to keep
+    t = srt[max(k, 1) - 1]
+    return float(np.mean(neg >= t))
+
+
+def _average_precision(pos: np.ndarray, neg: np.ndarray) -> float:
+    tp, fp = _curve(pos, neg)
+    precision = tp / (tp + fp)
+    recall = tp / pos.size
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def aupr_in(scores_in, scores_out) -> float:
+    """Average precision with in-distribution as the positive class (high score = positive)."""
+    return _average_precision(_as_1d(scores_in, "scores_in"), _as_1d(scores_out, "scores_out"))
+
+
+def aupr_out(scores_in, scores_out) -> float:
+    """Average precision with out-of-distribution as the positive class (low score = positive)."""
+    return _average_precision(-_as_1d(scores_out, "scores_out"), -_as_1d(scores_in, "scores_in"))
+
+
+def oscr(known_scores, known_correct, unknown_scores) -> float:
+    """Open-set classification rate: area under CCR(t) against FPR(t) (Dhamija et al. 2018).
+
+    CCR(t) = share of known samples classified correctly with score >= t,
+    FPR(t) = share of unknown samples with score >= t; the curve runs from (0, 0) to (1, accuracy).
+    """
+    k = _as_1d(known_scores, "known_scores")
+    if hasattr(known_correct, "detach"):
+        known_correct = known_correct.detach().cpu().numpy()
+    c = np.asarray(known_correct).reshape(-1).astype(bool)
+    if c.size != k.size:
+        raise ValueError(f"known_correct has {c.size} entries but known_scores has {k.size}: they must match")
+    u = _as_1d(unknown_scores, "unknown_scores")
+    scores = np.concatenate([k, u])
+    good = np.concatenate([c, np.zeros(u.size, bool)])
+    unk = np.concatenate([np.zeros(k.size, bool), np.ones(u.size, bool)])
+    order = np.argsort(-scores, kind="mergesort")
+    scores, good, unk = scores[order], good[order], unk[order]
+    last = np.r_[scores[1:] != scores[:-1], True]
+    ccr = np.r_[0.0, np.cumsum(good)[last] / k.size]
+    fpr = np.r_[0.0, np.cumsum(unk)[last] / u.size]
+    return float(np.trapezoid(ccr, fpr))
