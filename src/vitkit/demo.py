@@ -59,6 +59,7 @@ class DemoConfig:
     batch_size: int = 64
     lr: float = 2e-3
     drop_path: float = 0.0
+    conv_stem: list[int] | None = None  # channels of 3×3 stride-2 stem convs before the patchify
     seed: int = 0
     progress: bool = True
 
@@ -122,7 +123,7 @@ def frb_pages(samples: Sequence[frb.FRBSample], fonts: Sequence[str] | None = No
 def build_model(cfg: DemoConfig, labels: Sequence[str] = tuple(frb.FONT_NAMES)) -> VisionTransformer:
     return VisionTransformer(
         img_size=cfg.crop, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-        num_classes=len(labels), drop_path_rate=cfg.drop_path, labels=list(labels),
+        num_classes=len(labels), drop_path_rate=cfg.drop_path, labels=list(labels), conv_stem=cfg.conv_stem,
     )
 
 

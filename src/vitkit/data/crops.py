@@ -87,6 +87,7 @@ class InkCropDataset(Dataset):
         y = min(max(cy - s // 2, 0), H - s)
         x = min(max(cx - s // 2, 0), W - s)
         crop = self.pages[p, :, y : y + s, x : x + s]
-        if rng.random() < 0.5:  # mild contrast jitter: ink never pure black on every page
-            crop = crop * float(rng.uniform(0.85, 1.0)) + float(rng.uniform(0.0, 0.1))
+        if rng.random() < 0.5:  # mild contrast jitter (ink not always pure black), staying within [0, 1]
+            a = float(rng.uniform(0.85, 1.0))
+            crop = crop * a + float(rng.uniform(0.0, 1.0 - a))
         return to_model_input(crop.unsqueeze(0))[0], self.labels[p]
