@@ -1,0 +1,124 @@
+"""Open-set fonts (issue 6): OOD detectors on a ViT trained on the 10 known FRB fonts.
+
+Train the demo's ViT on ink crops of known-font pages only (or reuse runs/ood_bench/model), embed
+tens of thousands of training crops, fit MSP / max-logit / energy / KNN (all training features) /
+Mahalanobis / MoLAR, and score held-out pages: in = known-font validation + easy + hard pages,
+out = pages in the 5 unknown fonts (never seen in training). Then time MoLAR's scoring against
+KNN over all training features (same tile features, one process, interleaved, median).
+
+    OMP_NUM_THREADS=1 python benchmarks/ood.py [--steps 1500] [--crops-per-page 50] [--reuse]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from vitkit import load, save
+from vitkit.data import frb
+from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
+from vitkit.ood.openset import crop_features, evaluate, fit_detectors, tile_features
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/ood_bench")
+    ap.add_argument("--train-pages", type=int, default=1200)
+    ap.add_argument("--val-pages", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--crops-per-page", type=int, default=50)
+    ap.add_argument("--budgets", default="50,100,200")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--reuse", action="store_true", help="reuse the model in OUT/model if present")
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    t0 = time.perf_counter()
+    known, unknown = frb.KNOWN_FONTS, frb.UNKNOWN_FONTS
+    tr_pages, tr_labels = frb_pages(list(frb.train_split(a.train_pages, 0)), fonts=known)
+    val = list(frb.val_split(a.val_pages, 0))
+    easy, hard = frb.easy_split(), frb.hard_split()
+    in_pages, in_labels = frb_pages(val + easy + hard, fonts=known)
+    out_pages, _ = frb_pages(val + easy + hard, fonts=unknown)
+    vk_pages, vk_labels = frb_pages(val, fonts=known)
+    print(f"pages: train {len(tr_pages)} (known), test in {len(in_pages)}, out {len(out_pages)}  "
+          f"[{time.perf_counter() - t0:.0f}s]", flush=True)
+
+    cfg = DemoConfig(out_dir=str(out), steps=a.steps, train_pages=a.train_pages, progress=False)
+    if a.reuse and (out / "model").exists():
+        model = load(out / "model").eval()
+        print("reused", out / "model")
+    else:
+        t = time.perf_counter()
+        model, res = train_crop_classifier(cfg, tr_pages, tr_labels, vk_pages, vk_labels, labels=known)
+        save(model, out / "model")
+        print(f"trained {res.steps} steps × {cfg.batch_size} crops in {time.perf_counter() - t:.0f}s", flush=True)
+
+    t = time.perf_counter()
+    train = crop_features(model, tr_pages, tr_labels, crops_per_page=a.crops_per_page, size=cfg.crop)
+    print(f"training features: {tuple(train.features.shape)} in {time.perf_counter() - t:.0f}s", flush=True)
+    t = time.perf_counter()
+    fin = tile_features(model, in_pages, in_labels, size=cfg.crop, stride=cfg.crop // 2)
+    fout = tile_features(model, out_pages, None, size=cfg.crop, stride=cfg.crop // 2)
+    page_logits = torch.zeros(fin.n_pages, fin.logits.shape[1]).index_add_(0, fin.owner, fin.logits.log_softmax(-1))
+    closed_acc = (page_logits.argmax(-1) == in_labels).float().mean().item()
+    print(f"tiles: in {len(fin.features)}, out {len(fout.features)} in {time.perf_counter() - t:.0f}s; "
+          f"closed-set page accuracy on known fonts {closed_acc:.3f}", flush=True)
+
+    specs = {"msp": {}, "max_logit": {}, "energy": {}, f"knn (k={a.k}, all N)": {"name": "knn", "k": a.k},
+             "mahalanobis": {}}
+    budgets = [int(b) for b in a.budgets.split(",")]
+    for b in budgets:
+        specs[f"molar (budget {b})"] = {"name": "molar", "budget": b}
+    fit_s = {}
+    dets = {}
+    for label, spec in specs.items():
+        t = time.perf_counter()
+        dets.update(fit_detectors(train, {label: spec}))
+        fit_s[label] = time.perf_counter() - t
+    res = evaluate(dets, fin, fout)
+    print(f"\n{'detector':28s} {'AUROC':>7s} {'FPR95':>7s} {'AUPR-in':>8s} {'AUPR-out':>8s} "
+          f"{'tile AUROC':>10s} {'fit s':>6s}")
+    for name, r in res.items():
+        print(f"{name:28s} {r['auroc']:7.4f} {r['fpr95']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:8.4f} "
+              f"{r['tile_auroc']:10.4f} {fit_s[name]:6.1f}")
+
+    # timing: score all test tiles, KNN over all N training features vs MoLAR's exemplars, interleaved
+    q = torch.cat([fin.features, fout.features])
+    knn = dets[f"knn (k={a.k}, all N)"]
+    timing = {}
+    for b in budgets:
+        mol = dets[f"molar (budget {b})"]
+        tk, tm = [], []
+        knn.score(q[:64]), mol.score(q[:64])  # warm-up
+        for _ in range(a.repeats):
+            t = time.perf_counter(); knn.score(q); tk.append(time.perf_counter() - t)
+            t = time.perf_counter(); mol.score(q); tm.append(time.perf_counter() - t)
+        mk, mm = statistics.median(tk), statistics.median(tm)
+        timing[b] = {"knn_s": mk, "molar_s": mm, "speedup": mk / mm}
+        print(f"scoring {len(q)} tiles: KNN over {len(train.features)} features {mk * 1e3:.1f} ms, "
+              f"MoLAR budget {b}: {mm * 1e3:.2f} ms → {mk / mm:.1f}× faster (median of {a.repeats})")
+    with torch.no_grad():
+        xb = torch.zeros(256, 3, cfg.crop, cfg.crop)
+        t = time.perf_counter(); model.forward_features(xb); back = (time.perf_counter() - t) / 256
+    print(f"for scale: the backbone takes {back * 1e3:.2f} ms per tile "
+          f"(KNN {timing[budgets[0]]['knn_s'] / len(q) * 1e3:.3f} ms, MoLAR {timing[budgets[0]]['molar_s'] / len(q) * 1e3:.4f} ms per tile)")
+    summary = {"args": vars(a), "closed_set_page_accuracy": closed_acc, "n_train_features": len(train.features),
+               "n_tiles_in": len(fin.features), "n_tiles_out": len(fout.features), "n_pages_in": fin.n_pages,
+               "n_pages_out": fout.n_pages, "fit_s": fit_s, "timing": timing, "backbone_ms_per_tile": back * 1e3,
+               "results": {k: {m: v for m, v in r.items() if not m.startswith("page_scores")} for k, r in res.items()},
+               "wall_s": time.perf_counter() - t0}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ood_results.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nwall {summary['wall_s']:.0f}s → {out / 'ood_results.json'}")
+
+
+if __name__ == "__main__":
+    main()
