@@ -16,6 +16,8 @@ forward; they are detached unless ``keep_grad`` is set (data-free quantization o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -77,6 +79,9 @@ class Attention(nn.Module):
         self.keep: set[str] = set()
         self.keep_grad: bool = False
         self.last: dict[str, Tensor] = {}
+        # opt-in hook (quantization): when set, the map is computed explicitly and its probabilities
+        # (B, H, N, N) pass through this callable before multiplying V; None = fused SDPA path
+        self.attn_map_fn: Callable[[Tensor], Tensor] | None = None
 
     def forward(self, x: Tensor, attn_bias: Tensor | None = None, is_causal: bool = False) -> Tensor:
         B, N, C = x.shape
@@ -84,14 +89,20 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)  # (B, H, N, d)
         drop = self.attn_drop if self.training else 0.0
 
-        if self.readout is not None and is_causal:  # explicit read-outs see the causal mask too
+        explicit = self.readout is not None or self.attn_map_fn is not None
+        if explicit and is_causal:  # explicit read-outs see the causal mask too
             causal = torch.full((N, N), float("-inf"), device=x.device, dtype=q.dtype).triu(1)
             read_bias = causal if attn_bias is None else attn_bias + causal
         else:
             read_bias = attn_bias
-        if self.readout == "full":
+        if self.readout == "full" or self.attn_map_fn is not None:
             attn = full_attention(q, k, self.scale, read_bias)  # (B, H, N, N)
-            self._store("attn", attn)
+            if self.readout == "full":
+                self._store("attn", attn)
+            elif self.readout == "cls":
+                self._store("cls_attn", attn[:, :, 0])
+            if self.attn_map_fn is not None:
+                attn = self.attn_map_fn(attn)
             out = F.dropout(attn, drop, self.training) @ v
         else:
             if attn_bias is not None and attn_bias.dtype != q.dtype:

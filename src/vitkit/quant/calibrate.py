@@ -1,0 +1,81 @@
+"""Calibration sources behind one interface, and ``quantize``: sources → apply → calibrate.
+
+Sources: ``real`` (a subset of the user's images), ``noise`` (Gaussian), ``psaq`` (patch-similarity
+synthesis, :mod:`vitkit.quant.psaq`), ``spdfq`` (attention priors + soft labels + multi-semantic
+reinforcement, :mod:`vitkit.quant.spdfq`). Synthetic sources are optimised against the float model,
+so they must be produced before the model is quantized; :func:`quantize` takes care of the order.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from . import ptq
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("real", "noise", "psaq", "spdfq")
+
+
+def check_source(source: str) -> str:
+    if source not in SOURCES:
+        raise ValueError(f"calib={source!r}: unknown calibration source; allowed {SOURCES}")
+    return source
+
+
+def calibration_images(model: nn.Module, source: str, n: int = 32, *, images: Tensor | None = None, seed: int = 0,
+                       steps: int | None = None, progress: bool = False, pixel_range: tuple[float, float] | None = None,
+                       **kwargs) -> Tensor:
+    """``n`` calibration images (n, C, H, W) at the model's input size from ``source``.
+
+    ``images`` (M, C, H, W) are required for ``real`` (a seeded random subset of n is taken);
+    ``steps`` overrides the synthesis steps; ``kwargs`` go to the synthesiser's config
+    (:class:`~vitkit.quant.spdfq.SPDFQConfig`, :class:`~vitkit.quant.psaq.PSAQConfig`).
+    """
+    check_source(source)
+    if n < 1:
+        raise ValueError(f"n={n}: need at least one calibration image")
+    if model.training:
+        log.debug("calibration images are produced with the model in eval mode")
+    gen = torch.Generator().manual_seed(seed)
+    if source == "real":
+        if images is None or len(images) == 0:
+            raise ValueError("calib='real' needs calibration images (images=… / --images DIR)")
+        idx = torch.randperm(len(images), generator=gen)[:n]
+        return images[idx]
+    vcfg = model.cfg
+    H, W = vcfg.img_size
+    if source == "noise":
+        x = torch.randn(n, vcfg.in_chans, H, W, generator=gen)
+        return x.clamp(*pixel_range) if pixel_range is not None else x
+    extra = {"n_images": n, "seed": seed, "progress": progress, "pixel_range": pixel_range, **kwargs}
+    if steps is not None:
+        extra["steps"] = steps
+    if source == "psaq":
+        from .psaq import PSAQConfig, synthesize
+
+        return synthesize(model, PSAQConfig(**extra))
+    from .spdfq import SPDFQConfig, synthesize
+
+    return synthesize(model, SPDFQConfig(**extra))
+
+
+def quantize(model: nn.Module, cfg: ptq.QuantConfig | None = None, source: str = "spdfq", *, n: int = 32,
+             images: Tensor | None = None, seed: int = 0, steps: int | None = None, progress: bool = False,
+             pixel_range: tuple[float, float] | None = None, **kwargs) -> dict:
+    """Calibration images from ``source`` (on the float model), then ``apply`` and ``calibrate``, in place.
+
+    Returns {"modules": names quantized, "calibration": ptq.calibrate's summary, "images": the images}.
+    """
+    cfg = replace(cfg) if cfg is not None else ptq.QuantConfig()
+    check_source(source)
+    model.eval()
+    calib = calibration_images(model, source, n, images=images, seed=seed, steps=steps, progress=progress,
+                               pixel_range=pixel_range, **kwargs)
+    names = ptq.apply(model, cfg)
+    summary = ptq.calibrate(model, calib, progress=progress)
+    return {"modules": names, "calibration": summary, "images": calib}

@@ -1,0 +1,304 @@
+"""Post-training quantization of a vitkit model: wrappers around the original layers.
+
+``apply(model, cfg)`` wraps every target Linear in a :class:`QuantLinear` (the original layer kept as
+``base_layer``, as peft does) and hangs a log2 quantizer on each attention's post-softmax map
+(``Attention.attn_map_fn``); ``remove(model)`` puts the originals back. ``calibrate(model, images)``
+sets activation ranges from calibration images and optionally runs block-wise reconstruction:
+minimise ‖block_fp(x_fp) − block_q(x_q)‖² over the quantizers' scales with Adam, block by block.
+
+A target that is itself a wrapper with a Linear ``base_layer`` (LoRA) has its inner Linear
+quantized; the wrapper's own parameters stay in float.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.attention import Attention
+from .quantizers import GRANULARITIES, METHODS, ActQuantizer, Log2Quantizer, WeightQuantizer, check_bits
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TARGETS = r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))$"
+
+
+@dataclass
+class QuantConfig:
+    """What to quantize and how.
+
+    ``targets``: regex over module names (default: every Linear inside the blocks; patch embedding
+    and head stay float). ``attn_bits``: log2 quantizer bits for the post-softmax maps (None = same
+    as ``a_bits``; 0 = leave the maps float and keep the fused attention path).
+    """
+
+    w_bits: int = 8
+    a_bits: int = 8
+    attn_bits: int | None = None
+    w_symmetric: bool = True
+    a_symmetric: bool = False
+    act_granularity: str = "token"
+    calib_method: str = "mse"
+    percentile: float = 99.99
+    targets: str = DEFAULT_TARGETS
+    recon_steps: int = 0
+    recon_lr: float = 4e-5
+    recon_batch: int = 8
+
+    def __post_init__(self) -> None:
+        check_bits(self.w_bits, "w_bits")
+        check_bits(self.a_bits, "a_bits")
+        if self.attn_bits is None:
+            self.attn_bits = self.a_bits
+        if self.attn_bits != 0:
+            check_bits(self.attn_bits, "attn_bits")
+        if self.act_granularity not in GRANULARITIES[1:]:
+            raise ValueError(f"act_granularity={self.act_granularity!r}: allowed {GRANULARITIES[1:]}")
+        if self.calib_method not in METHODS:
+            raise ValueError(f"calib_method={self.calib_method!r}: allowed {METHODS}")
+        if not 50 < self.percentile <= 100:
+            raise ValueError(f"percentile={self.percentile}: must be in (50, 100]")
+        if self.recon_steps < 0 or self.recon_batch < 1 or self.recon_lr <= 0:
+            raise ValueError("recon_steps must be ≥ 0, recon_batch ≥ 1 and recon_lr > 0")
+        try:
+            re.compile(self.targets)
+        except re.error as e:
+            raise ValueError(f"targets={self.targets!r} is not a valid regular expression ({e})") from e
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown QuantConfig keys {unknown}; allowed: {sorted(known)}")
+        return cls(**d)
+
+
+class QuantLinear(nn.Module):
+    """Fake-quantized Linear: y = Q_a(x) · Q_w(W)ᵀ + b. x (…, in) → (…, out). Keeps ``base_layer``."""
+
+    def __init__(self, base_layer: nn.Linear, cfg: QuantConfig) -> None:
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        self.weight_quantizer = WeightQuantizer(cfg.w_bits, cfg.w_symmetric, cfg.calib_method)
+        self.input_quantizer = ActQuantizer(cfg.a_bits, cfg.act_granularity, cfg.a_symmetric, cfg.calib_method,
+                                            cfg.percentile)
+        with torch.no_grad():
+            self.weight_quantizer.calibrate(base_layer.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight_quantizer(self.base_layer.weight)
+        return F.linear(self.input_quantizer(x), w, self.base_layer.bias)
+
+
+def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
+    parent_name, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, attr, child)
+
+
+def apply(model: nn.Module, cfg: QuantConfig | None = None) -> list[str]:
+    """Wrap the target Linears (and attention maps) of ``model`` in quantizers; returns the names touched.
+
+    Raises ValueError when nothing matched, when the model is already quantized, or when a target is
+    neither a Linear nor a wrapper around one (it is never skipped silently).
+    """
+    cfg = cfg or QuantConfig()
+    if any(isinstance(m, QuantLinear) for m in model.modules()):
+        raise ValueError("model is already quantized: call vitkit.quant.remove(model) first")
+    pattern = re.compile(cfg.targets)
+    touched: list[str] = []
+    for name, mod in list(model.named_modules()):
+        if not name or not pattern.search(name):
+            continue
+        if isinstance(mod, nn.Linear):
+            _set_child(model, name, QuantLinear(mod, cfg))
+            touched.append(name)
+        elif isinstance(getattr(mod, "base_layer", None), nn.Linear):  # an adapter wrapper (LoRA)
+            mod.base_layer = QuantLinear(mod.base_layer, cfg)
+            touched.append(f"{name}.base_layer")
+            log.info("%s is a %s wrapper: quantizing its base_layer", name, type(mod).__name__)
+        else:
+            raise ValueError(
+                f"module {name!r} matches targets={cfg.targets!r} but is a {type(mod).__name__}: only nn.Linear "
+                "or wrappers with a Linear `base_layer` can be quantized; narrow `targets`"
+            )
+    if not touched:
+        raise ValueError(f"no module of {type(model).__name__} matches targets={cfg.targets!r}")
+    if cfg.attn_bits:
+        for name, mod in model.named_modules():
+            if isinstance(mod, Attention):
+                if mod.attn_map_fn is not None:
+                    raise ValueError(f"{name}.attn_map_fn is already set by another method; remove it first")
+                mod.attn_map_fn = Log2Quantizer(cfg.attn_bits)
+                touched.append(f"{name}.attn_map_fn")
+    model.quant_config = cfg
+    log.info("quantized %d modules to W%dA%d (attention maps: %s)", len(touched), cfg.w_bits, cfg.a_bits,
+             f"log2 {cfg.attn_bits}-bit" if cfg.attn_bits else "float")
+    return touched
+
+
+def remove(model: nn.Module) -> list[str]:
+    """Undo :func:`apply`: put every original layer back; returns the names restored."""
+    restored: list[str] = []
+    for name, mod in list(model.named_modules()):
+        if isinstance(mod, QuantLinear):
+            _set_child(model, name, mod.base_layer)
+            restored.append(name)
+        elif isinstance(mod, Attention) and isinstance(mod.attn_map_fn, Log2Quantizer):
+            mod.attn_map_fn = None
+            restored.append(f"{name}.attn_map_fn")
+    if not restored:
+        raise ValueError(f"{type(model).__name__} has no quantized modules to remove")
+    if hasattr(model, "quant_config"):
+        del model.quant_config
+    return restored
+
+
+def quantizer_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(name, quantizer) for every weight, activation and attention-map quantizer in ``model``."""
+    for name, mod in model.named_modules():
+        if isinstance(mod, (WeightQuantizer, ActQuantizer, Log2Quantizer)):
+            yield name, mod
+
+
+@contextmanager
+def quant_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` as float inside the ``with`` (quantizers pass values through)."""
+    qs = [q for _, q in quantizer_modules(model)]
+    saved = [q.enabled for q in qs]
+    for q in qs:
+        q.enabled = False
+    try:
+        yield model
+    finally:
+        for q, s in zip(qs, saved, strict=True):
+            q.enabled = s
+
+
+def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
+    for i in range(0, len(images), batch_size):
+        yield images[i : i + batch_size]
+
+
+@torch.no_grad()
+def calibrate_ranges(model: nn.Module, images: Tensor, batch_size: int = 32) -> int:
+    """Observe float activations on ``images`` (B, 3, H, W) and set every activation quantizer's range."""
+    acts = [q for _, q in quantizer_modules(model) if isinstance(q, (ActQuantizer, Log2Quantizer))]
+    if not acts:
+        raise ValueError("model has no activation quantizers: call vitkit.quant.apply(model, cfg) first")
+    if len(images) == 0:
+        raise ValueError("calibration images are empty")
+    was_training = model.training
+    model.eval()
+    for q in acts:
+        q.observing = True
+    try:
+        for x in _batches(images, batch_size):
+            model(x)
+    finally:
+        for q in acts:
+            q.observing = False
+        model.train(was_training)
+    for q in acts:
+        q.finish()
+    return len(acts)
+
+
+def _recon_params(block: nn.Module) -> list[nn.Parameter]:
+    ps = []
+    for _, q in quantizer_modules(block):
+        if isinstance(q, WeightQuantizer) or isinstance(q, Log2Quantizer):
+            ps.append(q.scale)
+        elif isinstance(q, ActQuantizer):
+            ps.append(q.clip if q.granularity == "token" else q.scale)
+    return ps
+
+
+def reconstruct_blocks(model: nn.Module, images: Tensor, steps: int = 100, lr: float = 4e-5, batch_size: int = 8,
+                       seed: int = 0, progress: bool = False) -> list[dict]:
+    """Block-wise reconstruction of a quantized ViT (needs ``model.embed`` and ``model.blocks``).
+
+    For block l: target = block_fp(x_fp) (quantizers off, float input), output = block_q(x_q) (quantized
+    input from the already reconstructed blocks); Adam on the block's quantizer scales for ``steps``
+    steps on random mini-batches. A block whose full-batch error got worse keeps its previous scales.
+    Returns per-block {"block", "mse_before", "mse_after"}.
+    """
+    from ..progress import progress_bar
+
+    if not hasattr(model, "blocks") or not hasattr(model, "embed"):
+        raise ValueError(f"block reconstruction needs a VisionTransformer, got {type(model).__name__}")
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()
+    with torch.no_grad():
+        x_fp, _ = model.embed(images)  # patch embedding stays float: same input for both
+    x_q = x_fp.clone()
+    frozen = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(False)
+    out: list[dict] = []
+    try:
+        with progress_bar(progress) as bar:
+            task = bar.add_task("block reconstruction", total=len(model.blocks) * steps)
+            for i, block in enumerate(model.blocks):
+                with torch.no_grad(), quant_disabled(block):
+                    target = block(x_fp)
+                params = _recon_params(block)
+                with torch.no_grad():
+                    before = F.mse_loss(block(x_q), target).item()
+                saved = [p.detach().clone() for p in params]
+                after = before
+                if params and steps:
+                    for p in params:
+                        p.requires_grad_(True)
+                    opt = torch.optim.Adam(params, lr=lr)
+                    for _ in range(steps):
+                        idx = torch.randint(len(x_q), (min(batch_size, len(x_q)),), generator=gen)
+                        loss = F.mse_loss(block(x_q[idx]), target[idx])
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                        with torch.no_grad():
+                            for p in params:
+                                p.clamp_(min=1e-8)
+                        bar.advance(task)
+                    for p in params:
+                        p.requires_grad_(False)
+                    with torch.no_grad():
+                        after = F.mse_loss(block(x_q), target).item()
+                        if not after <= before:
+                            for p, s in zip(params, saved, strict=True):
+                                p.copy_(s)
+                            after = before
+                out.append({"block": i, "mse_before": before, "mse_after": after})
+                log.info("block %d: reconstruction mse %.3g → %.3g", i, before, after)
+                with torch.no_grad():
+                    x_q = block(x_q)
+                    x_fp = target
+    finally:
+        for p, g in frozen.items():
+            p.requires_grad_(g)
+    return out
+
+
+def calibrate(model: nn.Module, images: Tensor, *, batch_size: int = 32, recon_steps: int | None = None,
+              progress: bool = False) -> dict:
+    """Activation ranges from ``images`` (B, 3, H, W), then block reconstruction if ``recon_steps`` > 0.
+
+    ``recon_steps`` None = the model's ``quant_config.recon_steps``.
+    """
+    cfg: QuantConfig = getattr(model, "quant_config", QuantConfig())
+    n = calibrate_ranges(model, images, batch_size)
+    steps = cfg.recon_steps if recon_steps is None else recon_steps
+    recon = reconstruct_blocks(model, images, steps, cfg.recon_lr, cfg.recon_batch, progress=progress) if steps else []
+    return {"activation_quantizers": n, "reconstruction": recon}
