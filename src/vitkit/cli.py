@@ -189,6 +189,11 @@ def data_frb_cmd(
         out.print(f"{split:>5}: {path}")
 
 
+from .ood.cli import ood_app  # noqa: E402 - issue 6: `vitkit ood fit|score`
+
+app.add_typer(ood_app, name="ood")
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()
