@@ -1,0 +1,179 @@
+"""M-Tuning: CoOp-style prompt tuning whose vocabulary holds open words, with combinatorial tuning
+and testing (CTT), for open-set recognition with a frozen CLIP.
+
+The paper leaves out how many open words, how they are drawn and the selection rule (SYSTEMS.md
+§15); the choices here:
+
+* **Open words**: a pool of WordNet nouns (:mod:`vitkit.adapt.wordnet`, none equal to a class-name
+  word). Each training step draws ``n_open`` of them afresh and appends them to the class
+  vocabulary, so the shared context learns prompts for which unseen words are plausible
+  alternatives; softmax over [known classes + open words]. Testing uses a fixed draw of
+  ``n_open_test`` words (seeded).
+* **CTT**: the K classes are split into ``groups`` contiguous groups; group g has its own context
+  (sub-prompt) trained on its vocabulary [classes of g + open words]. Images of *other* groups are
+  part of g's simulated open set: their loss is −log Σ p(open words), so a sub-prompt learns to
+  stay unconfident outside its group (``other_groups_open``). At test each sub-prompt gives the
+  highest known-class probability in its vocabulary; the sub-prompt with the highest one is
+  selected, its class is the prediction and that probability is the known-ness score (higher =
+  more likely a known class). With ``groups=1`` this is plain M-Tuning without CTT.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.clip import CLIP
+from .prompts import CoOp, CoOpConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MTuningConfig:
+    n_ctx: int = 8
+    position: str = "end"
+    n_open: int = 16  # open words per training step
+    n_open_test: int = 64  # open words in the test vocabulary
+    groups: int = 1  # CTT groups (1 = no CTT)
+    other_groups_open: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_ctx", "n_open", "n_open_test", "groups"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ValueError(f"MTuningConfig.{name} must be an int ≥ 1, got {v!r}")
+
+
+def split_groups(num_classes: int, groups: int) -> list[list[int]]:
+    """Contiguous, near-equal groups of class indices."""
+    if not 1 <= groups <= num_classes:
+        raise ValueError(f"groups={groups}: must be between 1 and the number of classes ({num_classes})")
+    base, extra = divmod(num_classes, groups)
+    out, start = [], 0
+    for g in range(groups):
+        n = base + (g < extra)
+        out.append(list(range(start, start + n)))
+        start += n
+    return out
+
+
+def open_set_loss(logits: Tensor, target: Tensor, n_known: int) -> Tensor:
+    """Mean loss over a batch whose vocabulary is [n_known classes, open words].
+
+    logits (B, n_known + M); target (B,) local class index, or -1 for an image that belongs to the
+    open set (loss −log Σ_open p). Known targets get cross-entropy.
+    """
+    logp = logits.log_softmax(-1)
+    known = target >= 0
+    loss = logits.new_zeros(())
+    if known.any():
+        loss = loss + F.nll_loss(logp[known], target[known], reduction="sum")
+    if (~known).any():
+        loss = loss - logp[~known, n_known:].logsumexp(-1).sum()
+    return loss / len(target)
+
+
+def select_subprompt(known_probs: Sequence[Tensor], groups: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    """CTT test rule. ``known_probs[g]`` (B, |g|) = group g's probabilities of its own classes (its
+    softmax also covered open words). → (prediction (B,) global class, score (B,) its probability)."""
+    best = torch.stack([p.max(-1).values for p in known_probs], -1)  # (B, G)
+    arg = torch.stack([torch.as_tensor(g, device=p.device)[p.argmax(-1)] for p, g in zip(known_probs, groups, strict=True)], -1)
+    score, g = best.max(-1)
+    return arg.gather(1, g.unsqueeze(1)).squeeze(1), score
+
+
+class MTuning(nn.Module):
+    """Frozen CLIP + one CoOp context per class group; vocabulary = group classes + open words."""
+
+    def __init__(self, clip: CLIP, classnames: Sequence[str], open_words: Sequence[str], cfg: MTuningConfig | None = None) -> None:
+        super().__init__()
+        cfg = cfg or MTuningConfig()
+        names = {n.lower() for n in classnames}
+        words = [w for w in dict.fromkeys(open_words) if w.lower() not in names]
+        need = max(cfg.n_open, cfg.n_open_test)
+        if len(words) < need:
+            raise ValueError(f"open_words: {len(words)} distinct words (not class names) but n_open/n_open_test need {need}")
+        self.cfg = cfg
+        self.classnames = list(classnames)
+        self.open_words = words
+        self.groups = split_groups(len(classnames), cfg.groups)
+        rng = random.Random(cfg.seed)
+        self.test_words = rng.sample(range(len(words)), cfg.n_open_test)
+        self.prompts = nn.ModuleList()
+        for g in self.groups:
+            vocab = [self.classnames[i] for i in g] + words
+            self.prompts.append(CoOp(clip, vocab, CoOpConfig(n_ctx=cfg.n_ctx, position=cfg.position)))
+        self.clip = clip
+        self._gen = torch.Generator().manual_seed(cfg.seed)
+
+    def _vocab_index(self, g: int, open_idx: Sequence[int]) -> Tensor:
+        k = len(self.groups[g])
+        return torch.tensor(list(range(k)) + [k + i for i in open_idx], device=self.prompts[g].ctx.device)
+
+    def group_logits(self, g: int, image_features: Tensor, open_idx: Sequence[int]) -> Tensor:
+        """(B, D) → (B, |g| + len(open_idx)) logits of sub-prompt g over [its classes, chosen open words]."""
+        coop = self.prompts[g]
+        return coop.logits(image_features, coop.text_features(self._vocab_index(g, open_idx)))
+
+    def loss(self, image_features: Tensor, labels: Tensor, g: int = 0) -> Tensor:
+        """Training loss of sub-prompt g on a batch (fresh open words drawn for this step)."""
+        open_idx = torch.randperm(len(self.open_words), generator=self._gen)[: self.cfg.n_open].tolist()
+        group = self.groups[g]
+        local = torch.full_like(labels, -1)
+        for j, c in enumerate(group):
+            local[labels == c] = j
+        keep = local >= 0
+        if not self.cfg.other_groups_open:
+            image_features, local = image_features[keep], local[keep]
+            if not len(local):
+                return image_features.new_zeros((), requires_grad=True)
+        return open_set_loss(self.group_logits(g, image_features, open_idx), local, len(group))
+
+    @torch.no_grad()
+    def predict(self, image_features: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, D) → (prediction (B,) known class, score (B,) higher = more likely known)."""
+        probs = []
+        for g, group in enumerate(self.groups):
+            p = self.group_logits(g, image_features, self.test_words).softmax(-1)
+            probs.append(p[:, : len(group)])
+        return select_subprompt(probs, self.groups)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.predict(self.clip.encode_image(images))
+
+    def fit(self, features: Tensor, labels: Tensor, steps: int = 300, lr: float = 2e-3, batch_size: int = 64,
+            seed: int = 0) -> list[list[float]]:
+        """Tune every sub-prompt on cached image features (N, D) of known classes; → loss curves."""
+        if len(features) != len(labels):
+            raise ValueError(f"{len(features)} features but {len(labels)} labels")
+        if labels.min() < 0 or labels.max() >= len(self.classnames):
+            raise ValueError(f"labels must be in [0, {len(self.classnames) - 1}]")
+        curves = []
+        for g in range(len(self.groups)):
+            coop = self.prompts[g]
+            opt = torch.optim.AdamW([coop.ctx], lr=lr, weight_decay=0.0)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+            gen = torch.Generator().manual_seed(seed * 1000 + g)
+            curve = []
+            for _ in range(steps):
+                idx = torch.randint(len(features), (min(batch_size, len(features)),), generator=gen)
+                loss = self.loss(features[idx], labels[idx], g)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                curve.append(loss.item())
+            curves.append(curve)
+            log.info("M-Tuning group %d/%d: loss %.3f → %.3f", g + 1, len(self.groups), curve[0], curve[-1])
+        return curves
+
+
+__all__ = ["MTuning", "MTuningConfig", "open_set_loss", "select_subprompt", "split_groups"]
