@@ -108,17 +108,30 @@ def _mse_search(x: Tensor, lo: Tensor, hi: Tensor, bits: int, symmetric: bool, g
     return best_s, best_z
 
 
+LOG2_RANGE = 16  # octaves below the scale that the log2 grid covers before it refines the exponent
+
+
+def log2_steps(bits: int) -> int:
+    """Steps per octave of the log2 grid: 1 up to 4 bits (plain log2), then 2^bits / 16.
+
+    2^bits levels only need to cover ~16 octaves of probabilities; the extra levels of wider bit
+    widths refine the exponent (base 2^(1/k)), so 8 bits err ≤ 2 % per value and 16 bits ≈ float.
+    """
+    return max(1, 2**bits // LOG2_RANGE)
+
+
 def log2_quant(p: Tensor, scale: Tensor | float, bits: int) -> Tensor:
     """Log2 quantizer for post-softmax probabilities p ∈ [0, 1].
 
-    q = clamp(round(−log2(p / scale)), 0, 2^bits − 1); p̂ = scale · 2^(−q), and codes past the last
-    level (p̂ < scale · 2^−(2^bits − 1)) become 0. Straight-through gradient to p.
+    With k = :func:`log2_steps` (1 for ≤ 4 bits): q = clamp(round(−k·log2(p / scale)), 0, 2^bits − 1),
+    p̂ = scale · 2^(−q / k); codes past the last level become 0. Straight-through gradient to p.
     """
     levels = 2**bits - 1
+    k = log2_steps(bits)
     scale = torch.as_tensor(scale, dtype=p.dtype, device=p.device)
     tiny = torch.finfo(p.dtype).tiny
-    code = round_ste(-torch.log2((p / scale).clamp_min(tiny)))
-    out = scale * torch.exp2(-code.clamp(0, levels))
+    code = round_ste(-k * torch.log2((p / scale).clamp_min(tiny)))
+    out = scale * torch.exp2(-code.clamp(0, levels) / k)
     return torch.where(code > levels, torch.zeros_like(out), out)
 
 
