@@ -29,7 +29,7 @@ def test_kmeans_recovers_separated_clusters():
     x, y = blobs(250, means)
     c, assign, inertia = kmeans(x, 5, n_init=3, seed=0)
     # every true cluster maps to exactly one k-means cluster
-    pairs = {(int(a), int(b)) for a, b in zip(y, assign)}
+    pairs = {(int(a), int(b)) for a, b in zip(y, assign, strict=True)}
     assert len(pairs) == 5 and len({b for _, b in pairs}) == 5
     assert torch.allclose(torch.sort(c, 0).values, torch.sort(means, 0).values, atol=0.2)
     assert inertia == pytest.approx(float(((x - c[assign]) ** 2).sum()), rel=1e-5)

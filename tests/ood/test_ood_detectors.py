@@ -43,7 +43,7 @@ def test_mahalanobis_matches_naive():
     means, prec = scores.class_statistics(x, y, 3)
     xn, yn = x.double().numpy(), y.numpy()
     mu = np.stack([xn[yn == c].mean(0) for c in range(3)])
-    cov = sum(np.outer(v - mu[c], v - mu[c]) for v, c in zip(xn, yn)) / len(xn)
+    cov = sum(np.outer(v - mu[c], v - mu[c]) for v, c in zip(xn, yn, strict=True)) / len(xn)
     P = np.linalg.inv(cov)
     q = torch.randn(6, 5)
     ref = [-min((qi - m) @ P @ (qi - m) for m in mu) for qi in q.double().numpy()]

@@ -41,11 +41,11 @@ def naive_ap(pos, neg):
 def naive_oscr(ks, kc, us):
     pts = [(0.0, 0.0)]
     for t in sorted(set(ks) | set(us), reverse=True):
-        ccr = sum(1 for s, c in zip(ks, kc) if c and s >= t) / len(ks)
+        ccr = sum(1 for s, c in zip(ks, kc, strict=True) if c and s >= t) / len(ks)
         fpr = sum(1 for s in us if s >= t) / len(us)
         pts.append((fpr, ccr))
     area = 0.0
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):
         area += (x1 - x0) * (y0 + y1) / 2
     return area
 
