@@ -1,9 +1,11 @@
 """Token reduction end to end on high-resolution FRB pages: HiRED, HiRED-early, EViT, ToMe vs dense.
 
 Stages (each cached under --out):
-  encoder   train a small ViT crop classifier (96×96 crops, patch 12) on high-resolution pages
-  consumer  encode training pages densely (thumbnail + 3×3 sub-images), train the token-set consumer
-            on those frozen tokens with random token dropping as augmentation
+  encoder   train a small ViT crop classifier (96×96 crops, patch 12, width 64, 4 blocks) on ink crops
+            of 288×288 FRB pages
+  consumer  encode 192×192 pages densely (thumbnail + 2×2 sub-images of 96 px = 5 × 64 tokens), train
+            the token-set consumer (4 blocks, width 64) on those frozen tokens with random token
+            dropping (keep 10-100%) as augmentation
   bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median),
             peak memory, page accuracy on the test pages; table + plot
 Run: OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
@@ -20,18 +22,40 @@ from pathlib import Path
 
 import torch
 
+import vitkit
+from vitkit.data.crops import to_model_input
 from vitkit.data.frb_pages import PageConfig, page_split, page_tensors
 from vitkit.demo import DemoConfig, train_crop_classifier
+from vitkit.engine import TrainConfig
+from vitkit.reduce import evaluate as E
+from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
+from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
 
 log = logging.getLogger("token_reduction")
 
 ENC = DemoConfig(crop=96, patch=12, dim=64, depth=4, heads=4, steps=1500, batch_size=64, lr=2e-3, seed=0)
-PAGES = PageConfig()
+PAGES = PageConfig()  # the encoder's crops come from 288×288 pages
+BENCH_PAGES = PageConfig(size=(192, 192), block_width=(0.45, 0.75))  # 2×2 sub-images of 96 px = native size
+GRID = (2, 2)
 N_TRAIN, N_VAL, N_TEST = 1500, 150, 300
+CONSUMER = dict(dim=64, depth=4, heads=4)
+CONSUMER_STEPS, CONSUMER_BATCH = 900, 16
 
 
-def pages(split: str, n: int):
-    return page_tensors(page_split(n, 0, split=split, cfg=PAGES))
+def pages(split: str, n: int, cfg: PageConfig = PAGES):
+    return page_tensors(page_split(n, 0, split=split, cfg=cfg))
+
+
+def bench_pages(out: Path, split: str, n: int):
+    """High-resolution pages (cached as uint8) → model input (n, 3, 192, 192) in [-1, 1], labels."""
+    path = out / f"pages_{split}.pt"
+    if path.exists():
+        d = torch.load(path, weights_only=True)
+    else:
+        grey, labels = pages(split, n, BENCH_PAGES)
+        d = {"grey": (grey * 255).round().to(torch.uint8), "labels": labels}
+        torch.save(d, path)
+    return to_model_input(d["grey"].float() / 255), d["labels"]
 
 
 def stage_encoder(out: Path, progress: bool) -> None:
@@ -50,11 +74,161 @@ def stage_encoder(out: Path, progress: bool) -> None:
         "val_crop_accuracy": hist[-1]["val_crop_accuracy"] if hist else None}, indent=2))
 
 
+
+def load_encoder(out: Path):
+    return vitkit.load(out / "encoder" / "model").eval()
+
+
+@torch.no_grad()
+def dense_token_sets(enc, images: torch.Tensor, batch: int = 32):
+    sets = [encode_partitions(enc, partition(images[i : i + batch], GRID, enc.cfg.img_size, enc.patch_size))
+            for i in range(0, len(images), batch)]
+    return torch.cat([s.tokens for s in sets]), sets[0].partition[0], sets[0].pos[0]
+
+
+def stage_consumer(out: Path, progress: bool) -> None:
+    t = time.perf_counter()
+    enc = load_encoder(out)
+    tr, trl = bench_pages(out, "train", N_TRAIN)
+    va, val = bench_pages(out, "val", N_VAL)
+    tok, part, pos = dense_token_sets(enc, tr)
+    vtok, _, _ = dense_token_sets(enc, va)
+    log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
+    ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=enc.grid_size,
+                          num_classes=15, **CONSUMER)
+    tcfg = TrainConfig(epochs=100, max_steps=CONSUMER_STEPS, batch_size=CONSUMER_BATCH, lr=1e-3,
+                       warmup_steps=CONSUMER_STEPS // 20, weight_decay=0.05, label_smoothing=0.1,
+                       out_dir=str(out / "consumer"), progress=progress, eval_every=CONSUMER_STEPS // 5,
+                       ckpt_every=CONSUMER_STEPS // 3, log_every=CONSUMER_STEPS // 30)
+    model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val))
+    torch.save({"cfg": asdict(ccfg), "state": model.state_dict()}, out / "consumer" / "consumer.pt")
+    hist = [h for h in result.history if "val_accuracy" in h]
+    (out / "consumer" / "summary.json").write_text(json.dumps({
+        "config": asdict(ccfg), "steps": result.steps, "train_s": time.perf_counter() - t,
+        "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None}, indent=2))
+
+
+def load_consumer(out: Path) -> TokenSetConsumer:
+    d = torch.load(out / "consumer" / "consumer.pt", weights_only=True)
+    m = TokenSetConsumer(ConsumerConfig(**d["cfg"]))
+    m.load_state_dict(d["state"])
+    return m.eval()
+
+
+# ------------------------------------------------------------------------------------------ methods
+def methods(tome_r: dict[str, object]) -> dict[str, tuple]:
+    """name → (module, config) or None for dense. HiRED-early selects at block 1 of 4."""
+    m: dict[str, tuple] = {
+        "dense": None,
+        "HiRED 20%": (hired, HiREDConfig(grid=GRID, rate=0.2)),
+        "HiRED 40%": (hired, HiREDConfig(grid=GRID, rate=0.4)),
+        "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=1, early=True)),
+        "EViT keep 0.5": (evit, EViTConfig(layers=(1, 2), keep_rate=0.5)),
+        "EViT keep 0.7": (evit, EViTConfig(layers=(1, 2), keep_rate=0.7)),
+    }
+    for name, r in tome_r.items():
+        m[name] = (tome, ToMeConfig(r=r))
+    return m
+
+
+def accuracy(enc, cons, method, images, labels):
+    return E.accuracy(enc, cons, method, images, labels, GRID)
+
+
+def timings(enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[str, dict]:
+    return E.throughput(enc, cons, meths, images[:batch], GRID, repeats)
+
+
+def peak_memory(out: Path, name: str, tome_r: dict, batch: int) -> float:
+    """Peak extra resident memory (MiB) of one end-to-end forward, in a fresh process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json, resource, torch; torch.set_num_threads(1); sys.path.insert(0, 'benchmarks');"
+        "import token_reduction as T; from pathlib import Path; out = Path(sys.argv[1]);"
+        "enc, cons = T.load_encoder(out), T.load_consumer(out); x, _ = T.bench_pages(out, 'test', T.N_TEST);"
+        "x = x[: int(sys.argv[3])].clone(); m = T.methods(json.loads(sys.argv[4]))[sys.argv[2]];"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        "ctx = T.E.applied(enc, m); ctx.__enter__();"
+        "torch.no_grad().__enter__(); cons.classify(T.E.encode(enc, m, x, T.GRID));"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(out), name, str(batch), json.dumps(tome_r)],
+                       capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def stage_bench(out: Path, repeats: int, batch: int) -> dict:
+    enc, cons = load_encoder(out), load_consumer(out)
+    x, y = bench_pages(out, "test", N_TEST)
+    # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
+    cands = {"ToMe r=8": 8, "ToMe r=12": 12, "ToMe r=[24,14,8,4]": [24, 14, 8, 4]}
+    probe = timings(enc, cons, {"HiRED-early 20%": methods({})["HiRED-early 20%"],
+                                **{n: (tome, ToMeConfig(r=r)) for n, r in cands.items()}}, x, max(3, repeats // 2), batch)
+    target = probe["HiRED-early 20%"]["e2e_ips"]
+    best = min(cands, key=lambda n: abs(probe[n]["e2e_ips"] / target - 1))
+    log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
+             target, best)
+    tome_r = {best: cands[best]}
+    meths = methods(tome_r)
+    tim = timings(enc, cons, meths, x, repeats, batch)
+    rows = {}
+    for name, m in meths.items():
+        acc, ntok = accuracy(enc, cons, m, x, y)
+        rows[name] = {**tim[name], "accuracy": acc, "tokens_per_page": ntok,
+                      "peak_mib": peak_memory(out, name, tome_r, batch)}
+        log.info("%s: %s", name, rows[name])
+    d = rows["dense"]
+    for r in rows.values():
+        r["e2e_speedup"] = r["e2e_ips"] / d["e2e_ips"]
+        r["consumer_speedup"] = r["consumer_ips"] / d["consumer_ips"]
+        r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
+    result = {"rows": rows, "tome_probe": probe, "tome_choice": best, "repeats": repeats, "batch": batch,
+              "threads": torch.get_num_threads(), "test_pages": len(x)}
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    print_table(rows)
+    plot(rows, out / "token_reduction.png")
+    return result
+
+
+def print_table(rows: dict) -> None:
+    print("| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB | accuracy | Δ pts |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, r in rows.items():
+        print(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
+              f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} | {100 * r['accuracy']:.1f}% | "
+              f"{r['accuracy_delta_pts']:+.1f} |")
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n, r in rows.items():
+        ax.scatter(r["e2e_ips"], 100 * r["accuracy"])
+        ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax.set_xlabel("end-to-end images/s (encoder + consumer, 1 CPU thread)")
+    ax.set_ylabel("page accuracy (%)")
+    ax.set_title("High-resolution FRB: accuracy vs throughput")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "all"])
     ap.add_argument("--out", default="runs/token_reduction")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--batch", type=int, default=8, help="pages per timed batch")
     ap.add_argument("--progress", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -63,6 +237,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("encoder", "all"):
         stage_encoder(out, args.progress)
+    if args.stage in ("consumer", "all"):
+        stage_consumer(out, args.progress)
+    if args.stage in ("bench", "all"):
+        stage_bench(out, args.repeats, args.batch)
 
 
 if __name__ == "__main__":

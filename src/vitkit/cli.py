@@ -194,6 +194,11 @@ from .ood.cli import ood_app  # noqa: E402 - issue 6: `vitkit ood fit|score`
 app.add_typer(ood_app, name="ood")
 
 
+from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4: `vitkit reduce`
+
+app.command("reduce")(reduce_cmd)
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()

@@ -1,0 +1,144 @@
+"""A downstream consumer of token sets, standing in for a language model's prefill.
+
+:class:`TokenSetConsumer` is a small transformer over the kept tokens of a
+:class:`~vitkit.reduce.partitions.TokenSet`: each token is projected to the consumer's width and gets
+learned embeddings of its partition id and its 2-D patch position (row, col; a fused token gets a
+"no position" embedding); a class token reads out the label. Its cost grows with the number of
+tokens (linear layers ∝ K, attention ∝ K²), as a language model's prefill does.
+
+:func:`train_consumer` trains it with the engine on frozen dense token sets, with random token
+dropping as augmentation (each batch keeps a random fraction in [min_keep, 1] of every set), so one
+consumer serves every reduction method.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..engine import TrainConfig, Trainer, TrainResult
+from ..models.vit import Block, ViTConfig
+from .partitions import TokenSet
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ConsumerConfig:
+    in_dim: int = 64
+    dim: int = 64
+    depth: int = 6
+    heads: int = 4
+    num_classes: int = 15
+    num_partitions: int = 10
+    grid: tuple[int, int] = (8, 8)
+
+    def __post_init__(self) -> None:
+        self.grid = tuple(self.grid)
+        for name in ("in_dim", "dim", "depth", "heads", "num_classes", "num_partitions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ConsumerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+
+
+class TokenSetConsumer(nn.Module):
+    """Token set (B, K, in_dim) + partition (B, K) + pos (B, K, 2) → logits (B, num_classes)."""
+
+    def __init__(self, cfg: ConsumerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        vcfg = ViTConfig(embed_dim=cfg.dim, num_heads=cfg.heads, depth=cfg.depth)
+        self.proj = nn.Linear(cfg.in_dim, cfg.dim)
+        self.part_embed = nn.Embedding(cfg.num_partitions, cfg.dim)
+        self.row_embed = nn.Embedding(cfg.grid[0] + 1, cfg.dim)  # last row: no position
+        self.col_embed = nn.Embedding(cfg.grid[1] + 1, cfg.dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.blocks = nn.ModuleList([Block(vcfg) for _ in range(cfg.depth)])
+        self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.head = nn.Linear(cfg.dim, cfg.num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+
+    def forward(self, tokens: Tensor, partition: Tensor, pos: Tensor) -> Tensor:
+        gh, gw = self.cfg.grid
+        row = torch.where(pos[..., 0] < 0, torch.full_like(pos[..., 0], gh), pos[..., 0])
+        col = torch.where(pos[..., 1] < 0, torch.full_like(pos[..., 1], gw), pos[..., 1])
+        x = self.proj(tokens) + self.part_embed(partition) + self.row_embed(row) + self.col_embed(col)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(self.norm(x[:, 0]))
+
+    def classify(self, ts: TokenSet) -> Tensor:
+        return self(ts.tokens, ts.partition, ts.pos)
+
+
+class _TokenSets(Dataset):
+    def __init__(self, tokens: Tensor, labels: Tensor) -> None:
+        self.tokens, self.labels = tokens, labels
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.tokens[i], self.labels[i]
+
+
+def random_subset(K: int, k: int, batch: int, generator: torch.Generator | None = None) -> Tensor:
+    """(batch, k) random distinct indices in [0, K), ascending."""
+    return torch.rand(batch, K, generator=generator).topk(k, dim=1).indices.sort(dim=1).values
+
+
+def train_consumer(
+    tokens: Tensor,
+    labels: Tensor,
+    partition: Tensor,
+    pos: Tensor,
+    cfg: ConsumerConfig,
+    tcfg: TrainConfig,
+    *,
+    min_keep: float = 0.1,
+    val: tuple[Tensor, Tensor] | None = None,
+) -> tuple[TokenSetConsumer, TrainResult]:
+    """Train a consumer on dense token sets tokens (P, K, C) / labels (P,), with one shared layout
+    ``partition`` (K,) and ``pos`` (K, 2). Each batch keeps a random k ∈ [min_keep·K, K] tokens of
+    every set (a fresh subset per sample). ``val`` = (tokens, labels) is scored on all tokens."""
+    if not 0.0 < min_keep <= 1.0:
+        raise ValueError(f"min_keep={min_keep} is outside (0, 1]")
+    torch.manual_seed(tcfg.seed)
+    model = TokenSetConsumer(cfg)
+    K = tokens.shape[1]
+
+    def loss_fn(m: nn.Module, batch) -> Tensor:
+        x, y = batch
+        B = x.shape[0]
+        k = int(torch.randint(max(1, int(min_keep * K)), K + 1, ()))
+        idx = random_subset(K, k, B)
+        xs = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        logits = m(xs, partition[idx], pos[idx])
+        return F.cross_entropy(logits, y, label_smoothing=tcfg.label_smoothing)
+
+    eval_fn = None
+    if val is not None:
+        vx, vy = val
+
+        @torch.no_grad()
+        def eval_fn(m: nn.Module) -> dict:
+            pred = torch.cat([
+                m(vx[i : i + 64], partition.expand(len(vx[i : i + 64]), -1),
+                  pos.expand(len(vx[i : i + 64]), -1, -1)).argmax(-1)
+                for i in range(0, len(vx), 64)
+            ])
+            return {"val_accuracy": (pred == vy).float().mean().item()}
+
+    result = Trainer(model, _TokenSets(tokens, labels), tcfg, loss_fn=loss_fn, eval_fn=eval_fn).fit()
+    return model.eval(), result

@@ -1,0 +1,134 @@
+"""Which tokens each method kept, drawn on the page, and the demo-report section that shows it.
+
+:func:`kept_overlay` paints a high-resolution page with its kept sub-image tokens bright and the
+dropped ones dimmed, and the thumbnail (partition 0) beside it with its own kept tokens.
+:func:`demo_section` runs HiRED, HiRED-early, EViT and ToMe on one validation page of ``vitkit demo``
+with the demo's trained ViT as the encoder (a few forward passes: well under a second).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch import Tensor
+
+from .partitions import TokenSet
+
+log = logging.getLogger(__name__)
+
+
+def kept_overlay(grey: Tensor, ts: TokenSet, grid: tuple[int, int], b: int = 0, scale: int = 1) -> Image.Image:
+    """Page ``grey`` (H, W) in [0, 1] with the tokens of image ``b`` of ``ts`` marked.
+
+    Left: the page, sub-image tokens kept at full contrast with a red outline, dropped ones faded.
+    Right: the thumbnail (the page squeezed to the partition size) with its kept tokens marked.
+    """
+    H, W = grey.shape
+    R, C = grid
+    gh, gw = ts.grid
+    th, tw = H // R, W // C
+    page = (grey.clamp(0, 1).numpy() * 255).astype(np.uint8)
+    faded = (255 - (255 - page.astype(np.float32)) * 0.25).astype(np.uint8)
+    keep_mask = np.zeros((H, W), dtype=bool)
+    thumb_keep = np.zeros((gh, gw), dtype=bool)
+    boxes = []
+    for part, (r, c) in zip(ts.partition[b].tolist(), ts.pos[b].tolist(), strict=True):
+        if r < 0:
+            continue
+        if part == 0:
+            thumb_keep[r, c] = True
+            continue
+        y0 = (part - 1) // C * th + r * th // gh
+        x0 = (part - 1) % C * tw + c * tw // gw
+        y1, x1 = y0 + th // gh, x0 + tw // gw
+        keep_mask[y0:y1, x0:x1] = True
+        boxes.append((x0, y0, x1 - 1, y1 - 1))
+    left = Image.fromarray(np.where(keep_mask, page, faded)).convert("RGB")
+    draw = ImageDraw.Draw(left)
+    for box in boxes:
+        draw.rectangle(box, outline=(220, 40, 40))
+    for k in range(1, R):
+        draw.line([(0, k * th), (W, k * th)], fill=(40, 90, 220))
+    for k in range(1, C):
+        draw.line([(k * tw, 0), (k * tw, H)], fill=(40, 90, 220))
+    # thumbnail panel, same height as the page
+    thumb = Image.fromarray(page).resize((max(1, H * gw // gh), H), Image.BILINEAR)  # squeezed like the thumbnail
+    tarr = np.asarray(thumb)
+    tmask = np.kron(thumb_keep, np.ones((H // gh + 1, thumb.width // gw + 1), dtype=bool))[:H, : thumb.width]
+    tfaded = (255 - (255 - tarr.astype(np.float32)) * 0.25).astype(np.uint8)
+    right = Image.fromarray(np.where(tmask, tarr, tfaded)).convert("RGB")
+    out = Image.new("RGB", (W + 8 + right.width, H), (255, 255, 255))
+    out.paste(left, (0, 0))
+    out.paste(right, (W + 8, 0))
+    if scale != 1:
+        out = out.resize((out.width * scale, out.height * scale), Image.NEAREST)
+    return out
+
+
+def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, object]], grid: tuple[int, int]):
+    """page (1, 1, H, W) grey → [(name, overlay, tokens kept)] for (name, module or None, cfg) methods."""
+    from ..data.crops import to_model_input
+    from . import hired
+    from .partitions import encode_partitions, partition
+
+    vis = getattr(model, "visual", model)
+    x = to_model_input(page)
+    out = []
+    with torch.no_grad():
+        for name, mod, cfg in methods:
+            if mod is not None:
+                mod.apply(model, cfg)
+            try:
+                if mod is hired:
+                    ts = hired.encode(model, x)
+                else:
+                    ts = encode_partitions(model, partition(x, grid, vis.cfg.img_size, vis.patch_size))
+            finally:
+                if mod is not None:
+                    mod.remove(model)
+            out.append((name, kept_overlay(page[0, 0], ts, grid), len(ts)))
+    return out
+
+
+def demo_section(ctx):
+    """``vitkit demo`` section: the tokens each method keeps on one validation page."""
+    from ..report import Section, escape, figure, table
+    from . import EViTConfig, HiREDConfig, ToMeConfig, evit, hired, tome
+
+    model = ctx.model
+    P = model.patch_size
+    S = model.cfg.img_size[0]
+    page = ctx.val_pages[:1]
+    H, W = page.shape[-2:]
+    R, C = max(1, H // S), max(1, W // S)
+    page = page[..., : R * S, : C * S]  # the largest grid of native-size sub-images that fits
+    depth = model.depth
+    T = (S // P) ** 2
+    r = max(1, T // (2 * depth))
+    methods = [
+        ("dense", None, None),
+        ("HiRED 20%", hired, HiREDConfig(grid=(R, C), rate=0.2)),
+        ("HiRED-early 20%", hired, HiREDConfig(grid=(R, C), rate=0.2, select_layer=max(0, depth // 2 - 1),
+                                                early=True)),
+        ("EViT keep 0.5", evit, EViTConfig(layers=(max(1, depth // 2 - 1),), keep_rate=0.5)),
+        (f"ToMe r={r}", tome, ToMeConfig(r=r)),
+    ]
+    shown = method_overlays(model, page, methods, (R, C))
+    parts = [
+        f"<p>The demo's ViT encodes the first validation page ({R * S}×{C * S} px crop) as a thumbnail plus a "
+        f"{R}×{C} grid of {S}×{S} sub-images ({T} tokens each, {(1 + R * C) * T} in all). Red boxes: sub-image "
+        "tokens handed to the downstream model; right panel: the thumbnail's kept tokens. HiRED spends its "
+        "budget where the thumbnail's first-layer CLS attention points, then keeps the tokens a late layer's "
+        "CLS attention ranks highest; EViT keeps the top CLS-attention tokens inside the encoder (plus one fused "
+        "token); ToMe merges similar tokens (boxes: the representative of each merged group). Figures for "
+        "speed and accuracy: <code>benchmarks/token_reduction.py</code> and benchmarks/RESULTS.md.</p>",
+        table(["method", "tokens kept"], [(n, k) for n, _, k in shown]),
+    ]
+    for name, img, k in shown:
+        parts.append(figure(img, caption=f"{name}: {k} tokens", alt=escape(name)))
+    ctx.metrics["token_reduction"] = {n: k for n, _, k in shown}
+    return Section("token-reduction", "Token reduction: which tokens each method keeps", "\n".join(parts))

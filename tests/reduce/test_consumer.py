@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitkit.engine import TrainConfig
+from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, random_subset, train_consumer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_forward_shapes_and_order_invariance():
+    cfg = ConsumerConfig(in_dim=8, dim=16, depth=2, heads=2, num_classes=3, num_partitions=5, grid=(4, 4))
+    m = TokenSetConsumer(cfg).eval()
+    x = torch.randn(2, 7, 8)
+    part = torch.randint(0, 5, (2, 7))
+    pos = torch.randint(0, 4, (2, 7, 2))
+    pos[:, -1] = -1  # a fused token
+    out = m(x, part, pos)
+    assert out.shape == (2, 3)
+    perm = torch.randperm(7)  # a set: the order of the tokens does not matter
+    assert torch.allclose(m(x[:, perm], part[:, perm], pos[:, perm]), out, atol=1e-5)
+    assert not torch.allclose(m(x[:, :3], part[:, :3], pos[:, :3]), out)
+
+
+def test_random_subset():
+    idx = random_subset(10, 4, 3)
+    assert idx.shape == (3, 4) and (idx.diff(dim=1) > 0).all() and idx.max() < 10
+
+
+def test_train_learns_a_separable_task(tmp_path):
+    torch.manual_seed(0)
+    K, C = 12, 8
+    labels = torch.randint(0, 2, (64,))
+    tokens = torch.randn(64, K, C) * 0.3
+    tokens[:, :, 0] += labels.view(-1, 1) * 2 - 1  # the class is visible in every token
+    part = torch.zeros(K, dtype=torch.long)
+    pos = torch.stack([torch.arange(K) // 4, torch.arange(K) % 4], -1)
+    cfg = ConsumerConfig(in_dim=C, dim=16, depth=1, heads=2, num_classes=2, num_partitions=1, grid=(3, 4))
+    tcfg = TrainConfig(epochs=20, max_steps=40, batch_size=16, lr=5e-3, out_dir=str(tmp_path), progress=False,
+                       eval_every=40, ckpt_every=1000)
+    m, res = train_consumer(tokens, labels, part, pos, cfg, tcfg, min_keep=0.2, val=(tokens, labels))
+    assert [h for h in res.history if "val_accuracy" in h][-1]["val_accuracy"] > 0.9
