@@ -199,6 +199,16 @@ from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4: `vitkit reduce`
 app.command("reduce")(reduce_cmd)
 
 
+from .quant.cli import quantize_cmd  # noqa: E402 - issue 5: `vitkit quantize`
+
+app.command("quantize")(quantize_cmd)
+
+
+from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6: `vitkit adapt SOURCE --method lora|vpt|coop`
+
+app.command("adapt")(adapt_cmd)
+
+
 def main() -> None:  # pragma: no cover - entry point
     try:
         app()
