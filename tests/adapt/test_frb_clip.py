@@ -42,11 +42,11 @@ def test_soft_clip_loss_counts_same_label_pairs_as_positives():
 
 
 def test_short_training_run_and_page_features(tmp_path):
-    samples = list(frb.train_split(20))
+    samples = list(frb.train_split(12))
     pages, labels = frb_pages(samples, fonts=frb.KNOWN_FONTS)
     texts = [s.text for s in samples if s.font in frb.KNOWN_FONTS]
     cfg = FRBClipConfig(crop=48, patch=12, dim=32, depth=1, heads=2, text_width=32, text_depth=1, text_heads=2,
-                        embed_dim=16, steps=2, batch_size=8, bpe_merges=100)
+                        embed_dim=16, steps=1, batch_size=8, bpe_merges=100)
     clip = train_frb_clip(cfg, pages, labels, texts, out_dir=tmp_path)
     f = page_features(clip, pages[:3])
     assert f.shape == (3, 16) and torch.isfinite(f).all()
