@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vitkit.ood import report as _ood_report  # issue 6 (light: numpy only at import)
+from vitkit.quant import report as _quant_report  # issue 5
 from vitkit.reduce import report as _reduce_report  # issue 4
 
 SECTIONS: list[tuple[str, Callable]] = [
     ("token reduction", _reduce_report.demo_section),  # issue 4
-    # ("quantization", vitkit.quant.report.demo_section),       # issue 5
+    ("quantization", _quant_report.demo_section),  # issue 5
     ("open-world recognition", _ood_report.demo_section),  # issue 6
 ]
