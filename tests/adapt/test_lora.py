@@ -244,3 +244,22 @@ def test_clip_text_and_vision_towers(tiny_tokenizer):
     torch.testing.assert_close(clip(img, ids)[0], ref)
     randomize_b(clip)
     assert not torch.allclose(clip(img, ids)[0], ref)
+
+
+def test_lora_composes_with_quantization(x):
+    """The quantization helper finds LoRA's base_layer; 16-bit fake quantization keeps the adapted output."""
+    ptq = pytest.importorskip("vitkit.quant.ptq")
+    model = tiny()
+    lora.apply(model, LoraConfig(rank=4, qkv_parts="qkv"))
+    randomize_b(model)
+    want = model(x)
+    ptq.apply(model, ptq.QuantConfig(w_bits=16, a_bits=16))
+    w = model.blocks[0].attn.qkv
+    assert isinstance(w, LoraLinear) and isinstance(w.base_layer, ptq.QuantLinear)
+    with torch.no_grad():
+        ptq.calibrate_ranges(model, x)
+    torch.testing.assert_close(model(x), want, rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="cannot merge LoRA into a QuantLinear"):
+        lora.merge(model)
+    ptq.remove(model)
+    torch.testing.assert_close(model(x), want)
