@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vitkit.demo import DemoConfig, DemoContext, build_model
+from vitkit.reduce.partitions import TokenSet
+from vitkit.reduce.report import demo_section, kept_overlay
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_overlay_marks_the_kept_patches():
+    grey = torch.zeros(8, 16)  # all ink: kept patches stay black, dropped ones fade
+    # 1×2 grid of 8×8 sub-images, 2×2 patches each; keep sub-image 1's patch (0, 1) and a thumbnail token
+    ts = TokenSet(torch.zeros(1, 2, 4), torch.tensor([[0, 1]]), torch.tensor([[[0, 0], [0, 1]]]), (2, 2), 3)
+    img = np.asarray(kept_overlay(grey, ts, (1, 2)))
+    assert img.shape == (8, 16 + 8 + 8, 3)
+    assert img[1:3, 5:7].max() == 0  # inside the kept patch (rows 0-3, cols 4-7): ink kept
+    assert img[5, 9, 0] > 100  # a dropped patch is faded
+    assert tuple(img[0, 4]) == (220, 40, 40)  # red outline
+
+
+def test_demo_section_runs_on_a_tiny_demo_model():
+    cfg = DemoConfig(crop=32, patch=8, dim=32, depth=2, heads=2)
+    model = build_model(cfg).eval()
+    pages = torch.rand(2, 1, 70, 100)
+    ctx = DemoContext(cfg, None, model, None, pages, torch.tensor([0, 1]), pages, torch.tensor([0, 1]), [], [])
+    sec = demo_section(ctx)
+    assert sec.id == "token-reduction" and sec.html.count("<figure>") == 5
+    kept = ctx.metrics["token_reduction"]
+    assert kept["dense"] == 7 * 16 and kept["HiRED 20%"] == int(0.2 * 7 * 16)
