@@ -82,6 +82,28 @@ def frb_accuracy(model, crop: int) -> dict:
                 for name, split in (("easy", frb.easy_split()), ("hard", frb.hard_split()))}
 
 
+def calibration_sets(args, model, cx) -> tuple[dict, dict]:
+    """Calibration images per source, produced on the float model once and cached in ``--cache``."""
+    calib, synth_s = {}, {}
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for src in args.sources:
+        steps = {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}.get(src)
+        path = args.cache / f"{src}_n{args.n_calib}_s{steps}_seed{args.seed}.pt"
+        if path.exists():
+            d = torch.load(path, weights_only=True)
+            calib[src], synth_s[src] = d["images"], float(d["seconds"])
+            log.info("%s calibration images from %s", src, path)
+            continue
+        t = time.perf_counter()
+        extra = {"alpha": args.alpha, "msr_every": args.msr_every} if src == "spdfq" else {}
+        calib[src] = quant.calibration_images(model, src, args.n_calib, images=cx, seed=args.seed, steps=steps,
+                                              pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
+        synth_s[src] = time.perf_counter() - t
+        torch.save({"images": calib[src], "seconds": synth_s[src]}, path)
+        log.info("%s calibration images: %.0f s", src, synth_s[src])
+    return calib, synth_s
+
+
 def part_accuracy(args) -> dict:
     model = vitkit.load(args.model).eval()
     crop = model.cfg.img_size[0]
@@ -94,19 +116,12 @@ def part_accuracy(args) -> dict:
         base |= frb_accuracy(model, crop)
     res["rows"].append(base)
     log.info("fp32: %s", base)
-    # calibration images once per source (synthesis runs on the float model)
-    calib, synth_s = {}, {}
-    for src in SOURCES:
-        t = time.perf_counter()
-        steps = {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}.get(src)
-        extra = {"alpha": args.alpha} if src == "spdfq" else {}
-        calib[src] = quant.calibration_images(model, src, args.n_calib, images=cx, seed=args.seed, steps=steps,
-                                              pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
-        synth_s[src] = time.perf_counter() - t
-        log.info("%s calibration images: %.0f s", src, synth_s[src])
+    calib, synth_s = calibration_sets(args, model, cx)
     res["synthesis_s"] = synth_s
+    if args.part == "synth":
+        return res
     for w, a in BITS:
-        for src in SOURCES:
+        for src in args.sources:
             t = time.perf_counter()
             cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=args.recon_steps, recon_lr=args.recon_lr)
             quant.apply(model, cfg)
@@ -219,11 +234,15 @@ def print_tables(res: dict) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", type=Path, help="a saved vitkit demo model (for --part accuracy)")
-    p.add_argument("--part", choices=("all", "accuracy", "speed"), default="all")
+    p.add_argument("--part", choices=("all", "synth", "accuracy", "speed"), default="all",
+                   help="synth = only produce (and cache) the calibration images of --sources")
+    p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
+    p.add_argument("--cache", type=Path, default=Path("runs/bench/quant_calib"), help="calibration-image cache")
+    p.add_argument("--msr-every", type=int, default=2, help="SPDFQ: multi-semantic crops every k-th step")
     p.add_argument("--frb", action="store_true", help="also FRB easy/hard page accuracy per configuration (slow)")
     p.add_argument("--n-calib", type=int, default=32)
-    p.add_argument("--spdfq-steps", type=int, default=1000)
-    p.add_argument("--psaq-steps", type=int, default=500)
+    p.add_argument("--spdfq-steps", type=int, default=200, help="paper: ~1000 (too slow on 2 shared cores)")
+    p.add_argument("--psaq-steps", type=int, default=200)
     p.add_argument("--alpha", type=float, default=1e3, help="SPDFQ attention-prior weight")
     p.add_argument("--recon-steps", type=int, default=100)
     p.add_argument("--recon-lr", type=float, default=4e-5)
@@ -237,7 +256,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     res: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
-    if args.part in ("all", "accuracy"):
+    if args.part in ("all", "synth", "accuracy"):
         if args.model is None:
             p.error("--model DIR is needed for the accuracy part")
         res["accuracy"] = part_accuracy(args)

@@ -25,6 +25,7 @@ class PSAQConfig:
     entropy_weight: float = 1.0
     bandwidth: float = 0.05  # Gaussian KDE bandwidth on cosine similarities in [-1, 1]
     grid_points: int = 64
+    max_pairs: int = 1024  # token pairs per image in the density estimate (random subset each step)
     pixel_range: tuple[float, float] | None = None
     seed: int = 0
     progress: bool = True
@@ -34,17 +35,21 @@ class PSAQConfig:
             raise ValueError("n_images must be ≥ 1, steps ≥ 0, lr > 0 and bandwidth > 0")
 
 
-def similarity_entropy(tokens: Tensor, bandwidth: float = 0.05, grid_points: int = 64) -> Tensor:
+def similarity_entropy(tokens: Tensor, bandwidth: float = 0.05, grid_points: int = 64,
+                       max_pairs: int | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Entropy per image (B,) of the KDE of pairwise cosine similarities of tokens (B, P, C).
 
-    The density of the P·(P−1) off-diagonal similarities is evaluated on ``grid_points`` points in
-    [-1, 1] with a Gaussian kernel, normalised to a distribution, and its entropy −Σ p log p returned.
+    The density of the P·(P−1) off-diagonal similarities (or a random subset of ``max_pairs`` of
+    them) is evaluated on ``grid_points`` points in [-1, 1] with a Gaussian kernel, normalised to a
+    distribution, and its entropy −Σ p log p returned.
     """
     B, P, _ = tokens.shape
     t = F.normalize(tokens, dim=-1)
     sim = t @ t.transpose(1, 2)  # (B, P, P)
     off = ~torch.eye(P, dtype=torch.bool, device=tokens.device)
     s = sim[:, off]  # (B, P·(P−1))
+    if max_pairs is not None and s.shape[1] > max_pairs:
+        s = s[:, torch.randperm(s.shape[1], generator=generator)[:max_pairs].to(s.device)]
     grid = torch.linspace(-1, 1, grid_points, device=tokens.device)
     dens = torch.exp(-0.5 * ((grid.view(1, -1, 1) - s.unsqueeze(1)) / bandwidth) ** 2).mean(-1)  # (B, G)
     p = dens / dens.sum(-1, keepdim=True).clamp_min(1e-12)
@@ -78,8 +83,8 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
             for step in range(cfg.steps):
                 outs.clear()
                 logits = model(x)
-                ent = torch.stack([similarity_entropy(o[:, npre:], cfg.bandwidth, cfg.grid_points).mean()
-                                   for o in outs]).sum()
+                ent = torch.stack([similarity_entropy(o[:, npre:], cfg.bandwidth, cfg.grid_points, cfg.max_pairs,
+                                                      gen).mean() for o in outs]).sum()
                 ce = F.cross_entropy(logits, labels)
                 loss = ce - cfg.entropy_weight * ent
                 opt.zero_grad(set_to_none=True)
