@@ -6,7 +6,7 @@ Mahalanobis / MoLAR, and score held-out pages: in = known-font validation + easy
 out = pages in the 5 unknown fonts (never seen in training). Then time MoLAR's scoring against
 KNN over all training features (same tile features, one process, interleaved, median).
 
-    OMP_NUM_THREADS=1 python benchmarks/ood.py [--steps 1500] [--crops-per-page 50] [--reuse]
+    OMP_NUM_THREADS=1 python benchmarks/ood.py [--steps 450] [--crops-per-page 40] [--reuse]
 """
 
 from __future__ import annotations
@@ -18,13 +18,25 @@ import time
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from vitkit import load, save
 from vitkit.data import frb
 from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
-from vitkit.ood.openset import crop_features, evaluate, fit_detectors, tile_features
+from vitkit.ood.openset import Features, crop_features, evaluate, fit_detectors, tile_features
 from vitkit.ood.report import ood_section
 from vitkit.report import Report
+
+
+def _save_features(path: Path, *parts: Features) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({f"{i}.{k}": getattr(f, k).contiguous() for i, f in enumerate(parts)
+               for k in ("features", "logits", "labels", "owner")}, str(path))
+
+
+def _load_features(path: Path) -> list[Features]:
+    t = load_file(str(path))
+    return [Features(*(t[f"{i}.{k}"] for k in ("features", "logits", "labels", "owner"))) for i in range(3)]
 
 
 def _timed(fn, x) -> float:
@@ -38,47 +50,53 @@ def main() -> None:
     ap.add_argument("--out", default="runs/ood_bench")
     ap.add_argument("--train-pages", type=int, default=1200)
     ap.add_argument("--val-pages", type=int, default=300)
-    ap.add_argument("--steps", type=int, default=1500)
-    ap.add_argument("--crops-per-page", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=450)
+    ap.add_argument("--crops-per-page", type=int, default=40)
     ap.add_argument("--budgets", default="50,100,200")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--reuse", action="store_true", help="reuse the model in OUT/model if present")
+    ap.add_argument("--reuse", action="store_true", help="reuse OUT/model and OUT/features.safetensors if present")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     t0 = time.perf_counter()
     known, unknown = frb.KNOWN_FONTS, frb.UNKNOWN_FONTS
-    tr_pages, tr_labels = frb_pages(list(frb.train_split(a.train_pages, 0)), fonts=known)
-    val = list(frb.val_split(a.val_pages, 0))
-    easy, hard = frb.easy_split(), frb.hard_split()
-    in_pages, in_labels = frb_pages(val + easy + hard, fonts=known)
-    out_pages, _ = frb_pages(val + easy + hard, fonts=unknown)
-    vk_pages, vk_labels = frb_pages(val, fonts=known)
-    print(f"pages: train {len(tr_pages)} (known), test in {len(in_pages)}, out {len(out_pages)}  "
-          f"[{time.perf_counter() - t0:.0f}s]", flush=True)
-
     cfg = DemoConfig(out_dir=str(out), steps=a.steps, train_pages=a.train_pages, progress=False)
-    if a.reuse and (out / "model").exists():
+    cache = out / "features.safetensors"
+    if a.reuse and cache.exists() and (out / "model").exists():
         model = load(out / "model").eval()
-        print("reused", out / "model")
+        train, fin, fout = _load_features(cache)
+        print("reused", out / "model", "and", cache)
     else:
+        tr_pages, tr_labels = frb_pages(list(frb.train_split(a.train_pages, 0)), fonts=known)
+        val = list(frb.val_split(a.val_pages, 0))
+        easy, hard = frb.easy_split(), frb.hard_split()
+        in_pages, in_labels = frb_pages(val + easy + hard, fonts=known)
+        out_pages, _ = frb_pages(val + easy + hard, fonts=unknown)
+        vk_pages, vk_labels = frb_pages(val, fonts=known)
+        print(f"pages: train {len(tr_pages)} (known), test in {len(in_pages)}, out {len(out_pages)}  "
+              f"[{time.perf_counter() - t0:.0f}s]", flush=True)
+        if a.reuse and (out / "model").exists():
+            model = load(out / "model").eval()
+            print("reused", out / "model")
+        else:
+            t = time.perf_counter()
+            model, res = train_crop_classifier(cfg, tr_pages, tr_labels, vk_pages, vk_labels, labels=known)
+            save(model, out / "model")
+            print(f"trained {res.steps} steps × {cfg.batch_size} crops in {time.perf_counter() - t:.0f}s", flush=True)
         t = time.perf_counter()
-        model, res = train_crop_classifier(cfg, tr_pages, tr_labels, vk_pages, vk_labels, labels=known)
-        save(model, out / "model")
-        print(f"trained {res.steps} steps × {cfg.batch_size} crops in {time.perf_counter() - t:.0f}s", flush=True)
-
-    t = time.perf_counter()
-    train = crop_features(model, tr_pages, tr_labels, crops_per_page=a.crops_per_page, size=cfg.crop)
-    print(f"training features: {tuple(train.features.shape)} in {time.perf_counter() - t:.0f}s", flush=True)
-    t = time.perf_counter()
-    fin = tile_features(model, in_pages, in_labels, size=cfg.crop, stride=cfg.crop // 2)
-    fout = tile_features(model, out_pages, None, size=cfg.crop, stride=cfg.crop // 2)
-    page_logits = torch.zeros(fin.n_pages, fin.logits.shape[1]).index_add_(0, fin.owner, fin.logits.log_softmax(-1))
-    closed_acc = (page_logits.argmax(-1) == in_labels).float().mean().item()
-    print(f"tiles: in {len(fin.features)}, out {len(fout.features)} in {time.perf_counter() - t:.0f}s; "
-          f"closed-set page accuracy on known fonts {closed_acc:.3f}", flush=True)
+        train = crop_features(model, tr_pages, tr_labels, crops_per_page=a.crops_per_page, size=cfg.crop)
+        fin = tile_features(model, in_pages, in_labels, size=cfg.crop, stride=cfg.crop // 2)
+        fout = tile_features(model, out_pages, None, size=cfg.crop, stride=cfg.crop // 2)
+        _save_features(cache, train, fin, fout)
+        print(f"features in {time.perf_counter() - t:.0f}s", flush=True)
+    print(f"training features: {tuple(train.features.shape)}; tiles: in {len(fin.features)}, out "
+          f"{len(fout.features)}", flush=True)
+    page_labels = torch.zeros(fin.n_pages, dtype=torch.long).index_copy_(0, fin.owner, fin.labels)
+    page_logp = torch.zeros(fin.n_pages, fin.logits.shape[1]).index_add_(0, fin.owner, fin.logits.log_softmax(-1))
+    closed_acc = (page_logp.argmax(-1) == page_labels).float().mean().item()
+    print(f"closed-set page accuracy on known fonts {closed_acc:.3f}", flush=True)
 
     specs = {"msp": {}, "max_logit": {}, "energy": {}, f"knn (k={a.k}, all N)": {"name": "knn", "k": a.k},
              "mahalanobis": {}}

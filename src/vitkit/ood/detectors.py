@@ -224,7 +224,7 @@ class KNNDetector(Detector):
         self.bank = torch.nn.functional.normalize(x, dim=-1)
 
     def _score(self, x: Tensor) -> Tensor:
-        return scores.knn_score(x, self.bank, self.cfg.k)
+        return scores.knn_score(x, self.bank, self.cfg.k, bank_normalized=True)
 
     def _tensors(self) -> dict[str, Tensor]:
         return {"bank": self.bank}

@@ -28,15 +28,16 @@ def energy(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return temperature * torch.logsumexp(logits / temperature, dim=-1)
 
 
-def knn_score(queries: Tensor, bank: Tensor, k: int = 1, chunk: int = 4096) -> Tensor:
+def knn_score(queries: Tensor, bank: Tensor, k: int = 1, chunk: int = 4096, bank_normalized: bool = False) -> Tensor:
     """Cosine similarity to the k-th nearest neighbour in ``bank`` (Sun et al. 2022).
 
     queries (B, D), bank (N, D), both L2-normalised here → (B,). The negative k-th neighbour
     distance of the paper is a monotone function of this similarity (‖a−b‖² = 2 − 2 a·b), so
-    rankings and every metric are identical. The bank is scanned in chunks of ``chunk`` rows.
+    rankings and every metric are identical. The bank is scanned in chunks of ``chunk`` rows;
+    ``bank_normalized`` skips re-normalising a bank that already has unit rows (a fitted detector's).
     """
     q = F.normalize(queries, dim=-1)
-    b = F.normalize(bank, dim=-1)
+    b = bank if bank_normalized else F.normalize(bank, dim=-1)
     if k > len(b):
         raise ValueError(f"k={k} is larger than the {len(b)} training features: use k <= {len(b)}")
     best = None
