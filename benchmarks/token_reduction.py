@@ -27,8 +27,8 @@ from vitkit.data.crops import to_model_input
 from vitkit.data.frb_pages import PageConfig, page_split, page_tensors
 from vitkit.demo import DemoConfig, train_crop_classifier
 from vitkit.engine import TrainConfig
-from vitkit.reduce import evaluate as E
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
+from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
 
 log = logging.getLogger("token_reduction")
@@ -37,9 +37,10 @@ ENC = DemoConfig(crop=96, patch=12, dim=64, depth=4, heads=4, steps=1500, batch_
 PAGES = PageConfig()  # the encoder's crops come from 288×288 pages
 BENCH_PAGES = PageConfig(size=(192, 192), block_width=(0.45, 0.75))  # 2×2 sub-images of 96 px = native size
 GRID = (2, 2)
-N_TRAIN, N_VAL, N_TEST = 1500, 150, 300
+N_TRAIN, N_VAL, N_TEST = 1500, 150, 600
 CONSUMER = dict(dim=64, depth=4, heads=4)
 CONSUMER_STEPS, CONSUMER_BATCH = 900, 16
+MEM_BATCH = 32  # pages in the peak-memory forward
 
 
 def pages(split: str, n: int, cfg: PageConfig = PAGES):
@@ -49,9 +50,8 @@ def pages(split: str, n: int, cfg: PageConfig = PAGES):
 def bench_pages(out: Path, split: str, n: int):
     """High-resolution pages (cached as uint8) → model input (n, 3, 192, 192) in [-1, 1], labels."""
     path = out / f"pages_{split}.pt"
-    if path.exists():
-        d = torch.load(path, weights_only=True)
-    else:
+    d = torch.load(path, weights_only=True) if path.exists() else None
+    if d is None or len(d["labels"]) != n:
         grey, labels = pages(split, n, BENCH_PAGES)
         d = {"grey": (grey * 255).round().to(torch.uint8), "labels": labels}
         torch.save(d, path)
@@ -81,35 +81,44 @@ def load_encoder(out: Path):
 
 @torch.no_grad()
 def dense_token_sets(enc, images: torch.Tensor, batch: int = 32):
-    sets = [encode_partitions(enc, partition(images[i : i + batch], GRID, enc.cfg.img_size, enc.patch_size))
-            for i in range(0, len(images), batch)]
-    return torch.cat([s.tokens for s in sets]), sets[0].partition[0], sets[0].pos[0]
+    """Dense token sets (n, P·T, C), their layout, and each token's CLS attention at HiRED's phase-2
+    block (second-to-last), summed over heads (n, P·T)."""
+    sets, scores = [], []
+    layer = enc.depth - 2
+    with enc.attention_readout([layer], "cls") as maps:
+        for i in range(0, len(images), batch):
+            sets.append(encode_partitions(enc, partition(images[i : i + batch], GRID, enc.cfg.img_size,
+                                                         enc.patch_size)))
+            a = maps[layer][:, :, enc.num_prefix_tokens :].sum(1)  # (b·P, T)
+            scores.append(a.reshape(len(sets[-1].tokens), -1))
+    return torch.cat([s.tokens for s in sets]), sets[0].partition[0], sets[0].pos[0], torch.cat(scores)
 
 
-def stage_consumer(out: Path, progress: bool) -> None:
+def stage_consumer(out: Path, progress: bool, guided: float, name: str) -> None:
     t = time.perf_counter()
     enc = load_encoder(out)
     tr, trl = bench_pages(out, "train", N_TRAIN)
     va, val = bench_pages(out, "val", N_VAL)
-    tok, part, pos = dense_token_sets(enc, tr)
-    vtok, _, _ = dense_token_sets(enc, va)
+    tok, part, pos, scores = dense_token_sets(enc, tr)
+    vtok, _, _, _ = dense_token_sets(enc, va)
     log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
     ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=enc.grid_size,
                           num_classes=15, **CONSUMER)
     tcfg = TrainConfig(epochs=100, max_steps=CONSUMER_STEPS, batch_size=CONSUMER_BATCH, lr=1e-3,
                        warmup_steps=CONSUMER_STEPS // 20, weight_decay=0.05, label_smoothing=0.1,
-                       out_dir=str(out / "consumer"), progress=progress, eval_every=CONSUMER_STEPS // 5,
+                       out_dir=str(out / name), progress=progress, eval_every=CONSUMER_STEPS // 5,
                        ckpt_every=CONSUMER_STEPS // 3, log_every=CONSUMER_STEPS // 30)
-    model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val))
-    torch.save({"cfg": asdict(ccfg), "state": model.state_dict()}, out / "consumer" / "consumer.pt")
+    model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
+                                   scores=scores if guided else None, guided_prob=guided)
+    torch.save({"cfg": asdict(ccfg), "state": model.state_dict()}, out / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
-    (out / "consumer" / "summary.json").write_text(json.dumps({
-        "config": asdict(ccfg), "steps": result.steps, "train_s": time.perf_counter() - t,
+    (out / name / "summary.json").write_text(json.dumps({
+        "config": asdict(ccfg), "guided_prob": guided, "steps": result.steps, "train_s": time.perf_counter() - t,
         "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None}, indent=2))
 
 
-def load_consumer(out: Path) -> TokenSetConsumer:
-    d = torch.load(out / "consumer" / "consumer.pt", weights_only=True)
+def load_consumer(out: Path, name: str = "consumer") -> TokenSetConsumer:
+    d = torch.load(out / name / "consumer.pt", weights_only=True)
     m = TokenSetConsumer(ConsumerConfig(**d["cfg"]))
     m.load_state_dict(d["state"])
     return m.eval()
@@ -123,6 +132,8 @@ def methods(tome_r: dict[str, object]) -> dict[str, tuple]:
         "HiRED 20%": (hired, HiREDConfig(grid=GRID, rate=0.2)),
         "HiRED 40%": (hired, HiREDConfig(grid=GRID, rate=0.4)),
         "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=1, early=True)),
+        "HiRED 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25)),
+        "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25, select_layer=1, early=True)),
         "EViT keep 0.5": (evit, EViTConfig(layers=(1, 2), keep_rate=0.5)),
         "EViT keep 0.7": (evit, EViTConfig(layers=(1, 2), keep_rate=0.7)),
     }
@@ -139,33 +150,22 @@ def timings(enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[st
     return E.throughput(enc, cons, meths, images[:batch], GRID, repeats)
 
 
-def peak_memory(out: Path, name: str, tome_r: dict, batch: int) -> float:
-    """Peak extra resident memory (MiB) of one end-to-end forward, in a fresh process."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, json, resource, torch; torch.set_num_threads(1); sys.path.insert(0, 'benchmarks');"
-        "import token_reduction as T; from pathlib import Path; out = Path(sys.argv[1]);"
-        "enc, cons = T.load_encoder(out), T.load_consumer(out); x, _ = T.bench_pages(out, 'test', T.N_TEST);"
-        "x = x[: int(sys.argv[3])].clone(); m = T.methods(json.loads(sys.argv[4]))[sys.argv[2]];"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
-        "ctx = T.E.applied(enc, m); ctx.__enter__();"
-        "torch.no_grad().__enter__(); cons.classify(T.E.encode(enc, m, x, T.GRID));"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)"
-    )
-    r = subprocess.run([sys.executable, "-c", code, str(out), name, str(batch), json.dumps(tome_r)],
-                       capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    if r.returncode:
-        raise RuntimeError(r.stderr[-2000:])
-    return float(r.stdout.strip().splitlines()[-1])
+@torch.no_grad()
+def peak_memory(enc, cons, method, images) -> tuple[float, float]:
+    """Peak tensor memory (MiB) of one forward of ``images``: end to end, and the consumer alone on the
+    method's token set (torch profiler allocation events, CPU)."""
+    with E.applied(enc, method):
+        e2e = E.peak_tensor_mib(lambda: cons.classify(E.encode(enc, method, images, GRID)))
+        ts = E.encode(enc, method, images, GRID)
+    return e2e, E.peak_tensor_mib(lambda: cons.classify(ts))
 
 
-def stage_bench(out: Path, repeats: int, batch: int) -> dict:
-    enc, cons = load_encoder(out), load_consumer(out)
+def stage_bench(out: Path, repeats: int, batch: int, name: str) -> dict:
+    enc, cons = load_encoder(out), load_consumer(out, name)
     x, y = bench_pages(out, "test", N_TEST)
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
-    cands = {"ToMe r=8": 8, "ToMe r=12": 12, "ToMe r=[24,14,8,4]": [24, 14, 8, 4]}
+    cands = {"ToMe r=8": 8, "ToMe r=12": 12, "ToMe r=[24,14,8,4]": [24, 14, 8, 4],
+             "ToMe r=[32,12,6,2]": [32, 12, 6, 2], "ToMe r=[32,16,8,4]": [32, 16, 8, 4]}
     probe = timings(enc, cons, {"HiRED-early 20%": methods({})["HiRED-early 20%"],
                                 **{n: (tome, ToMeConfig(r=r)) for n, r in cands.items()}}, x, max(3, repeats // 2), batch)
     target = probe["HiRED-early 20%"]["e2e_ips"]
@@ -178,8 +178,9 @@ def stage_bench(out: Path, repeats: int, batch: int) -> dict:
     rows = {}
     for name, m in meths.items():
         acc, ntok = accuracy(enc, cons, m, x, y)
-        rows[name] = {**tim[name], "accuracy": acc, "tokens_per_page": ntok,
-                      "peak_mib": peak_memory(out, name, tome_r, batch)}
+        e2e_mib, con_mib = peak_memory(enc, cons, m, x[:MEM_BATCH])
+        rows[name] = {**tim[name], "accuracy": acc, "tokens_per_page": ntok, "peak_mib": e2e_mib,
+                      "consumer_peak_mib": con_mib}
         log.info("%s: %s", name, rows[name])
     d = rows["dense"]
     for r in rows.values():
@@ -188,18 +189,19 @@ def stage_bench(out: Path, repeats: int, batch: int) -> dict:
         r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
     result = {"rows": rows, "tome_probe": probe, "tome_choice": best, "repeats": repeats, "batch": batch,
               "threads": torch.get_num_threads(), "test_pages": len(x)}
-    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    (out / f"bench_{name}.json").write_text(json.dumps(result, indent=2))
     print_table(rows)
-    plot(rows, out / "token_reduction.png")
+    plot(rows, out / f"token_reduction_{name}.png")
     return result
 
 
 def print_table(rows: dict) -> None:
-    print("| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB | accuracy | Δ pts |")
+    print("| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB e2e / consumer "
+          "| accuracy | Δ pts |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n, r in rows.items():
         print(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
-              f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} | {100 * r['accuracy']:.1f}% | "
+              f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} | {100 * r['accuracy']:.1f}% | "
               f"{r['accuracy_delta_pts']:+.1f} |")
 
 
@@ -230,17 +232,21 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--batch", type=int, default=8, help="pages per timed batch")
     ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--guided", type=float, default=0.0,
+                    help="consumer: fraction of batches with attention-guided subsets (0 = random dropping only)")
+    ap.add_argument("--consumer", default="consumer", help="consumer folder name under --out")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("encoder", "all"):
         stage_encoder(out, args.progress)
     if args.stage in ("consumer", "all"):
-        stage_consumer(out, args.progress)
+        stage_consumer(out, args.progress, args.guided, args.consumer)
     if args.stage in ("bench", "all"):
-        stage_bench(out, args.repeats, args.batch)
+        stage_bench(out, args.repeats, args.batch, args.consumer)
 
 
 if __name__ == "__main__":

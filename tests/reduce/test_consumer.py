@@ -28,7 +28,8 @@ def test_random_subset():
     assert idx.shape == (3, 4) and (idx.diff(dim=1) > 0).all() and idx.max() < 10
 
 
-def test_train_learns_a_separable_task(tmp_path):
+@pytest.mark.parametrize("guided", [0.0, 1.0])
+def test_train_learns_a_separable_task(tmp_path, guided):
     torch.manual_seed(0)
     K, C = 12, 8
     labels = torch.randint(0, 2, (64,))
@@ -39,5 +40,14 @@ def test_train_learns_a_separable_task(tmp_path):
     cfg = ConsumerConfig(in_dim=C, dim=16, depth=1, heads=2, num_classes=2, num_partitions=1, grid=(3, 4))
     tcfg = TrainConfig(epochs=20, max_steps=40, batch_size=16, lr=5e-3, out_dir=str(tmp_path), progress=False,
                        eval_every=40, ckpt_every=1000)
-    m, res = train_consumer(tokens, labels, part, pos, cfg, tcfg, min_keep=0.2, val=(tokens, labels))
+    scores = torch.rand(64, K) if guided else None
+    m, res = train_consumer(tokens, labels, part, pos, cfg, tcfg, min_keep=0.2, val=(tokens, labels),
+                            scores=scores, guided_prob=guided)
     assert [h for h in res.history if "val_accuracy" in h][-1]["val_accuracy"] > 0.9
+
+
+def test_guided_needs_scores():
+    cfg = ConsumerConfig(in_dim=4, dim=8, depth=1, heads=2, num_classes=2, num_partitions=1, grid=(2, 2))
+    with pytest.raises(ValueError, match="guided_prob"):
+        train_consumer(torch.zeros(4, 4, 4), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long),
+                       torch.zeros(4, 2, dtype=torch.long), cfg, TrainConfig(), guided_prob=0.5)

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from reduce_models import encode, image_for, make
 
 from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import evit
-
-from reduce_models import encode, image_for, make
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

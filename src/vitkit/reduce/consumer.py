@@ -8,7 +8,7 @@ tokens (linear layers ∝ K, attention ∝ K²), as a language model's prefill d
 
 :func:`train_consumer` trains it with the engine on frozen dense token sets, with random token
 dropping as augmentation (each batch keeps a random fraction in [min_keep, 1] of every set), so one
-consumer serves every reduction method.
+consumer serves every reduction method; optionally some batches keep attention-guided subsets instead.
 """
 
 from __future__ import annotations
@@ -83,14 +83,14 @@ class TokenSetConsumer(nn.Module):
 
 
 class _TokenSets(Dataset):
-    def __init__(self, tokens: Tensor, labels: Tensor) -> None:
-        self.tokens, self.labels = tokens, labels
+    def __init__(self, *tensors: Tensor) -> None:
+        self.tensors = tensors
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return len(self.tensors[0])
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.tokens[i], self.labels[i]
+    def __getitem__(self, i: int) -> tuple[Tensor, ...]:
+        return tuple(t[i] for t in self.tensors)
 
 
 def random_subset(K: int, k: int, batch: int, generator: torch.Generator | None = None) -> Tensor:
@@ -108,21 +108,33 @@ def train_consumer(
     *,
     min_keep: float = 0.1,
     val: tuple[Tensor, Tensor] | None = None,
+    scores: Tensor | None = None,
+    guided_prob: float = 0.0,
 ) -> tuple[TokenSetConsumer, TrainResult]:
     """Train a consumer on dense token sets tokens (P, K, C) / labels (P,), with one shared layout
     ``partition`` (K,) and ``pos`` (K, 2). Each batch keeps a random k ∈ [min_keep·K, K] tokens of
-    every set (a fresh subset per sample). ``val`` = (tokens, labels) is scored on all tokens."""
+    every set (a fresh subset per sample). With ``scores`` (P, K) (e.g. the encoder's CLS attention)
+    a fraction ``guided_prob`` of the batches keeps instead the top-k by log score + Gumbel noise
+    (subsets like attention-guided methods keep). ``val`` = (tokens, labels) is scored on all tokens."""
     if not 0.0 < min_keep <= 1.0:
         raise ValueError(f"min_keep={min_keep} is outside (0, 1]")
+    if not 0.0 <= guided_prob <= 1.0 or (guided_prob > 0 and scores is None):
+        raise ValueError(f"guided_prob={guided_prob} must be in [0, 1] and needs scores")
     torch.manual_seed(tcfg.seed)
     model = TokenSetConsumer(cfg)
     K = tokens.shape[1]
 
+    ds = _TokenSets(tokens, labels) if scores is None else _TokenSets(tokens, labels, scores)
+
     def loss_fn(m: nn.Module, batch) -> Tensor:
-        x, y = batch
+        x, y = batch[0], batch[1]
         B = x.shape[0]
         k = int(torch.randint(max(1, int(min_keep * K)), K + 1, ()))
-        idx = random_subset(K, k, B)
+        if scores is not None and float(torch.rand(())) < guided_prob:
+            gumbel = -torch.log(-torch.log(torch.rand(B, K).clamp_min(1e-20)))
+            idx = (batch[2].clamp_min(1e-20).log() + gumbel).topk(k, dim=1).indices.sort(dim=1).values
+        else:
+            idx = random_subset(K, k, B)
         xs = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         logits = m(xs, partition[idx], pos[idx])
         return F.cross_entropy(logits, y, label_smoothing=tcfg.label_smoothing)
@@ -140,5 +152,5 @@ def train_consumer(
             ])
             return {"val_accuracy": (pred == vy).float().mean().item()}
 
-    result = Trainer(model, _TokenSets(tokens, labels), tcfg, loss_fn=loss_fn, eval_fn=eval_fn).fit()
+    result = Trainer(model, ds, tcfg, loss_fn=loss_fn, eval_fn=eval_fn).fit()
     return model.eval(), result

@@ -97,3 +97,17 @@ def throughput(model: nn.Module, consumer: nn.Module | None, methods: Mapping[st
             row["consumer_ips"] = n / med(con[name])
         out[name] = row
     return out
+
+
+def peak_tensor_mib(fn) -> float:
+    """Peak of the CPU tensor memory allocated while ``fn()`` runs, in MiB (torch profiler's allocation
+    events summed in time order; allocator- and RSS-independent)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    live = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak / 2**20

@@ -17,7 +17,16 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vit import TokenState
-from .wiring import check_layers, check_rate, cls_scores, gather_rows, gather_state, install, restore, vision_tower
+from .wiring import (
+    check_layers,
+    check_rate,
+    cls_scores,
+    gather_rows,
+    gather_state,
+    install,
+    restore,
+    vision_tower,
+)
 
 METHOD = "evit"
 FUSED = -1  # index of a fused token in TokenState.index
