@@ -110,7 +110,8 @@ def part_accuracy(args) -> dict:
     t = time.perf_counter()
     vx, vy, cx = demo_data(crop)
     log.info("data: %d val crops, %d calibration crops (%.0f s)", len(vx), len(cx), time.perf_counter() - t)
-    res: dict = {"model": str(args.model), "val_crops": len(vx), "n_calib": args.n_calib, "rows": []}
+    res: dict = {"model": str(args.model), "val_crops": len(vx), "n_calib": args.n_calib,
+                 "act_granularity": args.act_granularity, "rows": []}
     base = {"bits": "fp32", "source": "-", "crop_acc": crop_accuracy(model, vx, vy)}
     if args.frb:
         base |= frb_accuracy(model, crop)
@@ -123,7 +124,8 @@ def part_accuracy(args) -> dict:
     for w, a in BITS:
         for src in args.sources:
             t = time.perf_counter()
-            cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=args.recon_steps, recon_lr=args.recon_lr)
+            cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=args.recon_steps, recon_lr=args.recon_lr,
+                                    act_granularity=args.act_granularity)
             quant.apply(model, cfg)
             info = quant.calibrate(model, calib[src])
             row = {"bits": f"W{w}A{a}", "source": src, "crop_acc": crop_accuracy(model, vx, vy),
@@ -209,7 +211,8 @@ def part_speed(args) -> dict:
 def print_tables(res: dict) -> None:
     if "accuracy" in res:
         acc = res["accuracy"]
-        print(f"\naccuracy — model {acc['model']}, {acc['val_crops']} val crops, {acc['n_calib']} calibration images")
+        print(f"\naccuracy — model {acc['model']}, {acc['val_crops']} val crops, {acc['n_calib']} calibration images, "
+              f"activations per {acc['act_granularity']}")
         has_frb = "easy" in acc["rows"][0]
         print(f"{'bits':6} {'source':6} {'crop acc':>9}" + (f" {'FRB easy':>9} {'FRB hard':>9}" if has_frb else ""))
         for r in acc["rows"]:
@@ -244,6 +247,8 @@ def main() -> None:
     p.add_argument("--spdfq-steps", type=int, default=200, help="paper: ~1000 (too slow on 2 shared cores)")
     p.add_argument("--psaq-steps", type=int, default=200)
     p.add_argument("--alpha", type=float, default=1e3, help="SPDFQ attention-prior weight")
+    p.add_argument("--act-granularity", choices=("token", "tensor"), default="token",
+                   help="activations: dynamic per-token scales, or static per-tensor scales set by calibration")
     p.add_argument("--recon-steps", type=int, default=100)
     p.add_argument("--recon-lr", type=float, default=4e-5)
     p.add_argument("--batch", type=int, default=8, help="images per forward in the speed part")

@@ -37,7 +37,7 @@ def _to_image(x):
     return Image.fromarray(g).convert("RGB")
 
 
-def demo_section(ctx, spdfq_steps: int = 60, n_calib: int = 16, val_pages: int = 100, recon_steps: int = 20):
+def demo_section(ctx, spdfq_steps: int = 40, n_calib: int = 12, val_pages: int = 100, recon_steps: int = 10):
     """Quantization section of ``vitkit demo``; adds ``ctx.metrics["quantization"]``."""
     from .. import save
     from ..report import Section, table
