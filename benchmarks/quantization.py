@@ -36,7 +36,7 @@ from vitkit.demo import frb_pages
 
 log = logging.getLogger("quantization")
 
-BITS = ((8, 8), (6, 6), (4, 4))
+BITS = ((8, 8), (6, 6), (4, 4), (3, 3))
 SOURCES = ("real", "noise", "psaq", "spdfq")
 
 
@@ -111,7 +111,7 @@ def part_accuracy(args) -> dict:
     vx, vy, cx = demo_data(crop)
     log.info("data: %d val crops, %d calibration crops (%.0f s)", len(vx), len(cx), time.perf_counter() - t)
     res: dict = {"model": str(args.model), "val_crops": len(vx), "n_calib": args.n_calib,
-                 "act_granularity": args.act_granularity, "rows": []}
+                 "act_granularity": args.act_granularity, "calib_method": args.calib_method, "rows": []}
     base = {"bits": "fp32", "source": "-", "crop_acc": crop_accuracy(model, vx, vy)}
     if args.frb:
         base |= frb_accuracy(model, crop)
@@ -121,11 +121,21 @@ def part_accuracy(args) -> dict:
     res["synthesis_s"] = synth_s
     if args.part == "synth":
         return res
-    for w, a in BITS:
+    if args.int8_row:  # the real int8 kernels (W8A8, dynamic per-token, weight scales min-max)
+        import copy
+
+        m8 = copy.deepcopy(model)
+        quant.to_int8(m8)
+        row = {"bits": "W8A8-int8", "source": "-", "crop_acc": crop_accuracy(m8, vx, vy)}
+        if args.frb:
+            row |= frb_accuracy(m8, crop)
+        res["rows"].append(row)
+        log.info("%s", row)
+    for w, a in (b for b in BITS if f"w{b[0]}a{b[1]}" in args.bits):
         for src in args.sources:
             t = time.perf_counter()
             cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=args.recon_steps, recon_lr=args.recon_lr,
-                                    act_granularity=args.act_granularity)
+                                    act_granularity=args.act_granularity, calib_method=args.calib_method)
             quant.apply(model, cfg)
             info = quant.calibrate(model, calib[src])
             row = {"bits": f"W{w}A{a}", "source": src, "crop_acc": crop_accuracy(model, vx, vy),
@@ -212,11 +222,11 @@ def print_tables(res: dict) -> None:
     if "accuracy" in res:
         acc = res["accuracy"]
         print(f"\naccuracy — model {acc['model']}, {acc['val_crops']} val crops, {acc['n_calib']} calibration images, "
-              f"activations per {acc['act_granularity']}")
+              f"activations per {acc['act_granularity']}, ranges {acc.get('calib_method')}")
         has_frb = "easy" in acc["rows"][0]
-        print(f"{'bits':6} {'source':6} {'crop acc':>9}" + (f" {'FRB easy':>9} {'FRB hard':>9}" if has_frb else ""))
+        print(f"{'bits':9} {'source':6} {'crop acc':>9}" + (f" {'FRB easy':>9} {'FRB hard':>9}" if has_frb else ""))
         for r in acc["rows"]:
-            line = f"{r['bits']:6} {r['source']:6} {r['crop_acc']:9.1%}"
+            line = f"{r['bits']:9} {r['source']:6} {r['crop_acc']:9.1%}"
             if has_frb:
                 line += f" {r['easy']:9.1%} {r['hard']:9.1%}"
             print(line)
@@ -240,6 +250,9 @@ def main() -> None:
     p.add_argument("--part", choices=("all", "synth", "accuracy", "speed"), default="all",
                    help="synth = only produce (and cache) the calibration images of --sources")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
+    p.add_argument("--bits", nargs="+", choices=("w8a8", "w6a6", "w4a4", "w3a3"), default=["w8a8", "w6a6", "w4a4"])
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "mse"), default="mse")
+    p.add_argument("--int8-row", action="store_true", help="also evaluate the real int8 kernel path")
     p.add_argument("--cache", type=Path, default=Path("runs/bench/quant_calib"), help="calibration-image cache")
     p.add_argument("--msr-every", type=int, default=2, help="SPDFQ: multi-semantic crops every k-th step")
     p.add_argument("--frb", action="store_true", help="also FRB easy/hard page accuracy per configuration (slow)")
