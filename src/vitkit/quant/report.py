@@ -37,7 +37,7 @@ def _to_image(x):
     return Image.fromarray(g).convert("RGB")
 
 
-def demo_section(ctx, spdfq_steps: int = 40, n_calib: int = 12, val_pages: int = 100, recon_steps: int = 10):
+def demo_section(ctx, spdfq_steps: int = 30, n_calib: int = 8, val_pages: int = 100, recon_steps: int = 10):
     """Quantization section of ``vitkit demo``; adds ``ctx.metrics["quantization"]``."""
     from .. import save
     from ..report import Section, table
@@ -54,7 +54,7 @@ def demo_section(ctx, spdfq_steps: int = 40, n_calib: int = 12, val_pages: int =
         "real crops": calibration_images(model, "real", n_calib, images=real_x, seed=seed),
         "Gaussian noise": calibration_images(model, "noise", n_calib, seed=seed, pixel_range=rng),
         f"SPDFQ ({spdfq_steps} steps)": calibration_images(model, "spdfq", n_calib, seed=seed, steps=spdfq_steps,
-                                                           pixel_range=rng),
+                                                           pixel_range=rng, msr_every=2),
     }
     rows = [("fp32", "-", _acc(model, vx, vy))]
     for w, a in ((8, 8), (4, 4)):
