@@ -1,1 +1,10 @@
-"""Out-of-distribution and open-set detection: metrics, baseline detectors, MoLAR."""
+"""Out-of-distribution and open-set detection: metrics, baseline detectors, MoLAR.
+
+    from vitkit.ood import make_detector, load_detector, auroc, fpr_at_tpr
+"""
+
+from .detectors import DETECTOR_NAMES, Detector, load_detector, make_detector
+from .metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, oscr
+
+__all__ = ["DETECTOR_NAMES", "Detector", "aupr_in", "aupr_out", "auroc", "fpr_at_tpr", "load_detector",
+           "make_detector", "oscr"]
