@@ -160,8 +160,8 @@ def peak_memory(enc, cons, method, images) -> tuple[float, float]:
     return e2e, E.peak_tensor_mib(lambda: cons.classify(ts))
 
 
-def stage_bench(out: Path, repeats: int, batch: int, name: str) -> dict:
-    enc, cons = load_encoder(out), load_consumer(out, name)
+def stage_bench(out: Path, repeats: int, batch: int, consumer: str) -> dict:
+    enc, cons = load_encoder(out), load_consumer(out, consumer)
     x, y = bench_pages(out, "test", N_TEST)
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
     cands = {"ToMe r=8": 8, "ToMe r=12": 12, "ToMe r=[24,14,8,4]": [24, 14, 8, 4],
@@ -187,11 +187,11 @@ def stage_bench(out: Path, repeats: int, batch: int, name: str) -> dict:
         r["e2e_speedup"] = r["e2e_ips"] / d["e2e_ips"]
         r["consumer_speedup"] = r["consumer_ips"] / d["consumer_ips"]
         r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
-    result = {"rows": rows, "tome_probe": probe, "tome_choice": best, "repeats": repeats, "batch": batch,
+    result = {"consumer": consumer, "rows": rows, "tome_probe": probe, "tome_choice": best, "repeats": repeats, "batch": batch,
               "threads": torch.get_num_threads(), "test_pages": len(x)}
-    (out / f"bench_{name}.json").write_text(json.dumps(result, indent=2))
+    (out / f"bench_{consumer}.json").write_text(json.dumps(result, indent=2))
     print_table(rows)
-    plot(rows, out / f"token_reduction_{name}.png")
+    plot({consumer: rows}, out / f"token_reduction_{consumer}.png")
     return result
 
 
@@ -205,28 +205,44 @@ def print_table(rows: dict) -> None:
               f"{r['accuracy_delta_pts']:+.1f} |")
 
 
-def plot(rows: dict, path: Path) -> None:
+def plot(results: dict[str, dict], path: Path) -> None:
+    """Accuracy vs end-to-end throughput; one marker per consumer ({consumer name: rows})."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n, r in rows.items():
-        ax.scatter(r["e2e_ips"], 100 * r["accuracy"])
-        ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors = {}
+    for k, rows in enumerate(results.values()):
+        marker = "os^"[k % 3]
+        for n, r in rows.items():
+            c = colors.setdefault(n, f"C{len(colors) % 10}")
+            ax.scatter(r["e2e_ips"], 100 * r["accuracy"], color=c, marker=marker,
+                       label=n if k == 0 else None)
+            if k == 0:
+                ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 2),
+                            textcoords="offset points")
     ax.set_xlabel("end-to-end images/s (encoder + consumer, 1 CPU thread)")
     ax.set_ylabel("page accuracy (%)")
-    ax.set_title("High-resolution FRB: accuracy vs throughput")
+    ax.set_title("High-resolution FRB: accuracy vs throughput (" + "; ".join(
+        f"{'os^'[k % 3]} = {c}" for k, c in enumerate(results)) + ")", fontsize=9)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
+def stage_plot(out: Path, names: list[str], path: Path) -> None:
+    results = {n: json.loads((out / f"bench_{n}.json").read_text())["rows"] for n in names
+               if (out / f"bench_{n}.json").exists()}
+    plot(results, path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "all"])
+    ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "plot", "all"])
     ap.add_argument("--out", default="runs/token_reduction")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=7)
@@ -247,6 +263,8 @@ def main() -> None:
         stage_consumer(out, args.progress, args.guided, args.consumer)
     if args.stage in ("bench", "all"):
         stage_bench(out, args.repeats, args.batch, args.consumer)
+    if args.stage == "plot":  # all consumers' benches in one figure, next to RESULTS.md
+        stage_plot(out, ["consumer", "consumer_guided"], Path(__file__).with_name("token_reduction.png"))
 
 
 if __name__ == "__main__":
