@@ -5,11 +5,12 @@ Stages (each cached under --out):
             of 288×288 FRB pages
   consumer  encode 192×192 pages densely (thumbnail + 2×2 sub-images of 96 px = 5 × 64 tokens), train
             the token-set consumer (4 blocks, width 64) on those frozen tokens with random token
-            dropping (keep 10-100%) as augmentation
-  bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median),
-            peak memory, page accuracy on the test pages; table + plot
-Run: OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
-"""
+            dropping (keep 10-100%) as augmentation; --guided P: a fraction P of the batches keeps
+            attention-guided subsets instead (saved under --consumer NAME)
+  bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median), peak
+            tensor memory, page accuracy on the test pages with consumer NAME; table + plot
+  plot      accuracy vs throughput for the benches of both consumers → benchmarks/token_reduction.png
+Run: OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all   (figures: benchmarks/RESULTS.md)"""
 
 from __future__ import annotations
 
