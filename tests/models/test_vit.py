@@ -657,9 +657,8 @@ def test_config_unknown_key() -> None:
         (dict(act="relu"), "act"),
         (dict(embed_dim=30, num_heads=4), "divisible"),
         (dict(class_token=False), "class_token"),
-        (dict(conv_stem=[8, 8, 8, 8]), "conv_stem"),
     ],
-    ids=["pool", "act", "heads", "no_cls", "stem"],
+    ids=["pool", "act", "heads", "no_cls"],
 )
 def test_config_invalid(kw: dict, word: str) -> None:
     with pytest.raises(ValueError, match=word):
@@ -673,27 +672,6 @@ def test_model_kwargs_override_config() -> None:
     no_cls = VisionTransformer(**{**BASE, "class_token": False, "global_pool": "avg"})
     assert no_cls.num_prefix_tokens == 0
     assert no_cls.forward_features(images(1)).shape == (1, 16, DIM)
-
-
-@pytest.mark.parametrize("size", [(32, 32), (37, 50), (8, 21)], ids=str)
-def test_conv_stem_keeps_the_token_grid(size: tuple[int, int]) -> None:
-    """A conv stem of n stride-2 convs + a (P / 2^n) patchify gives the plain model's grid, at any size."""
-    stem = make("vit", conv_stem=[6, 12])
-    assert stem.patch_embed.proj.kernel_size == (P // 4, P // 4) and len(stem.patch_embed.stem) == 4
-    x = images(2, *size)
-    feats = stem.forward_features(x)
-    assert feats.shape == make("vit").forward_features(x).shape == (2, 1 + grid(*size)[0] * grid(*size)[1], DIM)
-    # the stem sees only whole patches, like the plain patchify: the remainder pixels do not matter
-    gh, gw = grid(*size)
-    y = x.clone()
-    y[..., gh * P :, :] = 7.0
-    y[..., :, gw * P :] = 7.0
-    torch.testing.assert_close(stem.forward_features(y), feats)
-    # and the pixels inside do, through the stem's parameters (which get gradients)
-    stem.train()
-    stem(x).sum().backward()
-    assert stem.patch_embed.stem[0].weight.grad.abs().sum() > 0
-    assert "patch_embed.stem.0.weight" in stem.state_dict() and "patch_embed.stem.0.weight" not in make().state_dict()
 
 
 @pytest.mark.parametrize("size", [(4, 40), (40, 7)], ids=str)

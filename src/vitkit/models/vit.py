@@ -51,7 +51,6 @@ class ViTConfig:
     mlp_hidden_dim: int | None = None  # default 4 · embed_dim
     qkv_bias: bool = True
     patch_bias: bool = True
-    conv_stem: list[int] | None = None  # channels of 3×3 stride-2 convs (+GELU) before the patchify
     class_token: bool = True
     dist_token: bool = False
     dist_head: bool = True  # DeiT: a second head on the distillation token, logits averaged
@@ -84,11 +83,6 @@ class ViTConfig:
             raise ValueError(f"act must be one of {ACTIVATIONS}, got {self.act!r}")
         if self.embed_dim % self.num_heads:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.conv_stem:
-            self.conv_stem = [int(c) for c in self.conv_stem]
-            if self.patch_size % 2 ** len(self.conv_stem):
-                raise ValueError(f"patch_size {self.patch_size} must be divisible by 2**len(conv_stem) = "
-                                 f"{2 ** len(self.conv_stem)} (each stem conv halves the resolution)")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs class_token=True; use 'avg'")
 
@@ -237,15 +231,7 @@ class VisionTransformer(nn.Module):
         self.num_prefix_tokens = self.num_pos_prefix + cfg.num_reg_tokens
 
         self.patch_embed = nn.Module()
-        # optional convolutional stem ("early convolutions"): 3×3 stride-2 convs, then a patchify
-        # with the remaining stride, so the token grid is the same as with plain P×P patches
-        stem, c_in = [], cfg.in_chans
-        for c in cfg.conv_stem or ():
-            stem += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.GELU()]
-            c_in = c
-        self.patch_embed.stem = nn.Sequential(*stem) if stem else None
-        k = P // 2 ** len(cfg.conv_stem or ())
-        self.patch_embed.proj = nn.Conv2d(c_in, dim, k, stride=k, bias=cfg.patch_bias)
+        self.patch_embed.proj = nn.Conv2d(cfg.in_chans, dim, P, stride=P, bias=cfg.patch_bias)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.class_token else None
         self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if cfg.dist_token else None
         self.reg_token = nn.Parameter(torch.zeros(1, cfg.num_reg_tokens, dim)) if cfg.num_reg_tokens else None
@@ -304,8 +290,6 @@ class VisionTransformer(nn.Module):
         """Pixels (B, 3, H, W) → tokens (B, prefix + gh·gw, C) and a fresh TokenState."""
         B = x.shape[0]
         grid = self.patch_grid(x.shape[-2], x.shape[-1])
-        if self.patch_embed.stem is not None:  # crop to whole patches first, as the plain patchify does
-            x = self.patch_embed.stem(x[..., : grid[0] * self.patch_size, : grid[1] * self.patch_size])
         x = self.patch_embed.proj(x).flatten(2).transpose(1, 2)  # (B, gh·gw, C)
         pos = self.pos_embed
         patch_pos = resample_pos_embed(pos[:, self.num_pos_prefix :], self.grid_size, grid, self.cfg.pos_antialias)
