@@ -6,7 +6,7 @@ import torch
 
 from vitkit.demo import DemoConfig, DemoContext, build_model
 from vitkit.reduce.partitions import TokenSet
-from vitkit.reduce.report import demo_section, kept_overlay
+from vitkit.reduce.report import demo_section, group_overlay, kept_overlay
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,3 +31,12 @@ def test_demo_section_runs_on_a_tiny_demo_model():
     assert sec.id == "token-reduction" and sec.html.count("<figure>") == 5
     kept = ctx.metrics["token_reduction"]
     assert kept["dense"] == 7 * 16 and kept["HiRED 20%"] == int(0.2 * 7 * 16)
+
+
+def test_group_overlay_tints_merged_patches_only():
+    grey = torch.ones(4, 8)  # white page, 1×2 grid of 4×4 sub-images, 2×2 patches of 2×2 px
+    # partition 0 = thumbnail (ignored); in partition 1, patches 0 and 3 were merged into row 1
+    source = torch.tensor([[0, 1, 2, 3, 4], [0, 1, 2, 3, 1], [0, 1, 2, 3, 4]])
+    img = np.asarray(group_overlay(grey, source, (1, 2), (2, 2), num_prefix=1)).astype(int)
+    assert (img[0, 0] != 255).any() and (img[3, 3] == img[0, 0]).all()  # patches 0 and 3: same tint
+    assert (img[0, 2] == 255).all() and (img[0, 4:] == 255).all()  # unmerged, and partition 2 untouched

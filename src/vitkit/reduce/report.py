@@ -69,6 +69,32 @@ def kept_overlay(grey: Tensor, ts: TokenSet, grid: tuple[int, int], b: int = 0, 
     return out
 
 
+def group_overlay(grey: Tensor, source: Tensor, grid: tuple[int, int], patch_grid: tuple[int, int],
+                  num_prefix: int) -> Image.Image:
+    """ToMe's merged groups on the page: sub-image patches that ended in the same token share a tint
+    (unmerged patches stay untinted). ``source`` (P, num_prefix + gh·gw): final row of each original
+    token per partition (``TokenState.extras["tome_source"]`` of one image's partitions)."""
+    H, W = grey.shape
+    R, C = grid
+    gh, gw = patch_grid
+    th, tw = H // R, W // C
+    page = (grey.clamp(0, 1).numpy() * 255).astype(np.float32)
+    out = np.repeat(page[..., None], 3, axis=2)
+    rng = np.random.default_rng(0)
+    palette = rng.integers(60, 230, (source.shape[1], 3)).astype(np.float32)
+    for part in range(1, source.shape[0]):
+        rows = source[part, num_prefix:].tolist()
+        counts = np.bincount(rows, minlength=max(rows) + 1)
+        for t, row in enumerate(rows):
+            if counts[row] < 2:
+                continue
+            y0 = (part - 1) // C * th + (t // gw) * th // gh
+            x0 = (part - 1) % C * tw + (t % gw) * tw // gw
+            y1, x1 = y0 + th // gh, x0 + tw // gw
+            out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * 0.55 + palette[row] * 0.45
+    return Image.fromarray(out.clip(0, 255).astype(np.uint8))
+
+
 def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, object]], grid: tuple[int, int]):
     """page (1, 1, H, W) grey → [(name, overlay, tokens kept)] for (name, module or None, cfg) methods."""
     from ..data.crops import to_model_input
@@ -90,7 +116,12 @@ def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, ob
             finally:
                 if mod is not None:
                     mod.remove(model)
-            out.append((name, kept_overlay(page[0, 0], ts, grid), len(ts)))
+            img = kept_overlay(page[0, 0], ts, grid)
+            source = vis.last_state.extras.get("tome_source")
+            if source is not None:  # ToMe: show the merged groups instead of the representatives
+                groups = group_overlay(page[0, 0], source, grid, ts.grid, vis.num_prefix_tokens)
+                img.paste(groups, (0, 0))
+            out.append((name, img, len(ts)))
     return out
 
 
@@ -124,7 +155,7 @@ def demo_section(ctx):
         "tokens handed to the downstream model; right panel: the thumbnail's kept tokens. HiRED spends its "
         "budget where the thumbnail's first-layer CLS attention points, then keeps the tokens a late layer's "
         "CLS attention ranks highest; EViT keeps the top CLS-attention tokens inside the encoder (plus one fused "
-        "token); ToMe merges similar tokens (boxes: the representative of each merged group). Figures for "
+        "token); ToMe merges similar tokens (tints: patches merged into the same token). Figures for "
         "speed and accuracy: <code>benchmarks/token_reduction.py</code> and benchmarks/RESULTS.md.</p>",
         table(["method", "tokens kept"], [(n, k) for n, _, k in shown]),
     ]
