@@ -91,3 +91,23 @@ def test_errors():
                                global_pool="avg")
     with pytest.raises(ValueError, match="class token"):
         evit.apply(no_cls, evit.EViTConfig())
+
+
+def test_gather_state_carries_index_size_and_bias():
+    from vitkit.models.vit import TokenState
+    from vitkit.reduce.wiring import gather_state
+
+    rows = torch.tensor([[0, 2, 3], [0, 1, 3]])
+    full = torch.randn(2, 1, 4, 4)
+    st = TokenState(grid=(1, 3), num_prefix=1, size=torch.rand(2, 4, 1), attn_bias=full)
+    size = st.size.clone()
+    gather_state(st, rows, 4)
+    assert torch.equal(st.index, rows)
+    for b in range(2):
+        assert torch.equal(st.size[b], size[b, rows[b]])
+        assert torch.equal(st.attn_bias[b, 0], full[b, 0][rows[b]][:, rows[b]])
+    keys_only = torch.randn(2, 1, 1, 4)
+    st = TokenState(grid=(1, 3), num_prefix=1, attn_bias=keys_only)
+    gather_state(st, rows, 4)
+    assert st.attn_bias.shape == (2, 1, 1, 3)
+    assert torch.equal(st.attn_bias[1, 0, 0], keys_only[1, 0, 0, rows[1]])
