@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from vitkit.ood import report as _ood_report  # issue 6 (light: numpy only at import)
+from vitkit.ood import report as _ood_report  # issue 6 (heavy parts imported inside the builder)
 from vitkit.quant import report as _quant_report  # issue 5
 from vitkit.reduce import report as _reduce_report  # issue 4
 
