@@ -97,7 +97,8 @@ def fit_cmd(
             m = _load(model)
             fonts = _model_fonts(m)
             grey, labels = frb_pages(list(frb.train_split(pages, seed)), fonts=fonts)
-            f = crop_features(m, grey, labels, crops_per_page=crops_per_page, size=m.cfg.img_size[0])
+            f = crop_features(m, grey, labels, crops_per_page=crops_per_page, size=m.cfg.img_size[0],
+                                  progress=True)
             x, y = (f.logits if det.input == "logits" else f.features), f.labels
         det.fit(x, y)
         det.save(out_file)

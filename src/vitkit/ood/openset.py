@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..data.crops import InkCropDataset
 from ..models.tiled import TiledClassifier
+from ..progress import progress_bar
 from . import metrics
 from .detectors import Detector, make_detector
 
@@ -47,15 +48,18 @@ def _embed(model, x: Tensor, batch: int = 256) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def crop_features(model, pages: Tensor, labels: Tensor, *, crops_per_page: int = 50, size: int = 96,
-                  seed: int = 123, batch: int = 256) -> Features:
+                  seed: int = 123, batch: int = 256, progress: bool = False) -> Features:
     """Random ink crops of grey pages (P, 1, H, W) → :class:`Features` (``crops_per_page`` rows per page)."""
     ds = InkCropDataset(pages, labels, size=size, crops_per_page=crops_per_page, seed=seed)
     feats, logits, ys = [], [], []
-    for i in range(0, len(ds), batch):
-        items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
-        x = torch.stack([a for a, _ in items])
-        f, lg = _embed(model, x, batch)
-        feats.append(f), logits.append(lg), ys.append(torch.stack([b for _, b in items]))
+    with progress_bar(progress) as bar:
+        task = bar.add_task("embedding crops", total=len(ds))
+        for i in range(0, len(ds), batch):
+            items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
+            x = torch.stack([a for a, _ in items])
+            f, lg = _embed(model, x, batch)
+            feats.append(f), logits.append(lg), ys.append(torch.stack([b for _, b in items]))
+            bar.advance(task, len(items))
     owner = torch.arange(len(pages)).repeat_interleave(crops_per_page)
     return Features(torch.cat(feats), torch.cat(logits), torch.cat(ys), owner)
 
