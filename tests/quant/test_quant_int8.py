@@ -6,7 +6,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vitkit import quant
-from vitkit.quant.int8 import Int8Linear, int8_linear, linear_bytes, quantize_weight, reference_int8_linear
+from vitkit.quant.int8 import (
+    Int8Linear,
+    int8_linear,
+    linear_bytes,
+    quantize_per_token,
+    quantize_weight,
+    reference_int8_linear,
+)
 from vitkit.weights import CheckpointError
 
 
@@ -19,6 +26,11 @@ def test_int8_linear_matches_reference(shape, one_thread):
     y = m(x)
     assert torch.allclose(y, reference_int8_linear(x, m.weight_int8, m.weight_scale, m.bias), atol=1e-5, rtol=1e-5)
     assert ((y - lin(x)).norm() / lin(x).norm()) < 0.02
+    xq, xs = quantize_per_token(x)
+    naive = torch.stack([torch.round(row / (row.abs().max() / 127)) for row in x])
+    assert xq.dtype == torch.int8 and xq.abs().max() <= 127
+    assert (xq.float() - naive).abs().max() <= 1 and (xq.float() == naive).float().mean() > 0.99
+    assert torch.allclose(xs.flatten(), x.abs().amax(1) / 127)
     q, s = quantize_weight(lin.weight)
     assert q.dtype == torch.int8 and q.abs().max() <= 127 and s.shape == (N,)
     assert torch.equal(m.weight_int8, q)
