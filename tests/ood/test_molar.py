@@ -117,3 +117,12 @@ def test_molar_bad_input():
         make_detector("molar", budget=3).fit(x)
     with pytest.raises(ValueError, match="tau"):
         make_detector("molar", tau=0)
+
+
+def test_molar_fit_is_seeded_and_leaves_global_rng_alone():
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    state = torch.get_rng_state()
+    a = make_detector("molar", budget=6, steps=3, n_init=1).fit(x, y)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = make_detector("molar", budget=6, steps=3, n_init=1).fit(x, y)
+    assert torch.equal(a.score(x), b.score(x))
