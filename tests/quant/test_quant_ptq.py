@@ -152,3 +152,30 @@ def test_attention_hook_default_path_unchanged(vit, images, monkeypatch):
     vit.blocks[0].attn.attn_map_fn = None
     vit(images)
     assert seen == [(16, 3, 17, 17)]
+
+
+def test_stacks_with_vitkit_lora_both_orders(vit, images):
+    lora = pytest.importorskip("vitkit.adapt.lora")
+    ref = vit(images)
+    # LoRA first, then quantization: the adapter's base Linear is quantized
+    lora.apply(vit, lora.LoraConfig(rank=2, targets=("qkv",)))
+    names = quant.apply(vit, QuantConfig(w_bits=4, a_bits=4, attn_bits=0))
+    assert "blocks.0.attn.qkv.base_layer" in names and "blocks.0.attn.qkv" not in names
+    calibrate(vit, images)
+    assert isinstance(vit.blocks[0].attn.qkv.base_layer, QuantLinear)
+    assert rel_err(vit(images), ref) > 1e-3
+    quant.remove(vit)
+    assert isinstance(vit.blocks[0].attn.qkv.base_layer, nn.Linear)
+    assert torch.allclose(vit(images), ref, atol=1e-5)  # fresh LoRA (B = 0) on the float base
+
+
+def test_lora_on_a_quantized_base(vit, images):
+    lora = pytest.importorskip("vitkit.adapt.lora")
+    quant.apply(vit, QuantConfig(w_bits=8, a_bits=8))
+    calibrate(vit, images)
+    q = vit(images)
+    lora.apply(vit, lora.LoraConfig(rank=2, targets=("qkv",)))
+    assert isinstance(vit.blocks[0].attn.qkv.base_layer, QuantLinear)
+    assert torch.allclose(vit(images), q, atol=1e-5)  # B = 0: same output as the quantized model
+    quant.remove(vit)
+    assert isinstance(vit.blocks[0].attn.qkv.base_layer, nn.Linear)

@@ -97,6 +97,15 @@ class QuantLinear(nn.Module):
         with torch.no_grad():
             self.weight_quantizer.calibrate(base_layer.weight)
 
+    # delegation so code that reads .weight / .bias (adapters, FLOP counters) keeps working: the float values
+    @property
+    def weight(self) -> Tensor:
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.base_layer.bias
+
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight_quantizer(self.base_layer.weight)
         return F.linear(self.input_quantizer(x), w, self.base_layer.bias)
