@@ -103,8 +103,10 @@ def lora_delta(x: Tensor, A: Tensor, B: Tensor, scaling: float) -> Tensor:
     """
     P, r, _ = A.shape
     z = F.linear(x, A.reshape(P * r, -1))  # (..., P·r)
-    z = z.unflatten(-1, (P, r)).unsqueeze(-2)  # (..., P, 1, r)
-    out = (z * B).sum(-1)  # (..., P, out_p)
+    if P == 1:
+        return F.linear(z, B[0]) * scaling  # (..., out)
+    z = z.unflatten(-1, (P, r)).movedim(-2, 0)  # (P, ..., r)
+    out = torch.stack([F.linear(z[p], B[p]) for p in range(P)], -2)  # (..., P, out_p)
     return out.flatten(-2) * scaling
 
 
