@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from vitkit import load, save
 from vitkit.data import frb
 from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
+from vitkit.ood.detectors import make_detector
 from vitkit.ood.openset import Features, crop_features, evaluate, fit_detectors, tile_features
 from vitkit.ood.report import ood_section
 from vitkit.report import Report
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--reuse", action="store_true", help="reuse OUT/model and OUT/features.safetensors if present")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--crop-views", action="store_true", help="also MoLAR with another crop of the page as 2nd view")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -109,6 +111,12 @@ def main() -> None:
         t = time.perf_counter()
         dets.update(fit_detectors(train, {label: spec}))
         fit_s[label] = time.perf_counter() - t
+    if a.crop_views:  # MoLAR with multi-crop views: the second view is another crop of the same page
+        for b in budgets:
+            label = f"molar (budget {b}, crop views)"
+            t = time.perf_counter()
+            dets[label] = make_detector("molar", budget=b).fit(train.features, train.labels, groups=train.owner)
+            fit_s[label] = time.perf_counter() - t
     res = evaluate(dets, fin, fout)
     print(f"\n{'detector':28s} {'AUROC':>7s} {'FPR95':>7s} {'AUPR-in':>8s} {'AUPR-out':>8s} "
           f"{'tile AUROC':>10s} {'fit s':>6s}")

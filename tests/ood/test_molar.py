@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from vitkit.ood.detectors import load_detector, make_detector
 from vitkit.ood.metrics import auroc
-from vitkit.ood.molar import kmeans, kmeans_pp_init, select_exemplars, sharpen, soft_nn_probs
+from vitkit.ood.molar import group_partners, kmeans, kmeans_pp_init, select_exemplars, sharpen, soft_nn_probs
 
 
 def blobs(n, means, noise=0.3, seed=0):
@@ -126,3 +126,24 @@ def test_molar_fit_is_seeded_and_leaves_global_rng_alone():
     assert torch.equal(torch.get_rng_state(), state)
     b = make_detector("molar", budget=6, steps=3, n_init=1).fit(x, y)
     assert torch.equal(a.score(x), b.score(x))
+
+
+def test_group_partners_stay_in_their_group():
+    groups = torch.tensor([5, 2, 5, 9, 2, 5, 7])  # 7 is alone
+    idx = torch.arange(7).repeat(50)
+    p = group_partners(groups, idx, torch.Generator().manual_seed(0))
+    assert torch.equal(groups[p], groups[idx])
+    assert set(p[idx == 0].tolist()) == {0, 2, 5}  # every member of group 5 gets drawn
+    assert set(p[idx == 6].tolist()) == {6}
+
+
+def test_molar_crop_views():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(3, 8, generator=g) * 2
+    y = torch.arange(90) % 3
+    x = means[y] + 0.5 * torch.randn(90, 8, generator=g)
+    groups = torch.arange(90) % 30  # 30 "pages" of one class each (30 ≡ 0 mod 3)
+    det = make_detector("molar", budget=9, steps=20, batch_size=32, n_init=1).fit(x, y, groups=groups)
+    assert det.history[-1] < det.history[0]
+    with pytest.raises(ValueError, match="groups has 5 entries"):
+        make_detector("molar", budget=3, steps=1).fit(x, y, groups=groups[:5])

@@ -27,7 +27,7 @@ from .detectors import Detector
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MoLARConfig", "MoLARDetector", "SoftNNHead", "kmeans", "kmeans_pp_init", "select_exemplars",
+__all__ = ["MoLARConfig", "MoLARDetector", "SoftNNHead", "group_partners", "kmeans", "kmeans_pp_init", "select_exemplars",
            "sharpen", "soft_nn_probs"]
 
 
@@ -111,6 +111,18 @@ def select_exemplars(features: Tensor, budget: int, *, n_init: int = 10, iters: 
     return torch.tensor(chosen)
 
 
+def group_partners(groups: Tensor, index: Tensor, generator: torch.Generator) -> Tensor:
+    """For rows ``index`` (B,), a uniformly drawn row of the same group each (itself included): groups (N,) → (B,)."""
+    order = torch.argsort(groups, stable=True)
+    _, counts = torch.unique(groups[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.empty_like(order)
+    slot[order] = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    grp = slot[index]
+    off = (torch.rand(len(index), generator=generator) * counts[grp]).long().clamp_max(counts[grp] - 1)
+    return order[starts[grp] + off]
+
+
 # ------------------------------------------------------------------ soft nearest-neighbour head
 class SoftNNHead(nn.Module):
     """Projection (B, D) → (B, out_dim): Linear-BN-ReLU, Linear-BN-ReLU, Linear."""
@@ -174,8 +186,23 @@ class MoLARDetector(Detector):
 
     name, input, needs_labels, Config = "molar", "features", True, MoLARConfig
 
+    def fit(self, data, labels=None, *, extractor=None, groups: Tensor | None = None) -> MoLARDetector:
+        """As :meth:`Detector.fit`; ``groups`` (N,) optionally names the image each row was cropped from:
+        the second view of a row is then another crop of the same image (multi-crop views) instead of
+        a feature-space perturbation of the row itself."""
+        if groups is not None:
+            groups = torch.as_tensor(groups).reshape(-1).long()
+        self._groups = groups
+        try:
+            return super().fit(data, labels, extractor=extractor)
+        finally:
+            self._groups = None
+
     def _fit(self, x: Tensor, y: Tensor | None) -> None:
         cfg = self.cfg
+        groups = getattr(self, "_groups", None)
+        if groups is not None and len(groups) != len(x):
+            raise ValueError(f"groups has {len(groups)} entries but there are {len(x)} training rows: they must match")
         if cfg.budget > len(x):
             raise ValueError(f"exemplar budget={cfg.budget} is larger than the {len(x)} training samples: "
                              f"use budget <= {len(x)}")
@@ -188,16 +215,17 @@ class MoLARDetector(Detector):
         with torch.random.fork_rng():  # seeded init without touching the caller's global RNG
             torch.manual_seed(cfg.seed)
             self.head = SoftNNHead(x.shape[1], cfg.hidden, cfg.out_dim)
-        self.history = self._train_head(x, y)
+        self.history = self._train_head(x, y, groups)
         self.head.eval()
         self._cache()
 
-    def _train_head(self, x: Tensor, y: Tensor) -> list[float]:
+    def _train_head(self, x: Tensor, y: Tensor, groups: Tensor | None = None) -> list[float]:
         """Soft nearest-neighbour training over the exemplars; returns the loss per step.
 
         Per batch: two views of each feature; p_v = softmax(ẑ_v·Ŝᵀ/τ) @ Y_S with the exemplars'
         label-smoothed labels Y_S; loss = mean over views of CE(smoothed label, p_v) plus the
-        PAWS-style consistency CE(sharpen(p_other, T), p_v) with the target detached.
+        PAWS-style consistency CE(sharpen(p_other, T), p_v) with the target detached. With
+        ``groups``, the second view is another row of the same group (another crop of the image).
         """
         cfg = self.cfg
         g = torch.Generator().manual_seed(cfg.seed)
@@ -212,12 +240,16 @@ class MoLARDetector(Detector):
             keep = (torch.rand(v.shape, generator=g) >= cfg.view_dropout).float() / (1 - cfg.view_dropout)
             return v * keep + cfg.view_noise * std * torch.randn(v.shape, generator=g)
 
+        def partner(b: Tensor) -> Tensor:
+            return group_partners(groups, b, g)
+
         history = []
         self.head.train()
         for _ in range(cfg.steps):
             b = torch.randint(len(x), (bs,), generator=g)
             xb, yb = x[b], y[b]
-            z = self.head(torch.cat([view(xb), view(xb), self.exemplars]))  # shared BN statistics
+            xb2 = xb if groups is None else x[partner(b)]
+            z = self.head(torch.cat([view(xb), view(xb2), self.exemplars]))  # shared BN statistics
             z1, z2, s = z[:bs], z[bs : 2 * bs], z[2 * bs :]
             p1 = soft_nn_probs(z1, s, ys, cfg.tau)
             p2 = soft_nn_probs(z2, s, ys, cfg.tau)
