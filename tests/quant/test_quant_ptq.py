@@ -179,3 +179,14 @@ def test_lora_on_a_quantized_base(vit, images):
     assert torch.allclose(vit(images), q, atol=1e-5)  # B = 0: same output as the quantized model
     quant.remove(vit)
     assert isinstance(vit.blocks[0].attn.qkv.base_layer, nn.Linear)
+
+
+def test_attention_hook_keeps_causal_mask_and_bias(one_thread):
+    attn = attention_mod.Attention(32, 4).eval()
+    x = torch.randn(2, 7, 32)
+    bias = torch.randn(2, 4, 7, 7)
+    for kw in ({"is_causal": True}, {"attn_bias": bias}):
+        ref = attn(x, **kw)
+        attn.attn_map_fn = lambda p: p
+        assert torch.allclose(attn(x, **kw), ref, atol=1e-5), kw
+        attn.attn_map_fn = None
