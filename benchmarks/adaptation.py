@@ -92,6 +92,7 @@ def main() -> None:
     ap.add_argument("--parts", default="qkv", help="qkv slices LoRA adapts")
     ap.add_argument("--arms", default="full,lora", help="comma list of: full, lora, lora_mlp")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--adapt-seed", type=int, default=None, help="seed of the adaptation runs (default --seed)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -135,7 +136,7 @@ def main() -> None:
     base_acc = page_accuracy(_with_labels(base, known), cfg)
     log.info("base (10-way head, on all 15 fonts' pages): %s", base_acc)
     for arm in args.arms.split(","):
-        torch.manual_seed(args.seed)
+        torch.manual_seed(args.seed if args.adapt_seed is None else args.adapt_seed)
         model = build_model(cfg, known)
         model.load_state_dict(base.state_dict())
         new_head(model, known, list(frb.FONT_NAMES))
@@ -152,7 +153,8 @@ def main() -> None:
             adapter = lora.count_parameters(model)[0]
         else:
             raise SystemExit(f"unknown arm {arm!r}; use full, lora, lora_mlp")
-        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}", args.seed)
+        aseed = args.seed if args.adapt_seed is None else args.adapt_seed
+        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}", aseed)
         acc = page_accuracy(model, cfg)
         rows[arm] = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
                      "backbone_params": backbone_params(model), "train_s": secs, **acc}
