@@ -70,33 +70,40 @@ def main() -> None:
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
 
     known = list(frb.KNOWN_FONTS)
-    t0 = time.perf_counter()
-    train = [s for s in frb.train_split(args.train_pages, args.seed) if s.font in known]
-    pages, labels = frb_pages(train, fonts=known)
-    log.info("data: %d known-font training pages (%.0f s)", len(pages), time.perf_counter() - t0)
-
     cfg = replace(FRBClipConfig(), steps=args.clip_steps, seed=args.seed)
     ckpt = out / f"clip_p{args.train_pages}_s{args.clip_steps}_seed{args.seed}"
-    if (ckpt / "model.safetensors").exists():
+    feats_path = ckpt / "page_features.pt"  # cached page embeddings: later runs only tune prompts
+    clip_s = float("nan")
+    if feats_path.exists():
         clip = vitkit.load(ckpt).eval()
-        clip_s = float("nan")
-        log.info("CLIP reused from %s", ckpt)
+        cached = torch.load(feats_path, weights_only=True)
+        f_train, labels, f_known, ky, f_unknown = (cached[k] for k in ("train", "labels", "known", "ky", "unknown"))
+        log.info("CLIP and page features reused from %s", ckpt)
     else:
+        t0 = time.perf_counter()
+        train = [s for s in frb.train_split(args.train_pages, args.seed) if s.font in known]
+        pages, labels = frb_pages(train, fonts=known)
+        log.info("data: %d known-font training pages (%.0f s)", len(pages), time.perf_counter() - t0)
+        if (ckpt / "model.safetensors").exists():
+            clip = vitkit.load(ckpt).eval()
+            log.info("CLIP reused from %s", ckpt)
+        else:
+            t = time.perf_counter()
+            clip = train_frb_clip(cfg, pages, labels, [s.text for s in train], out_dir=out / "clip_train")
+            clip_s = time.perf_counter() - t
+            vitkit.save(clip, ckpt)
+            log.info("CLIP trained in %.0f s", clip_s)
         t = time.perf_counter()
-        clip = train_frb_clip(cfg, pages, labels, [s.text for s in train], out_dir=out / "clip_train")
-        clip_s = time.perf_counter() - t
-        vitkit.save(clip, ckpt)
-        log.info("CLIP trained in %.0f s", clip_s)
+        f_train = page_features(clip, pages)
+        test = frb.easy_split() + frb.hard_split()
+        kp, ky = frb_pages(test, fonts=known)
+        up, _ = frb_pages(test, fonts=frb.UNKNOWN_FONTS)
+        f_known, f_unknown = page_features(clip, kp), page_features(clip, up)
+        torch.save({"train": f_train, "labels": labels, "known": f_known, "ky": ky, "unknown": f_unknown}, feats_path)
+        log.info("features: %d train, %d known test, %d unknown test pages (%.0f s)", len(f_train), len(f_known),
+                 len(f_unknown), time.perf_counter() - t)
     clip.requires_grad_(False)
-
-    t = time.perf_counter()
-    f_train = page_features(clip, pages)
-    test = frb.easy_split() + frb.hard_split()
-    kp, ky = frb_pages(test, fonts=known)
-    up, _ = frb_pages(test, fonts=frb.UNKNOWN_FONTS)
-    f_known, f_unknown = page_features(clip, kp), page_features(clip, up)
-    log.info("features: %d train, %d known test, %d unknown test pages (%.0f s)", len(f_train), len(f_known),
-             len(f_unknown), time.perf_counter() - t)
+    n_train = len(f_train)
 
     rows: dict[str, dict] = {}
 
@@ -138,7 +145,7 @@ def main() -> None:
         name = "M-Tuning (open words)" if g == 1 else f"M-Tuning (open words + CTT, {g} groups)"
         rows[name] = {**evaluate(pk, sk, ky, su), "tune_s": s}
 
-    print(f"\nCLIP: {args.clip_steps} steps on {len(pages)} known-font pages ({clip_s:.0f} s); prompts: "
+    print(f"\nCLIP: {args.clip_steps} steps on {n_train} known-font pages ({clip_s:.0f} s); prompts: "
           f"{args.prompt_steps} steps, {args.n_ctx} context tokens; open words: {args.n_open} per step from "
           f"{args.pool} WordNet nouns, {args.n_open_test} at test")
     print(f"known test pages {len(f_known)}, unknown {len(f_unknown)}\n")
