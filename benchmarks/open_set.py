@@ -51,7 +51,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/bench/open_set")
     ap.add_argument("--train-pages", type=int, default=900, help="rendered training pages (2/3 in known fonts)")
-    ap.add_argument("--clip-steps", type=int, default=800)
+    ap.add_argument("--clip-steps", type=int, default=1500)
     ap.add_argument("--prompt-steps", type=int, default=300)
     ap.add_argument("--n-ctx", type=int, default=8)
     ap.add_argument("--n-open", type=int, default=16)
