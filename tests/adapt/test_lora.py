@@ -263,3 +263,21 @@ def test_lora_composes_with_quantization(x):
         lora.merge(model)
     ptq.remove(model)
     torch.testing.assert_close(model(x), want)
+
+
+def test_lora_composes_with_token_merging(x):
+    """ToMe reads keys through the Attention it hooks; a fresh adapter leaves a merged forward unchanged, and a
+    trained one changes it (the adapter is really used under token reduction)."""
+    reduce = pytest.importorskip("vitkit.reduce")
+    model = tiny()
+    plain = model(x)
+    reduce.tome.apply(model, reduce.ToMeConfig(r=4))
+    merged = model(x)
+    assert not torch.allclose(merged, plain)
+    lora.apply(model, LoraConfig(rank=4, targets=("qkv", "fc1")))
+    torch.testing.assert_close(model(x), merged)
+    randomize_b(model)
+    assert not torch.allclose(model(x), merged)
+    reduce.tome.remove(model)
+    lora.set_adapter(model, None)
+    torch.testing.assert_close(model(x), plain)
