@@ -189,24 +189,16 @@ def data_frb_cmd(
         out.print(f"{split:>5}: {path}")
 
 
-from .ood.cli import ood_app  # noqa: E402 - issue 6: `vitkit ood fit|score`
-
-app.add_typer(ood_app, name="ood")
-
-
-from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4: `vitkit reduce`
-
-app.command("reduce")(reduce_cmd)
-
-
-from .quant.cli import quantize_cmd  # noqa: E402 - issue 5: `vitkit quantize`
-
-app.command("quantize")(quantize_cmd)
-
-
-from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6: `vitkit adapt SOURCE --method lora|vpt|coop`
+# the method commands live next to their methods (they import helpers from this module, hence the end)
+from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
+from .ood.cli import ood_app  # noqa: E402 - issue 6
+from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
+from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
 
 app.command("adapt")(adapt_cmd)
+app.add_typer(ood_app, name="ood")
+app.command("quantize")(quantize_cmd)
+app.command("reduce")(reduce_cmd)
 
 
 def main() -> None:  # pragma: no cover - entry point
