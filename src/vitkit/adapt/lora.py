@@ -21,12 +21,14 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..config import config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,7 @@ class LoraConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LoraConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown LoraConfig keys {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 # ---------------------------------------------------------------------------------------------- maths

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import config_from_dict
 from .vit import Block, TokenState, VisionTransformer, ViTConfig
 
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
@@ -67,13 +68,9 @@ class CLIPConfig:
         missing = {"vision", "text"} - set(d)
         if missing:
             raise ValueError(f"CLIP config lacks keys {sorted(missing)}")
-        known = {f.name for f in fields(TextConfig)}
-        unknown = sorted(set(d["text"]) - known)
-        if unknown:
-            raise ValueError(f"unknown text config keys {unknown}; allowed: {sorted(known)}")
         return cls(
             ViTConfig.from_dict(d["vision"]),
-            TextConfig(**d["text"]),
+            config_from_dict(TextConfig, d["text"], "text config"),
             d.get("logit_scale_init", math.log(1 / 0.07)),
         )
 

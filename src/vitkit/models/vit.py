@@ -24,12 +24,13 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import config_from_dict
 from .attention import Attention
 
 log = logging.getLogger(__name__)
@@ -93,11 +94,7 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ViTConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown ViTConfig keys {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 @dataclass

@@ -16,12 +16,13 @@ import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import config_from_dict
 from ..models.attention import Attention
 from .quantizers import GRANULARITIES, METHODS, ActQuantizer, Log2Quantizer, WeightQuantizer, check_bits
 
@@ -77,11 +78,7 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> QuantConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown QuantConfig keys {unknown}; allowed: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 class QuantLinear(nn.Module):
