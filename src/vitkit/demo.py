@@ -243,7 +243,22 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
-    # 4. the report
+    # 4. sections added by later issues (token reduction, quantization, OOD …): one function each.
+    # A failing section is reported in the page and the log, never lost with the rest of the run.
+    extra: list[Section] = []
+    ctx = DemoContext(cfg, out, model, clf, train_pages, train_labels, val_pages, val_labels, easy, hard, metrics)
+    for name, build in extra_sections():
+        t = time.perf_counter()
+        try:
+            extra.append(build(ctx))
+        except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
+            log.exception("demo section %r failed", name)
+            extra.append(Section(make_id(name), f"{name} (failed)", f"<p>This section failed: {escape(repr(e))}</p>"))
+        timing[f"section_{name}_s"] = time.perf_counter() - t
+    timing["total_s"] = time.perf_counter() - t0
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+
+    # 5. the report
     report = Report("vitkit demo — Font Recognition Benchmark")
     headline = {f"FRB {n}": {"accuracy": metrics["frb"][n]["accuracy"],
                              "multiple choice (4)": metrics["frb"][n]["multiple_choice_accuracy"],
@@ -268,20 +283,8 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
         "Sample predictions (hard split)", [hard[i].image for i in pick],
         [hard[i].font for i in pick], [frb.FONT_NAMES[pred[i]] for i in pick], ncols=4, id="samples",
     ))
-
-    # 5. sections added by later issues (token reduction, quantization, OOD …): one function each.
-    # A failing section is reported in the page and the log, never lost with the rest of the run.
-    ctx = DemoContext(cfg, out, model, clf, train_pages, train_labels, val_pages, val_labels, easy, hard, metrics)
-    for name, build in extra_sections():
-        t = time.perf_counter()
-        try:
-            report.add(build(ctx))
-        except Exception as e:  # noqa: BLE001 - one broken section must not lose the report
-            log.exception("demo section %r failed", name)
-            report.add(Section(make_id(name), f"{name} (failed)", f"<p>This section failed: {escape(repr(e))}</p>"))
-        timing[f"section_{name}_s"] = time.perf_counter() - t
-    timing["total_s"] = time.perf_counter() - t0
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for section in extra:
+        report.add(section)
     path = report.write(out / "report.html")
     log.info("report: %s", path)
     return metrics
