@@ -190,3 +190,17 @@ def test_attention_hook_keeps_causal_mask_and_bias(one_thread):
         attn.attn_map_fn = lambda p: p
         assert torch.allclose(attn(x, **kw), ref, atol=1e-5), kw
         attn.attn_map_fn = None
+
+
+def test_frozen_restores_grads_and_mode_even_after_an_error():
+    from vitkit.quant.ptq import frozen
+
+    m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.1))
+    m[0].bias.requires_grad_(False)
+    m.train()
+    with pytest.raises(RuntimeError, match="inside"), frozen(m, eval_mode=True):
+        assert not m.training and not any(p.requires_grad for p in m.parameters())
+        raise RuntimeError("inside")
+    assert m.training and m[0].weight.requires_grad and not m[0].bias.requires_grad
+    with frozen(m):  # without eval_mode the mode is left alone
+        assert m.training and not m[0].weight.requires_grad

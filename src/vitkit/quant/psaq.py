@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ptq import frozen
+
 log = logging.getLogger(__name__)
 
 
@@ -71,14 +73,9 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
     opt = torch.optim.Adam([x], lr=cfg.lr)
     outs: list[Tensor] = []
     hooks = [blk.attn.register_forward_hook(lambda _m, _i, o: outs.append(o)) for blk in model.blocks]
-    was_training = model.training
-    model.eval()
-    frozen = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
     npre = model.num_prefix_tokens
     try:
-        with progress_bar(cfg.progress) as bar:
+        with frozen(model, eval_mode=True), progress_bar(cfg.progress) as bar:
             task = bar.add_task("PSAQ synthesis", total=cfg.steps)
             for step in range(cfg.steps):
                 outs.clear()
@@ -99,7 +96,4 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
     finally:
         for h in hooks:
             h.remove()
-        for p, g in frozen.items():
-            p.requires_grad_(g)
-        model.train(was_training)
     return x.detach()

@@ -197,6 +197,25 @@ def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
         yield images[i : i + batch_size]
 
 
+@contextmanager
+def frozen(model: nn.Module, eval_mode: bool = False) -> Iterator[nn.Module]:
+    """Inside: every parameter of ``model`` has ``requires_grad=False`` (and, with ``eval_mode``, the
+    model is in eval mode), for optimising inputs or a chosen few tensors; both restored on exit."""
+    was_training = model.training
+    grads = {p: p.requires_grad for p in model.parameters()}
+    if eval_mode:
+        model.eval()
+    for p in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, g in grads.items():
+            p.requires_grad_(g)
+        if eval_mode:
+            model.train(was_training)
+
+
 @torch.no_grad()
 def calibrate_ranges(model: nn.Module, images: Tensor, batch_size: int = 32) -> int:
     """Observe float activations on ``images`` (B, 3, H, W) and set every activation quantizer's range."""
@@ -249,51 +268,44 @@ def reconstruct_blocks(model: nn.Module, images: Tensor, steps: int = 100, lr: f
     with torch.no_grad():
         x_fp, _ = model.embed(images)  # patch embedding stays float: same input for both
     x_q = x_fp.clone()
-    frozen = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
     out: list[dict] = []
-    try:
-        with progress_bar(progress) as bar:
-            task = bar.add_task("block reconstruction", total=len(model.blocks) * steps)
-            for i, block in enumerate(model.blocks):
-                with torch.no_grad(), quant_disabled(block):
-                    target = block(x_fp)
-                params = _recon_params(block)
-                with torch.no_grad():
-                    before = F.mse_loss(block(x_q), target).item()
-                saved = [p.detach().clone() for p in params]
-                after = before
-                if params and steps:
-                    for p in params:
-                        p.requires_grad_(True)
-                    opt = torch.optim.Adam(params, lr=lr)
-                    for _ in range(steps):
-                        idx = torch.randint(len(x_q), (min(batch_size, len(x_q)),), generator=gen)
-                        loss = F.mse_loss(block(x_q[idx]), target[idx])
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        opt.step()
-                        with torch.no_grad():
-                            for p in params:
-                                p.clamp_(min=1e-8)
-                        bar.advance(task)
-                    for p in params:
-                        p.requires_grad_(False)
+    with frozen(model), progress_bar(progress) as bar:
+        task = bar.add_task("block reconstruction", total=len(model.blocks) * steps)
+        for i, block in enumerate(model.blocks):
+            with torch.no_grad(), quant_disabled(block):
+                target = block(x_fp)
+            params = _recon_params(block)
+            with torch.no_grad():
+                before = F.mse_loss(block(x_q), target).item()
+            saved = [p.detach().clone() for p in params]
+            after = before
+            if params and steps:
+                for p in params:
+                    p.requires_grad_(True)
+                opt = torch.optim.Adam(params, lr=lr)
+                for _ in range(steps):
+                    idx = torch.randint(len(x_q), (min(batch_size, len(x_q)),), generator=gen)
+                    loss = F.mse_loss(block(x_q[idx]), target[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
                     with torch.no_grad():
-                        after = F.mse_loss(block(x_q), target).item()
-                        if not after <= before:
-                            for p, s in zip(params, saved, strict=True):
-                                p.copy_(s)
-                            after = before
-                out.append({"block": i, "mse_before": before, "mse_after": after})
-                log.info("block %d: reconstruction mse %.3g → %.3g", i, before, after)
+                        for p in params:
+                            p.clamp_(min=1e-8)
+                    bar.advance(task)
+                for p in params:
+                    p.requires_grad_(False)
                 with torch.no_grad():
-                    x_q = block(x_q)
-                    x_fp = target
-    finally:
-        for p, g in frozen.items():
-            p.requires_grad_(g)
+                    after = F.mse_loss(block(x_q), target).item()
+                    if not after <= before:
+                        for p, s in zip(params, saved, strict=True):
+                            p.copy_(s)
+                        after = before
+            out.append({"block": i, "mse_before": before, "mse_after": after})
+            log.info("block %d: reconstruction mse %.3g → %.3g", i, before, after)
+            with torch.no_grad():
+                x_q = block(x_q)
+                x_fp = target
     return out
 
 

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .ptq import frozen
+
 log = logging.getLogger(__name__)
 
 
@@ -173,33 +175,24 @@ def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
 
     x = torch.randn(n, vcfg.in_chans, H, W, generator=gen).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=cfg.lr)
-    was_training = model.training
-    model.eval()
-    frozen = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        with model.attention_readout(layers, kind="cls", keep_grad=True) as maps, progress_bar(cfg.progress) as bar:
-            task = bar.add_task("SPDFQ synthesis", total=cfg.steps)
-            for step in range(cfg.steps):
-                logits = model(x)
-                l_apa = apa_loss(dict(maps), priors, depth, model.num_prefix_tokens)
-                l_sl = soft_cross_entropy(logits, targets)
-                loss = cfg.alpha * l_apa + l_sl + cfg.tv_weight * total_variation(x)
-                if boxes and step % cfg.msr_every == 0:
-                    crops, _ = crop_resize(x, boxes)
-                    loss = loss + soft_cross_entropy(model(crops), box_targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if cfg.pixel_range is not None:
-                    with torch.no_grad():
-                        x.clamp_(*cfg.pixel_range)
-                bar.advance(task)
-                if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1:
-                    log.info("SPDFQ step %d: apa %.4g, soft-label %.4g", step, l_apa.item(), l_sl.item())
-    finally:
-        for p, g in frozen.items():
-            p.requires_grad_(g)
-        model.train(was_training)
+    with frozen(model, eval_mode=True), model.attention_readout(layers, kind="cls", keep_grad=True) as maps, \
+            progress_bar(cfg.progress) as bar:
+        task = bar.add_task("SPDFQ synthesis", total=cfg.steps)
+        for step in range(cfg.steps):
+            logits = model(x)
+            l_apa = apa_loss(dict(maps), priors, depth, model.num_prefix_tokens)
+            l_sl = soft_cross_entropy(logits, targets)
+            loss = cfg.alpha * l_apa + l_sl + cfg.tv_weight * total_variation(x)
+            if boxes and step % cfg.msr_every == 0:
+                crops, _ = crop_resize(x, boxes)
+                loss = loss + soft_cross_entropy(model(crops), box_targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if cfg.pixel_range is not None:
+                with torch.no_grad():
+                    x.clamp_(*cfg.pixel_range)
+            bar.advance(task)
+            if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1:
+                log.info("SPDFQ step %d: apa %.4g, soft-label %.4g", step, l_apa.item(), l_sl.item())
     return x.detach()
