@@ -295,6 +295,19 @@ def test_training_colours_have_contrast():
     assert frb.contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
 
 
+def test_rotation_is_applied_to_a_share_of_pages_only():
+    # the evaluation splits are axis-aligned and sharp: training must contain such pages too
+    def rotated(i: int, prob: float) -> bool:
+        a = frb.train_sample(i, seed=3, rotation=20.0, rotation_prob=prob)
+        b = frb.train_sample(i, seed=3, rotation=0.0, rotation_prob=prob)
+        return a.image.tobytes() != b.image.tobytes()
+
+    assert not any(rotated(i, 0.0) for i in range(4))
+    assert all(rotated(i, 1.0) for i in range(4))
+    share = sum(rotated(i, 0.5) for i in range(30)) / 30
+    assert 0.2 <= share <= 0.8
+
+
 def test_train_sample_validates_arguments():
     with pytest.raises(ValueError):
         frb.train_sample(0, seed=-1)
