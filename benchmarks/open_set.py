@@ -11,6 +11,15 @@ set. Scores: higher = more likely known (maximum softmax probability over the kn
 M-Tuning the softmax also covers the open words). Metrics from ``vitkit.ood.metrics``.
 
 ``OMP_NUM_THREADS=1 python benchmarks/open_set.py`` (the trained CLIP is cached in ``--out``).
+
+Closed-set parity (``MTuningConfig.closed_weight`` / ``closed_rule``): ``--closed-weight`` and
+``--closed-rule`` add M-Tuning rows with those settings. ``--select`` chooses them on validation data
+only and never looks at the test pages: ``frb.val_split`` pages of the known fonts (embedded once
+and cached) give the closed-set accuracy of prompts tuned on all 10 known fonts; for the open-set
+side, each of ``--folds`` folds holds out two known fonts, tunes on the training pages of the other
+eight and scores the val pages of the eight (known) against those of the two (simulated open set).
+Among the settings whose val closed-set accuracy is at least CoOp's − 1 point, the highest mean
+simulated AUROC wins (ties: the smaller weight). The 5 unknown fonts are never used to select.
 """
 
 from __future__ import annotations
@@ -60,6 +69,12 @@ def main() -> None:
     ap.add_argument("--groups", default="1,2", help="M-Tuning CTT group counts to run")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--closed-weight", default="0", help="M-Tuning closed-set weights λ to run (comma list; 0 = paper)")
+    ap.add_argument("--closed-rule", default="selected", help="closed-set rules to run: selected, joint (comma list)")
+    ap.add_argument("--prompt-seeds", default=None, help="prompt-tuning seeds (comma list; default --seed)")
+    ap.add_argument("--select", action="store_true", help="choose groups/λ/rule on validation data, then stop")
+    ap.add_argument("--val-pages", type=int, default=450, help="frb.val_split samples (2/3 in known fonts)")
+    ap.add_argument("--folds", type=int, default=5, help="--select: simulated open-set folds (2 known fonts held out)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -104,12 +119,18 @@ def main() -> None:
                  len(f_unknown), time.perf_counter() - t)
     clip.requires_grad_(False)
     n_train = len(f_train)
+    words = sample_open_words(args.pool, exclude=frb.FONT_NAMES + ["font", "text"], seed=args.seed)
+    seeds = [int(x) for x in (args.prompt_seeds or str(args.seed)).split(",")]
+    weights = [float(x) for x in args.closed_weight.split(",")]
+    rules = args.closed_rule.split(",")
+
+    if args.select:
+        f_val, y_val = val_features(clip, ckpt, args.val_pages, args.seed)
+        select_on_val(clip, known, words, f_train, labels, f_val, y_val, args, seeds,
+                      [int(x) for x in args.groups.split(",")], weights, rules)
+        return
 
     rows: dict[str, dict] = {}
-
-    def msp(logits):
-        p = logits.softmax(-1)
-        return p.argmax(-1), p.max(-1).values
 
     # zero-shot with the training caption
     w = text_classifier_weights(clip, known, [TEMPLATE])
@@ -119,42 +140,150 @@ def main() -> None:
         _, su = msp(scale * F.normalize(f_unknown, dim=-1) @ w.t())
     rows["zero-shot (caption template), MSP"] = evaluate(pk, sk, ky, su)
 
-    # CoOp, maximum softmax probability
-    torch.manual_seed(args.seed)
-    coop = CoOp(clip, known, CoOpConfig(n_ctx=args.n_ctx))
-    t = time.perf_counter()
-    train_prompts(lambda f, y: coop.logits(f), coop.parameters(), f_train, labels, steps=args.prompt_steps,
-                  lr=args.lr, seed=args.seed)
-    coop_s = time.perf_counter() - t
-    with torch.no_grad():
-        tf = coop.text_features()
-        pk, sk = msp(coop.logits(f_known, tf))
-        _, su = msp(coop.logits(f_unknown, tf))
-    rows["CoOp, MSP"] = {**evaluate(pk, sk, ky, su), "tune_s": coop_s}
+    def add(name: str, r: dict, seed: int) -> None:
+        key = name if len(seeds) == 1 else f"{name} [seed {seed}]"
+        rows[key] = r
 
-    words = sample_open_words(args.pool, exclude=frb.FONT_NAMES + ["font", "text"], seed=args.seed)
-    for g in [int(x) for x in args.groups.split(",")]:
-        torch.manual_seed(args.seed)
-        mt = MTuning(clip, known, words, MTuningConfig(n_ctx=args.n_ctx, n_open=args.n_open,
-                                                        n_open_test=args.n_open_test, groups=g, seed=args.seed))
+    for seed in seeds:
+        # CoOp, maximum softmax probability
         t = time.perf_counter()
-        mt.fit(f_train, labels, steps=args.prompt_steps, lr=args.lr, seed=args.seed)
-        s = time.perf_counter() - t
-        pk, sk = mt.predict(f_known)
-        _, su = mt.predict(f_unknown)
-        name = "M-Tuning (open words)" if g == 1 else f"M-Tuning (open words + CTT, {g} groups)"
-        rows[name] = {**evaluate(pk, sk, ky, su), "tune_s": s}
+        coop = tune_coop(clip, known, f_train, labels, args, seed)
+        coop_s = time.perf_counter() - t
+        pk, sk = coop_predict(coop, f_known)
+        _, su = coop_predict(coop, f_unknown)
+        add("CoOp, MSP", {**evaluate(pk, sk, ky, su), "tune_s": coop_s}, seed)
+
+        for g in [int(x) for x in args.groups.split(",")]:
+            for lam in weights:
+                t = time.perf_counter()
+                mt = tune_mtuning(clip, known, words, f_train, labels, args, seed, g, lam)
+                s = time.perf_counter() - t
+                for rule in rules if g > 1 else rules[:1]:
+                    mt.cfg.closed_rule = rule
+                    pk, sk = mt.predict(f_known)
+                    _, su = mt.predict(f_unknown)
+                    add(mtuning_name(g, lam, rule), {**evaluate(pk, sk, ky, su), "tune_s": s}, seed)
 
     print(f"\nCLIP: {args.clip_steps} steps on {n_train} known-font pages ({clip_s:.0f} s); prompts: "
           f"{args.prompt_steps} steps, {args.n_ctx} context tokens; open words: {args.n_open} per step from "
           f"{args.pool} WordNet nouns, {args.n_open_test} at test")
     print(f"known test pages {len(f_known)}, unknown {len(f_unknown)}\n")
+    print_table(rows)
+    if len(seeds) > 1:
+        print(f"\nmean over prompt seeds {seeds}:\n")
+        names = dict.fromkeys(k.rsplit(" [seed", 1)[0] for k in rows if " [seed " in k)
+        print_table({n: {m: sum(rows[f"{n} [seed {s}]"][m] for s in seeds) / len(seeds)
+                         for m in ("closed_acc", "auroc", "fpr95", "oscr")} for n in names})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "clip_s": clip_s}, indent=2))
+
+
+def msp(logits):
+    p = logits.softmax(-1)
+    return p.argmax(-1), p.max(-1).values
+
+
+def print_table(rows: dict[str, dict]) -> None:
     print("| method | closed-set acc | AUROC | FPR95 | OSCR |")
     print("|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['closed_acc']:.1%} | {r['auroc']:.3f} | {r['fpr95']:.3f} | {r['oscr']:.3f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows, "clip_s": clip_s}, indent=2))
+
+
+def mtuning_name(groups: int, closed_weight: float, rule: str) -> str:
+    name = "M-Tuning (open words)" if groups == 1 else f"M-Tuning (open words + CTT, {groups} groups)"
+    if closed_weight > 0:
+        name += f", closed-set λ={closed_weight:g}"
+    if groups > 1 and rule != "selected":
+        name += f", {rule} closed-set rule"
+    return name
+
+
+def tune_coop(clip, classes, f, y, args, seed: int) -> CoOp:
+    torch.manual_seed(seed)
+    coop = CoOp(clip, classes, CoOpConfig(n_ctx=args.n_ctx))
+    train_prompts(lambda x, _: coop.logits(x), coop.parameters(), f, y, steps=args.prompt_steps, lr=args.lr, seed=seed)
+    return coop
+
+
+@torch.no_grad()
+def coop_predict(coop: CoOp, f):
+    return msp(coop.logits(f))
+
+
+def tune_mtuning(clip, classes, words, f, y, args, seed: int, groups: int, closed_weight: float) -> MTuning:
+    torch.manual_seed(seed)
+    mt = MTuning(clip, classes, words, MTuningConfig(n_ctx=args.n_ctx, n_open=args.n_open, n_open_test=args.n_open_test,
+                                                     groups=groups, closed_weight=closed_weight, seed=seed))
+    mt.fit(f, y, steps=args.prompt_steps, lr=args.lr, seed=seed)
+    return mt
+
+
+def val_features(clip, ckpt: Path, n: int, seed: int):
+    """Embeddings (P, D) and labels of the known-font pages among ``frb.val_split(n, seed)`` (cached)."""
+    path = ckpt / f"val_features_{n}.pt"
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        return cached["val"], cached["labels"]
+    pages, y = frb_pages(list(frb.val_split(n, seed)), fonts=list(frb.KNOWN_FONTS))
+    f = page_features(clip, pages)
+    torch.save({"val": f, "labels": y}, path)
+    log.info("val features: %d known-font pages", len(f))
+    return f, y
+
+
+def select_on_val(clip, known, words, f_train, y_train, f_val, y_val, args, seeds, groups, weights, rules) -> None:
+    """Closed-set accuracy on val pages (prompts tuned on all known fonts) and simulated open-set AUROC
+    (folds holding out 2 known fonts), averaged over ``seeds``; prints the table and the choice."""
+    folds = [known[2 * i : 2 * i + 2] for i in range(min(args.folds, len(known) // 2))]
+    configs = [("CoOp", 0, 0.0, "")] + [("MT", g, lam, r) for g in groups for lam in weights for r in (rules if g > 1 else rules[:1])]
+    acc = {c: [] for c in configs}
+    auroc = {c: [] for c in configs}
+
+    def run(classes, f, y, f_eval, y_eval, seed):
+        """→ {config: (pred on f_eval, score on f_eval)} for every config."""
+        out = {}
+        coop = tune_coop(clip, classes, f, y, args, seed)
+        out[configs[0]] = coop_predict(coop, f_eval)
+        for g in groups:
+            for lam in weights:
+                mt = tune_mtuning(clip, classes, words, f, y, args, seed, g, lam)
+                for r in rules if g > 1 else rules[:1]:
+                    mt.cfg.closed_rule = r
+                    out[("MT", g, lam, r)] = mt.predict(f_eval)
+        return out
+
+    t0 = time.perf_counter()
+    for seed in seeds:
+        for c, (pred, _) in run(known, f_train, y_train, f_val, y_val, seed).items():
+            acc[c].append((pred == y_val).float().mean().item())
+        for held in folds:
+            keep = [k for k in known if k not in held]
+            remap = torch.full((len(known),), -1, dtype=torch.long)
+            for j, k in enumerate(keep):
+                remap[known.index(k)] = j
+            tr, va = remap[y_train] >= 0, remap[y_val] >= 0
+            for c, (_, score) in run(keep, f_train[tr], remap[y_train[tr]], f_val, None, seed).items():
+                auroc[c].append(M.auroc(score[va].numpy(), score[~va].numpy()))
+        log.info("selection, seed %d done (%.0f s)", seed, time.perf_counter() - t0)
+
+    def mean(v):
+        return sum(v) / len(v)
+
+    print(f"\nValidation: {len(f_val)} known-font val pages; simulated open set: folds {folds}; seeds {seeds}\n")
+    print("| setting | val closed-set acc | simulated AUROC (mean over folds) |")
+    print("|---|---|---|")
+    for c in configs:
+        name = "CoOp, MSP" if c[0] == "CoOp" else mtuning_name(c[1], c[2], c[3])
+        print(f"| {name} | {mean(acc[c]):.1%} | {mean(auroc[c]):.3f} |")
+    floor = mean(acc[configs[0]]) - 0.01
+    ok = [c for c in configs[1:] if mean(acc[c]) >= floor - 1e-9]
+    if not ok:
+        print(f"\nno M-Tuning setting reaches CoOp's val closed-set accuracy − 1 point ({floor:.1%})")
+        return
+    best = max(ok, key=lambda c: (mean(auroc[c]), -c[2]))
+    print(f"\nchosen (val acc ≥ {floor:.1%}, highest simulated AUROC): --groups {best[1]} --closed-weight {best[2]:g} "
+          f"--closed-rule {best[3]}")
 
 
 if __name__ == "__main__":

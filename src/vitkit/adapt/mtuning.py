@@ -16,6 +16,19 @@ The paper leaves out how many open words, how they are drawn and the selection r
   highest known-class probability in its vocabulary; the sub-prompt with the highest one is
   selected, its class is the prediction and that probability is the known-ness score (higher =
   more likely a known class). With ``groups=1`` this is plain M-Tuning without CTT.
+
+Closed-set parity (our addition, not in the paper). Trained this way, the contexts classify the known
+classes worse than CoOp's: open words compete with the known classes during training, and each
+sub-prompt spends its capacity pushing other groups' images to the open words. Two knobs:
+
+* ``closed_weight`` λ ≥ 0: the sub-prompts are tuned *jointly* on
+  ``Σ_g open_set_loss_g + λ · CE(known-class logits of all groups, label)``, where class k's logit
+  comes from the sub-prompt of k's group (:func:`joint_known_logits`) and the softmax of the CE covers
+  the known classes only — with ``groups=1`` that term is exactly CoOp's loss. λ = 0 (default) is the
+  previous training: each sub-prompt tuned on its own open-set loss.
+* ``closed_rule``: ``"selected"`` (default, the paper's CTT) predicts the class from the selected
+  sub-prompt; ``"joint"`` predicts the argmax of the known-class logits of all sub-prompts together.
+  The known-ness score is the CTT score either way; with ``groups=1`` both rules agree.
 """
 
 from __future__ import annotations
@@ -34,6 +47,8 @@ from .prompts import CoOp, CoOpConfig
 
 log = logging.getLogger(__name__)
 
+CLOSED_RULES = ("selected", "joint")
+
 
 @dataclass
 class MTuningConfig:
@@ -43,6 +58,8 @@ class MTuningConfig:
     n_open_test: int = 64  # open words in the test vocabulary
     groups: int = 1  # CTT groups (1 = no CTT)
     other_groups_open: bool = True
+    closed_weight: float = 0.0  # λ of the joint closed-set cross-entropy (0 = independent sub-prompts)
+    closed_rule: str = "selected"  # closed-set prediction: "selected" sub-prompt (CTT) or "joint" argmax
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -50,6 +67,11 @@ class MTuningConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"MTuningConfig.{name} must be an int ≥ 1, got {v!r}")
+        if not isinstance(self.closed_weight, (int, float)) or not 0.0 <= self.closed_weight < float("inf"):
+            raise ValueError(f"MTuningConfig.closed_weight must be a number ≥ 0 (0 = the paper's loss), "
+                             f"got {self.closed_weight!r}")
+        if self.closed_rule not in CLOSED_RULES:
+            raise ValueError(f"MTuningConfig.closed_rule must be one of {CLOSED_RULES}, got {self.closed_rule!r}")
 
 
 def split_groups(num_classes: int, groups: int) -> list[list[int]]:
@@ -79,6 +101,44 @@ def open_set_loss(logits: Tensor, target: Tensor, n_known: int) -> Tensor:
     if (~known).any():
         loss = loss - logp[~known, n_known:].logsumexp(-1).sum()
     return loss / len(target)
+
+
+def joint_known_logits(known_logits: Sequence[Tensor], groups: Sequence[Sequence[int]]) -> Tensor:
+    """Known-class logits of every sub-prompt in the global class order.
+
+    ``known_logits[g]`` (B, |g|) = sub-prompt g's logits of its own classes → (B, K), column
+    ``groups[g][j]`` = ``known_logits[g][:, j]``.
+    """
+    K = sum(len(g) for g in groups)
+    B = known_logits[0].shape[0]
+    out = known_logits[0].new_empty(B, K)
+    for z, g in zip(known_logits, groups, strict=True):
+        out[:, torch.as_tensor(list(g), device=z.device)] = z
+    return out
+
+
+def mtuning_loss(group_logits: Sequence[Tensor], labels: Tensor, groups: Sequence[Sequence[int]],
+                 closed_weight: float = 0.0, other_groups_open: bool = True) -> Tensor:
+    """Joint training loss of all sub-prompts on one batch.
+
+    ``group_logits[g]`` (B, |g| + M_g): sub-prompt g's logits over [its classes, open words];
+    labels (B,) global class indices. → Σ_g open_set_loss_g + closed_weight · CE over the K known
+    classes of :func:`joint_known_logits` (softmax over known classes only). Group g's open-set loss
+    takes its own classes as targets and the other groups' images as open (−log Σ p(open)), or leaves
+    them out with ``other_groups_open=False``.
+    """
+    loss = labels.new_zeros((), dtype=group_logits[0].dtype)
+    for z, g in zip(group_logits, groups, strict=True):
+        local = torch.full_like(labels, -1)
+        for j, c in enumerate(g):
+            local[labels == c] = j
+        keep = local >= 0 if not other_groups_open else torch.ones_like(local, dtype=torch.bool)
+        if keep.any():
+            loss = loss + open_set_loss(z[keep], local[keep], len(g))
+    if closed_weight > 0:
+        known = joint_known_logits([z[:, : len(g)] for z, g in zip(group_logits, groups, strict=True)], groups)
+        loss = loss + closed_weight * F.cross_entropy(known, labels)
+    return loss
 
 
 def select_subprompt(known_probs: Sequence[Tensor], groups: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
@@ -137,25 +197,43 @@ class MTuning(nn.Module):
                 return image_features.new_zeros((), requires_grad=True)
         return open_set_loss(self.group_logits(g, image_features, open_idx), local, len(group))
 
+    def joint_loss(self, image_features: Tensor, labels: Tensor) -> Tensor:
+        """:func:`mtuning_loss` of all sub-prompts on a batch (fresh open words per sub-prompt)."""
+        logits = []
+        for g in range(len(self.groups)):
+            open_idx = torch.randperm(len(self.open_words), generator=self._gen)[: self.cfg.n_open].tolist()
+            logits.append(self.group_logits(g, image_features, open_idx))
+        return mtuning_loss(logits, labels, self.groups, self.cfg.closed_weight, self.cfg.other_groups_open)
+
     @torch.no_grad()
     def predict(self, image_features: Tensor) -> tuple[Tensor, Tensor]:
         """(B, D) → (prediction (B,) known class, score (B,) higher = more likely known)."""
-        probs = []
+        probs, known = [], []
         for g, group in enumerate(self.groups):
-            p = self.group_logits(g, image_features, self.test_words).softmax(-1)
-            probs.append(p[:, : len(group)])
-        return select_subprompt(probs, self.groups)
+            z = self.group_logits(g, image_features, self.test_words)
+            probs.append(z.softmax(-1)[:, : len(group)])
+            known.append(z[:, : len(group)])
+        pred, score = select_subprompt(probs, self.groups)
+        if self.cfg.closed_rule == "joint":
+            pred = joint_known_logits(known, self.groups).argmax(-1)
+        return pred, score
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self.predict(self.clip.encode_image(images))
 
     def fit(self, features: Tensor, labels: Tensor, steps: int = 300, lr: float = 2e-3, batch_size: int = 64,
             seed: int = 0) -> list[list[float]]:
-        """Tune every sub-prompt on cached image features (N, D) of known classes; → loss curves."""
+        """Tune the sub-prompts on cached image features (N, D) of known classes; → loss curves.
+
+        ``closed_weight`` = 0: each sub-prompt in turn on its own loss (one curve per sub-prompt);
+        > 0: all together on :meth:`joint_loss` with one optimiser (one curve).
+        """
         if len(features) != len(labels):
             raise ValueError(f"{len(features)} features but {len(labels)} labels")
         if labels.min() < 0 or labels.max() >= len(self.classnames):
             raise ValueError(f"labels must be in [0, {len(self.classnames) - 1}]")
+        if self.cfg.closed_weight > 0:
+            return [self._fit_joint(features, labels, steps, lr, batch_size, seed)]
         curves = []
         for g in range(len(self.groups)):
             coop = self.prompts[g]
@@ -175,5 +253,23 @@ class MTuning(nn.Module):
             log.info("M-Tuning group %d/%d: loss %.3f → %.3f", g + 1, len(self.groups), curve[0], curve[-1])
         return curves
 
+    def _fit_joint(self, features: Tensor, labels: Tensor, steps: int, lr: float, batch_size: int, seed: int) -> list[float]:
+        opt = torch.optim.AdamW([p.ctx for p in self.prompts], lr=lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+        gen = torch.Generator().manual_seed(seed * 1000)
+        curve = []
+        for _ in range(steps):
+            idx = torch.randint(len(features), (min(batch_size, len(features)),), generator=gen)
+            loss = self.joint_loss(features[idx], labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            curve.append(loss.item())
+        log.info("M-Tuning, %d sub-prompt(s) jointly, closed-set weight %g: loss %.3f → %.3f", len(self.groups),
+                 self.cfg.closed_weight, curve[0], curve[-1])
+        return curve
 
-__all__ = ["MTuning", "MTuningConfig", "open_set_loss", "select_subprompt", "split_groups"]
+
+__all__ = ["CLOSED_RULES", "MTuning", "MTuningConfig", "joint_known_logits", "mtuning_loss", "open_set_loss",
+           "select_subprompt", "split_groups"]
