@@ -74,6 +74,9 @@ def main() -> None:
     ap.add_argument("--prompt-seeds", default=None, help="prompt-tuning seeds (comma list; default --seed)")
     ap.add_argument("--select", action="store_true", help="choose groups/λ/rule on validation data, then stop")
     ap.add_argument("--val-pages", type=int, default=450, help="frb.val_split samples (2/3 in known fonts)")
+    ap.add_argument("--val-render", choices=("augmented", "clean"), default="augmented",
+                    help="val pages as training pages are rendered (augmented) or without rotation/blur/noise/JPEG, "
+                         "as the FRB evaluation pages are (clean)")
     ap.add_argument("--folds", type=int, default=5, help="--select: simulated open-set folds (2 known fonts held out)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -125,7 +128,7 @@ def main() -> None:
     rules = args.closed_rule.split(",")
 
     if args.select:
-        f_val, y_val = val_features(clip, ckpt, args.val_pages, args.seed)
+        f_val, y_val = val_features(clip, ckpt, args.val_pages, args.seed, args.val_render)
         select_on_val(clip, known, words, f_train, labels, f_val, y_val, args, seeds,
                       [int(x) for x in args.groups.split(",")], weights, rules)
         return
@@ -219,13 +222,17 @@ def tune_mtuning(clip, classes, words, f, y, args, seed: int, groups: int, close
     return mt
 
 
-def val_features(clip, ckpt: Path, n: int, seed: int):
-    """Embeddings (P, D) and labels of the known-font pages among ``frb.val_split(n, seed)`` (cached)."""
-    path = ckpt / f"val_features_{n}.pt"
+CLEAN = {"rotation_prob": 0.0, "blur": 0.0, "noise": 0.0, "jpeg_prob": 0.0}
+
+
+def val_features(clip, ckpt: Path, n: int, seed: int, render: str = "augmented"):
+    """Embeddings (P, D) and labels of the known-font pages among ``frb.val_split(n, seed)`` (cached);
+    ``render="clean"`` turns the training augmentations (rotation, blur, noise, JPEG) off."""
+    path = ckpt / f"val_features_{n}_{render}.pt"
     if path.exists():
         cached = torch.load(path, weights_only=True)
         return cached["val"], cached["labels"]
-    pages, y = frb_pages(list(frb.val_split(n, seed)), fonts=list(frb.KNOWN_FONTS))
+    pages, y = frb_pages(list(frb.val_split(n, seed, **(CLEAN if render == "clean" else {}))), fonts=list(frb.KNOWN_FONTS))
     f = page_features(clip, pages)
     torch.save({"val": f, "labels": y}, path)
     log.info("val features: %d known-font pages", len(f))
@@ -270,7 +277,7 @@ def select_on_val(clip, known, words, f_train, y_train, f_val, y_val, args, seed
     def mean(v):
         return sum(v) / len(v)
 
-    print(f"\nValidation: {len(f_val)} known-font val pages; simulated open set: folds {folds}; seeds {seeds}\n")
+    print(f"\nValidation: {len(f_val)} known-font val pages ({args.val_render}); simulated open set: folds {folds}; seeds {seeds}\n")
     print("| setting | val closed-set acc | simulated AUROC (mean over folds) |")
     print("|---|---|---|")
     for c in configs:
