@@ -59,14 +59,14 @@ def bench_pages(out: Path, split: str, n: int):
     return to_model_input(d["grey"].float() / 255), d["labels"]
 
 
-def stage_encoder(out: Path, progress: bool) -> None:
+def stage_encoder(out: Path, progress: bool, steps: int = ENC.steps) -> None:
     from vitkit import save
 
     t = time.perf_counter()
     tr, trl = pages("train", N_TRAIN)
     va, val = pages("val", N_VAL)
     log.info("pages rendered in %.1f s", time.perf_counter() - t)
-    cfg = replace(ENC, out_dir=str(out / "encoder"), progress=progress)
+    cfg = replace(ENC, out_dir=str(out / "encoder"), progress=progress, steps=steps)
     model, result = train_crop_classifier(cfg, tr, trl, va, val)
     save(model, out / "encoder" / "model")
     hist = [h for h in result.history if "val_crop_accuracy" in h]
@@ -95,7 +95,7 @@ def dense_token_sets(enc, images: torch.Tensor, batch: int = 32):
     return torch.cat([s.tokens for s in sets]), sets[0].partition[0], sets[0].pos[0], torch.cat(scores)
 
 
-def stage_consumer(out: Path, progress: bool, guided: float, name: str) -> None:
+def stage_consumer(out: Path, progress: bool, guided: float, name: str, steps: int = CONSUMER_STEPS) -> None:
     t = time.perf_counter()
     enc = load_encoder(out)
     tr, trl = bench_pages(out, "train", N_TRAIN)
@@ -105,10 +105,10 @@ def stage_consumer(out: Path, progress: bool, guided: float, name: str) -> None:
     log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
     ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=enc.grid_size,
                           num_classes=15, **CONSUMER)
-    tcfg = TrainConfig(epochs=100, max_steps=CONSUMER_STEPS, batch_size=CONSUMER_BATCH, lr=1e-3,
-                       warmup_steps=CONSUMER_STEPS // 20, weight_decay=0.05, label_smoothing=0.1,
-                       out_dir=str(out / name), progress=progress, eval_every=CONSUMER_STEPS // 5,
-                       ckpt_every=CONSUMER_STEPS // 3, log_every=CONSUMER_STEPS // 30)
+    tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=CONSUMER_BATCH, lr=1e-3,
+                       warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1,
+                       out_dir=str(out / name), progress=progress, eval_every=steps // 5,
+                       ckpt_every=steps // 3, log_every=max(1, steps // 30))
     model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
                                    scores=scores if guided else None, guided_prob=guided)
     torch.save({"cfg": asdict(ccfg), "state": model.state_dict()}, out / name / "consumer.pt")
@@ -161,9 +161,9 @@ def peak_memory(enc, cons, method, images) -> tuple[float, float]:
     return e2e, E.peak_tensor_mib(lambda: cons.classify(ts))
 
 
-def stage_bench(out: Path, repeats: int, batch: int, consumer: str) -> dict:
+def stage_bench(out: Path, repeats: int, batch: int, consumer: str, n_test: int = N_TEST) -> dict:
     enc, cons = load_encoder(out), load_consumer(out, consumer)
-    x, y = bench_pages(out, "test", N_TEST)
+    x, y = bench_pages(out, "test", n_test)
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
     cands = {"ToMe r=8": 8, "ToMe r=12": 12, "ToMe r=[24,14,8,4]": [24, 14, 8, 4],
              "ToMe r=[32,12,6,2]": [32, 12, 6, 2], "ToMe r=[32,16,8,4]": [32, 16, 8, 4]}
@@ -252,6 +252,9 @@ def main() -> None:
     ap.add_argument("--guided", type=float, default=0.0,
                     help="consumer: fraction of batches with attention-guided subsets (0 = random dropping only)")
     ap.add_argument("--consumer", default="consumer", help="consumer folder name under --out")
+    ap.add_argument("--encoder-steps", type=int, default=ENC.steps, help="encoder training steps (× 64 crops)")
+    ap.add_argument("--consumer-steps", type=int, default=CONSUMER_STEPS, help="consumer training steps (× 16 pages)")
+    ap.add_argument("--test-pages", type=int, default=N_TEST, help="test pages (1 page = 100/N accuracy points)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
@@ -259,11 +262,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.stage in ("encoder", "all"):
-        stage_encoder(out, args.progress)
+        stage_encoder(out, args.progress, args.encoder_steps)
     if args.stage in ("consumer", "all"):
-        stage_consumer(out, args.progress, args.guided, args.consumer)
+        stage_consumer(out, args.progress, args.guided, args.consumer, args.consumer_steps)
     if args.stage in ("bench", "all"):
-        stage_bench(out, args.repeats, args.batch, args.consumer)
+        stage_bench(out, args.repeats, args.batch, args.consumer, args.test_pages)
     if args.stage == "plot":  # all consumers' benches in one figure, next to RESULTS.md
         stage_plot(out, ["consumer", "consumer_guided"], Path(__file__).with_name("token_reduction.png"))
 
