@@ -308,6 +308,23 @@ def test_rotation_is_applied_to_a_share_of_pages_only():
     assert 0.2 <= share <= 0.8
 
 
+def test_protocol_val_split_mirrors_the_benchmark_without_its_text():
+    val = frb.protocol_val_split(seed=0, n_sentences=2, n_titles=3)
+    assert len(val) == 15 * 5 and [s.label for s in val[:5]] == [0] * 5
+    assert Counter(s.split for s in val) == {"val-sentence": 30, "val-title": 45}
+    eval_texts = set(frb.EASY_SENTENCES) | set(frb.FONT_NAMES)
+    assert not {s.text for s in val} & eval_texts
+    assert _tokens(s.text for s in val) <= set(frb._WORDS)
+    titles = [s.text for s in val if s.split == "val-title"]
+    assert all(w[0].isupper() and len(t.split()) <= 3 for t in titles for w in t.split())
+    # rendered like the evaluation splits: same canvas and renderer, byte for byte
+    s = val[-1]
+    assert s.image.tobytes() == frb.render_text(s.text, s.label).tobytes()
+    again = frb.protocol_val_split(seed=0, n_sentences=2, n_titles=3)
+    assert [s.text for s in again] == [s.text for s in val]
+    assert [s.text for s in frb.protocol_val_split(seed=1, n_sentences=2, n_titles=3)] != [s.text for s in val]
+
+
 def test_train_sample_validates_arguments():
     with pytest.raises(ValueError):
         frb.train_sample(0, seed=-1)

@@ -59,6 +59,7 @@ __all__ = [
     "generate",
     "hard_split",
     "load_font",
+    "protocol_val_split",
     "read_split",
     "render_text",
     "train_sample",
@@ -527,6 +528,27 @@ def val_split(
     """Like :func:`train_split` but from an independent random stream (never equals train)."""
     for i in range(n):
         yield train_sample(i, seed, split="val", size_range=size_range, **kwargs)
+
+
+def protocol_val_split(seed: int = 0, n_sentences: int = 10, n_titles: int = 15) -> list[FRBSample]:
+    """Model selection without touching the benchmark: training-vocabulary text rendered exactly like
+    the easy and hard splits (clean, size 40, black on white, top-left padding).
+
+    Per font, ``n_sentences`` random sentences of 6-9 words (like easy) and ``n_titles`` random
+    title-case phrases of 1-3 words (like hard's font names), every text from :data:`_WORDS`, never
+    an evaluation text. Font-major, like the evaluation splits; ``split`` is "val-sentence" or
+    "val-title". The same texts for every font, deterministic by ``seed``.
+    """
+    rng = np.random.default_rng([_SAMPLE_TAG, 7, int(seed)])
+    texts: list[tuple[str, str]] = []
+    for _ in range(n_sentences):
+        words = [_WORDS[j] for j in rng.integers(0, len(_WORDS), int(rng.integers(6, 10)))]
+        texts.append((words[0].capitalize() + " " + " ".join(words[1:]) + ".", "val-sentence"))
+    for _ in range(n_titles):
+        words = [_WORDS[j].capitalize() for j in rng.integers(0, len(_WORDS), int(rng.integers(1, 4)))]
+        texts.append((" ".join(words), "val-title"))
+    return [FRBSample(render_text(t, label), label, spec.name, t, split)
+            for label, spec in enumerate(FONTS) for t, split in texts]
 
 
 # --------------------------------------------------------------------------------------------
