@@ -17,9 +17,10 @@ The paper leaves out how many open words, how they are drawn and the selection r
   selected, its class is the prediction and that probability is the known-ness score (higher =
   more likely a known class). With ``groups=1`` this is plain M-Tuning without CTT.
 
-Closed-set parity (our addition, not in the paper). Trained this way, the contexts classify the known
-classes worse than CoOp's: open words compete with the known classes during training, and each
-sub-prompt spends its capacity pushing other groups' images to the open words. Two knobs:
+Closed-set parity (our addition, not in the paper). On the FRB open-set benchmark the contexts tuned
+this way classify the known fonts worse than CoOp's (``benchmarks/RESULTS.md``): open words compete with
+the known classes during training, and each sub-prompt also learns to push other groups' images to
+the open words. Two knobs keep CoOp's objective in play:
 
 * ``closed_weight`` λ ≥ 0: the sub-prompts are tuned *jointly* on
   ``Σ_g open_set_loss_g + λ · CE(known-class logits of all groups, label)``, where class k's logit
