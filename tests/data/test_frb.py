@@ -332,6 +332,8 @@ def test_train_sample_validates_arguments():
         frb.train_sample(0, split="test")
     with pytest.raises(ValueError):
         frb.train_sample(0, size_range=(40, 30))
+    with pytest.raises(ValueError, match="rotation_prob"):
+        frb.train_sample(0, rotation_prob=1.5)
 
 
 # ------------------------------------------------------------------------------- writing

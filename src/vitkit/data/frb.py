@@ -470,8 +470,8 @@ def train_sample(
     contrast >= :data:`MIN_CONTRAST`, with probability ``rotation_prob`` a rotation in
     +-``rotation`` degrees (the rest stay axis-aligned and sharp, as the evaluation splits are:
     rotating every page softened every training glyph, and crisp renders of Vera and Calibri
-    were then taken for Arial), Gaussian blur with probability 1/2 and radius up to ``blur``, Gaussian pixel noise with sigma up to ``noise``
-    (0-255 scale), and with probability ``jpeg_prob`` a JPEG round trip at a quality in
+    were then taken for Arial), Gaussian blur with probability 1/2 and radius up to ``blur``,
+    Gaussian pixel noise with sigma up to ``noise`` (0-255 scale), and with probability ``jpeg_prob`` a JPEG round trip at a quality in
     ``jpeg_quality``. Labels are balanced over the fonts in every block of 15 samples.
     """
     if split not in _SPLIT_STREAMS:
@@ -480,6 +480,8 @@ def train_sample(
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
         raise ValueError(f"sample index must be a non-negative int, got {i!r}")
+    if not 0.0 <= rotation_prob <= 1.0:
+        raise ValueError(f"rotation_prob must be in [0, 1], got {rotation_prob!r}")
     lo, hi = size_range
     if not 0 < lo <= hi:
         raise ValueError(f"size_range must satisfy 0 < low <= high, got {size_range!r}")
