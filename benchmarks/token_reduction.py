@@ -127,7 +127,7 @@ def load_consumer(out: Path, name: str = "consumer") -> TokenSetConsumer:
 
 # ------------------------------------------------------------------------------------------ methods
 def methods(tome_r: dict[str, object]) -> dict[str, tuple]:
-    """name → (module, config) or None for dense. HiRED-early selects at block 1 of 4."""
+    """name → (module, config) or None for dense. HiRED-early selects at block 1 of 4 (or 2: one block saved)."""
     m: dict[str, tuple] = {
         "dense": None,
         "HiRED 20%": (hired, HiREDConfig(grid=GRID, rate=0.2)),
@@ -135,6 +135,7 @@ def methods(tome_r: dict[str, object]) -> dict[str, tuple]:
         "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=1, early=True)),
         "HiRED 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25)),
         "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25, select_layer=1, early=True)),
+        "HiRED-early 20% @block 2": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=2, early=True)),
         "EViT keep 0.5": (evit, EViTConfig(layers=(1, 2), keep_rate=0.5)),
         "EViT keep 0.7": (evit, EViTConfig(layers=(1, 2), keep_rate=0.7)),
     }
