@@ -31,6 +31,7 @@ from vitkit.engine import TrainConfig
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
 from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
+from vitkit.reduce.partitions import TokenSet
 
 log = logging.getLogger("token_reduction")
 
@@ -95,7 +96,20 @@ def dense_token_sets(enc, images: torch.Tensor, batch: int = 32):
     return torch.cat([s.tokens for s in sets]), sets[0].partition[0], sets[0].pos[0], torch.cat(scores)
 
 
-def stage_consumer(out: Path, progress: bool, guided: float, name: str, steps: int = CONSUMER_STEPS) -> None:
+@torch.no_grad()
+def reduced_token_sets(enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
+    """The token sets ``method_name`` (a row of :func:`methods`) gives for ``images``, all pages stacked."""
+    method = methods({})[method_name]
+    parts = []
+    with E.applied(enc, method):
+        for i in range(0, len(images), batch):
+            parts.append(E.encode(enc, method, images[i : i + batch], GRID))
+    return TokenSet(torch.cat([p.tokens for p in parts]), torch.cat([p.partition for p in parts]),
+                    torch.cat([p.pos for p in parts]), parts[0].grid, parts[0].num_partitions)
+
+
+def stage_consumer(out: Path, progress: bool, guided: float, name: str, steps: int = CONSUMER_STEPS,
+                   reduced_from: str | None = None) -> None:
     t = time.perf_counter()
     enc = load_encoder(out)
     tr, trl = bench_pages(out, "train", N_TRAIN)
@@ -109,12 +123,14 @@ def stage_consumer(out: Path, progress: bool, guided: float, name: str, steps: i
                        warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1,
                        out_dir=str(out / name), progress=progress, eval_every=steps // 5,
                        ckpt_every=steps // 3, log_every=max(1, steps // 30))
+    reduced = reduced_token_sets(enc, reduced_from, tr) if reduced_from else None
     model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
-                                   scores=scores if guided else None, guided_prob=guided)
+                                   scores=scores if guided else None, guided_prob=guided,
+                                   reduced=reduced, reduced_prob=0.5 if reduced_from else 0.0)
     torch.save({"cfg": asdict(ccfg), "state": model.state_dict()}, out / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
     (out / name / "summary.json").write_text(json.dumps({
-        "config": asdict(ccfg), "guided_prob": guided, "steps": result.steps, "train_s": time.perf_counter() - t,
+        "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "steps": result.steps, "train_s": time.perf_counter() - t,
         "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None}, indent=2))
 
 
@@ -256,6 +272,9 @@ def main() -> None:
     ap.add_argument("--encoder-steps", type=int, default=ENC.steps, help="encoder training steps (× 64 crops)")
     ap.add_argument("--consumer-steps", type=int, default=CONSUMER_STEPS, help="consumer training steps (× 16 pages)")
     ap.add_argument("--test-pages", type=int, default=N_TEST, help="test pages (1 page = 100/N accuracy points)")
+    ap.add_argument("--reduced-from", default=None, metavar="METHOD",
+                    help="consumer: half the batches are the token sets METHOD (a table row, e.g. 'HiRED-early 20%%') "
+                         "gives for the training pages, so the consumer sees that method's features")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
@@ -265,7 +284,7 @@ def main() -> None:
     if args.stage in ("encoder", "all"):
         stage_encoder(out, args.progress, args.encoder_steps)
     if args.stage in ("consumer", "all"):
-        stage_consumer(out, args.progress, args.guided, args.consumer, args.consumer_steps)
+        stage_consumer(out, args.progress, args.guided, args.consumer, args.consumer_steps, args.reduced_from)
     if args.stage in ("bench", "all"):
         stage_bench(out, args.repeats, args.batch, args.consumer, args.test_pages)
     if args.stage == "plot":  # all consumers' benches in one figure, next to RESULTS.md

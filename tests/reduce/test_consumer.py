@@ -5,6 +5,7 @@ import torch
 
 from vitkit.engine import TrainConfig
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, random_subset, train_consumer
+from vitkit.reduce.partitions import TokenSet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,3 +52,29 @@ def test_guided_needs_scores():
     with pytest.raises(ValueError, match="guided_prob"):
         train_consumer(torch.zeros(4, 4, 4), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long),
                        torch.zeros(4, 2, dtype=torch.long), cfg, TrainConfig(), guided_prob=0.5)
+
+
+def test_consumer_learns_from_reduced_token_sets(tmp_path):
+    # the dense sets carry no signal; the reduced ones (per-page layout, like HiRED-early's) do
+    torch.manual_seed(0)
+    P, K, k, C = 64, 12, 5, 8
+    labels = torch.randint(0, 2, (P,))
+    dense = torch.randn(P, K, C) * 0.3
+    rt = torch.randn(P, k, C) * 0.3
+    rt[:, :, 0] += labels.view(-1, 1) * 2 - 1
+    rp = torch.randint(0, 2, (P, k))
+    rpos = torch.randint(0, 3, (P, k, 2))
+    reduced = TokenSet(rt, rp, rpos, grid=(3, 4), num_partitions=2)
+    part = torch.zeros(K, dtype=torch.long)
+    pos = torch.stack([torch.arange(K) // 4, torch.arange(K) % 4], -1)
+    cfg = ConsumerConfig(in_dim=C, dim=16, depth=1, heads=2, num_classes=2, num_partitions=2, grid=(3, 4))
+    tcfg = TrainConfig(epochs=20, max_steps=40, batch_size=16, lr=5e-3, out_dir=str(tmp_path), progress=False,
+                       eval_every=1000, ckpt_every=1000)
+    m, _ = train_consumer(dense, labels, part, pos, cfg, tcfg, reduced=reduced, reduced_prob=1.0)
+    with torch.no_grad():
+        assert (m(rt, rp, rpos).argmax(-1) == labels).float().mean() > 0.9
+    with pytest.raises(ValueError, match="reduced_prob"):
+        train_consumer(dense, labels, part, pos, cfg, tcfg, reduced_prob=0.5)
+    short = TokenSet(rt[:10], rp[:10], rpos[:10], grid=(3, 4), num_partitions=2)
+    with pytest.raises(ValueError, match="same pages"):
+        train_consumer(dense, labels, part, pos, cfg, tcfg, reduced=short, reduced_prob=0.5)

@@ -110,25 +110,39 @@ def train_consumer(
     val: tuple[Tensor, Tensor] | None = None,
     scores: Tensor | None = None,
     guided_prob: float = 0.0,
+    reduced: TokenSet | None = None,
+    reduced_prob: float = 0.0,
 ) -> tuple[TokenSetConsumer, TrainResult]:
     """Train a consumer on dense token sets tokens (P, K, C) / labels (P,), with one shared layout
     ``partition`` (K,) and ``pos`` (K, 2). Each batch keeps a random k ∈ [min_keep·K, K] tokens of
     every set (a fresh subset per sample). With ``scores`` (P, K) (e.g. the encoder's CLS attention)
     a fraction ``guided_prob`` of the batches keeps instead the top-k by log score + Gumbel noise
-    (subsets like attention-guided methods keep). ``val`` = (tokens, labels) is scored on all tokens."""
+    (subsets like attention-guided methods keep). With ``reduced`` — the same P pages' token sets as a
+    reduction method produced them (tokens (P, k, C), per-page partition (P, k) and pos (P, k, 2)) — a
+    fraction ``reduced_prob`` of the batches uses those instead, so the consumer also sees features the
+    method computed (e.g. HiRED-early's, encoded without the dropped tokens). ``val`` = (tokens,
+    labels) is scored on all tokens."""
     if not 0.0 < min_keep <= 1.0:
         raise ValueError(f"min_keep={min_keep} is outside (0, 1]")
     if not 0.0 <= guided_prob <= 1.0 or (guided_prob > 0 and scores is None):
         raise ValueError(f"guided_prob={guided_prob} must be in [0, 1] and needs scores")
+    if not 0.0 <= reduced_prob <= 1.0 or (reduced_prob > 0 and reduced is None):
+        raise ValueError(f"reduced_prob={reduced_prob} must be in [0, 1] and needs reduced token sets")
+    if reduced is not None and len(reduced.tokens) != len(tokens):
+        raise ValueError(f"reduced holds {len(reduced.tokens)} token sets but tokens {len(tokens)}: give the same pages")
     torch.manual_seed(tcfg.seed)
     model = TokenSetConsumer(cfg)
     K = tokens.shape[1]
 
-    ds = _TokenSets(tokens, labels) if scores is None else _TokenSets(tokens, labels, scores)
+    extra = [] if reduced is None else [reduced.tokens, reduced.partition, reduced.pos]
+    ds = _TokenSets(tokens, labels, *([] if scores is None else [scores]), *extra)
 
     def loss_fn(m: nn.Module, batch) -> Tensor:
         x, y = batch[0], batch[1]
         B = x.shape[0]
+        if reduced is not None and float(torch.rand(())) < reduced_prob:
+            rt, rp, rpos = batch[-3:]
+            return F.cross_entropy(m(rt, rp, rpos), y, label_smoothing=tcfg.label_smoothing)
         k = int(torch.randint(max(1, int(min_keep * K)), K + 1, ()))
         if scores is not None and float(torch.rand(())) < guided_prob:
             gumbel = -torch.log(-torch.log(torch.rand(B, K).clamp_min(1e-20)))
