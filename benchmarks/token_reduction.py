@@ -98,8 +98,10 @@ def dense_token_sets(enc, images: torch.Tensor, batch: int = 32):
 
 @torch.no_grad()
 def reduced_token_sets(enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
-    """The token sets ``method_name`` (a row of :func:`methods`) gives for ``images``, all pages stacked."""
-    method = methods({})[method_name]
+    """The token sets ``method_name`` (a row of :func:`methods`, or "ToMe r=<json>") gives for ``images``, all
+    pages stacked."""
+    tome_r = {method_name: json.loads(method_name.split("=", 1)[1])} if method_name.startswith("ToMe r=") else {}
+    method = methods(tome_r)[method_name]
     parts = []
     with E.applied(enc, method):
         for i in range(0, len(images), batch):
