@@ -101,7 +101,11 @@ def reduced_token_sets(enc, method_name: str, images: torch.Tensor, batch: int =
     """The token sets ``method_name`` (a row of :func:`methods`, or "ToMe r=<json>") gives for ``images``, all
     pages stacked."""
     tome_r = {method_name: json.loads(method_name.split("=", 1)[1])} if method_name.startswith("ToMe r=") else {}
-    method = methods(tome_r)[method_name]
+    rows = methods(tome_r)
+    if method_name not in rows or rows[method_name] is None:
+        raise ValueError(f"--reduced-from {method_name!r}: not a reduction method; use one of "
+                         f"{[n for n, m in rows.items() if m is not None]} or 'ToMe r=<int or list>'")
+    method = rows[method_name]
     parts = []
     with E.applied(enc, method):
         for i in range(0, len(images), batch):
