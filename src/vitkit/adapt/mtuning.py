@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -118,6 +118,14 @@ def joint_known_logits(known_logits: Sequence[Tensor], groups: Sequence[Sequence
     return out
 
 
+def local_targets(labels: Tensor, group: Sequence[int]) -> Tensor:
+    """Global labels (B,) → index within ``group``, or −1 for an image of another group (open)."""
+    local = torch.full_like(labels, -1)
+    for j, c in enumerate(group):
+        local[labels == c] = j
+    return local
+
+
 def mtuning_loss(group_logits: Sequence[Tensor], labels: Tensor, groups: Sequence[Sequence[int]],
                  closed_weight: float = 0.0, other_groups_open: bool = True) -> Tensor:
     """Joint training loss of all sub-prompts on one batch.
@@ -130,9 +138,7 @@ def mtuning_loss(group_logits: Sequence[Tensor], labels: Tensor, groups: Sequenc
     """
     loss = labels.new_zeros((), dtype=group_logits[0].dtype)
     for z, g in zip(group_logits, groups, strict=True):
-        local = torch.full_like(labels, -1)
-        for j, c in enumerate(g):
-            local[labels == c] = j
+        local = local_targets(labels, g)
         keep = local >= 0 if not other_groups_open else torch.ones_like(local, dtype=torch.bool)
         if keep.any():
             loss = loss + open_set_loss(z[keep], local[keep], len(g))
@@ -188,9 +194,7 @@ class MTuning(nn.Module):
         """Training loss of sub-prompt g on a batch (fresh open words drawn for this step)."""
         open_idx = torch.randperm(len(self.open_words), generator=self._gen)[: self.cfg.n_open].tolist()
         group = self.groups[g]
-        local = torch.full_like(labels, -1)
-        for j, c in enumerate(group):
-            local[labels == c] = j
+        local = local_targets(labels, group)
         keep = local >= 0
         if not self.cfg.other_groups_open:
             image_features, local = image_features[keep], local[keep]
@@ -234,43 +238,37 @@ class MTuning(nn.Module):
         if labels.min() < 0 or labels.max() >= len(self.classnames):
             raise ValueError(f"labels must be in [0, {len(self.classnames) - 1}]")
         if self.cfg.closed_weight > 0:
-            return [self._fit_joint(features, labels, steps, lr, batch_size, seed)]
+            curve = _tune([p.ctx for p in self.prompts], self.joint_loss, features, labels, steps, lr, batch_size,
+                          seed * 1000)
+            log.info("M-Tuning, %d sub-prompt(s) jointly, closed-set weight %g: loss %.3f → %.3f", len(self.groups),
+                     self.cfg.closed_weight, curve[0], curve[-1])
+            return [curve]
         curves = []
         for g in range(len(self.groups)):
-            coop = self.prompts[g]
-            opt = torch.optim.AdamW([coop.ctx], lr=lr, weight_decay=0.0)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-            gen = torch.Generator().manual_seed(seed * 1000 + g)
-            curve = []
-            for _ in range(steps):
-                idx = torch.randint(len(features), (min(batch_size, len(features)),), generator=gen)
-                loss = self.loss(features[idx], labels[idx], g)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                curve.append(loss.item())
+            curve = _tune([self.prompts[g].ctx], lambda f, y, g=g: self.loss(f, y, g), features, labels, steps, lr,
+                          batch_size, seed * 1000 + g)
             curves.append(curve)
             log.info("M-Tuning group %d/%d: loss %.3f → %.3f", g + 1, len(self.groups), curve[0], curve[-1])
         return curves
 
-    def _fit_joint(self, features: Tensor, labels: Tensor, steps: int, lr: float, batch_size: int, seed: int) -> list[float]:
-        opt = torch.optim.AdamW([p.ctx for p in self.prompts], lr=lr, weight_decay=0.0)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        gen = torch.Generator().manual_seed(seed * 1000)
-        curve = []
-        for _ in range(steps):
-            idx = torch.randint(len(features), (min(batch_size, len(features)),), generator=gen)
-            loss = self.joint_loss(features[idx], labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            curve.append(loss.item())
-        log.info("M-Tuning, %d sub-prompt(s) jointly, closed-set weight %g: loss %.3f → %.3f", len(self.groups),
-                 self.cfg.closed_weight, curve[0], curve[-1])
-        return curve
+
+def _tune(params: list[Tensor], batch_loss: Callable[[Tensor, Tensor], Tensor], features: Tensor, labels: Tensor,
+          steps: int, lr: float, batch_size: int, seed: int) -> list[float]:
+    """AdamW + cosine on ``params`` over random feature batches (sampled with ``seed``); → loss curve."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    curve = []
+    for _ in range(steps):
+        idx = torch.randint(len(features), (min(batch_size, len(features)),), generator=gen)
+        loss = batch_loss(features[idx], labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        curve.append(loss.item())
+    return curve
 
 
-__all__ = ["CLOSED_RULES", "MTuning", "MTuningConfig", "joint_known_logits", "mtuning_loss", "open_set_loss",
-           "select_subprompt", "split_groups"]
+__all__ = ["CLOSED_RULES", "MTuning", "MTuningConfig", "joint_known_logits", "local_targets", "mtuning_loss",
+           "open_set_loss", "select_subprompt", "split_groups"]
