@@ -1,8 +1,8 @@
 """Claim (issue 6): LoRA rank 8 on qkv trains ≤ 1% of the backbone's parameters and, adapting a model
 trained on 10 fonts to all 15, comes within 1 point of full fine-tuning (equal steps).
 
-1. Base: the demo's ViT (4 blocks, width 96, patch 12 on 96×96 ink crops) trained from scratch on the
-   10 known fonts (``frb.KNOWN_FONTS``) of the rendered training pages.
+1. Base: the demo's ViT (4 blocks, width 96, patch 12 on 96×96 ink crops; --dim/--depth/--heads/--patch for
+   a wider one) trained from scratch on the 10 known fonts (``frb.KNOWN_FONTS``) of the rendered training pages.
 2. Adapt to all 15 fonts from that base, each arm for the same number of steps on the same crops:
    a new 15-way head (rows of the 10 known fonts copied from the base head, 5 new rows freshly
    initialised) plus either full fine-tuning of every weight, or LoRA (rank 8, alpha 16) on the fused
@@ -93,6 +93,11 @@ def main() -> None:
     ap.add_argument("--arms", default="full,lora", help="comma list of: full, lora, lora_mlp")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--adapt-seed", type=int, default=None, help="seed of the adaptation runs (default --seed)")
+    ap.add_argument("--dim", type=int, default=DemoConfig.dim, help="backbone width (LoRA's share ≈ 2·parts·rank / (12·dim))")
+    ap.add_argument("--depth", type=int, default=DemoConfig.depth)
+    ap.add_argument("--heads", type=int, default=DemoConfig.heads)
+    ap.add_argument("--patch", type=int, default=DemoConfig.patch, help="patch size on the 96×96 crops")
+    ap.add_argument("--base-lr", type=float, default=DemoConfig.lr, help="learning rate of the base training")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -103,7 +108,8 @@ def main() -> None:
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"load {os.getloadavg()[0]:.1f}")
 
-    cfg = replace(DemoConfig(), steps=args.base_steps, train_pages=args.train_pages, progress=False, seed=args.seed)
+    cfg = replace(DemoConfig(), steps=args.base_steps, train_pages=args.train_pages, progress=False, seed=args.seed,
+                  dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch, lr=args.base_lr)
     t0 = time.perf_counter()
     train = list(frb.train_split(args.train_pages, args.seed))
     val = list(frb.val_split(150, args.seed))
@@ -113,7 +119,10 @@ def main() -> None:
     log.info("data: %d known-font pages, %d pages in all (%.0f s)", len(known_pages), len(all_pages),
              time.perf_counter() - t0)
 
-    base_path = out / f"base_p{args.train_pages}_s{args.base_steps}_seed{args.seed}.safetensors"
+    size = "" if (cfg.dim, cfg.depth, cfg.heads, cfg.patch, cfg.lr) == (DemoConfig.dim, DemoConfig.depth, DemoConfig.heads,
+                                                                       DemoConfig.patch, DemoConfig.lr) \
+        else f"_d{cfg.dim}x{cfg.depth}h{cfg.heads}p{cfg.patch}lr{cfg.lr:g}"
+    base_path = out / f"base_p{args.train_pages}_s{args.base_steps}_seed{args.seed}{size}.safetensors"
     known = list(frb.KNOWN_FONTS)
     if base_path.exists():
         from safetensors.torch import load_file
