@@ -1,32 +1,68 @@
 """Token reduction end to end on high-resolution FRB pages: HiRED, HiRED-early, EViT, ToMe vs dense.
 
-Stages (each cached under --out):
-  encoder   train a small ViT crop classifier (96×96 crops, patch 12, width 64, 4 blocks) on ink crops
-            of 288×288 FRB pages
-  consumer  encode 192×192 pages densely (thumbnail + 2×2 sub-images of 96 px = 5 × 64 tokens), train
-            the token-set consumer (4 blocks, width 64) on those frozen tokens with random token
-            dropping (keep 10-100%) as augmentation; --guided P: a fraction P of the batches keeps
-            attention-guided subsets instead (saved under --consumer NAME)
-  bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median), peak
-            tensor memory, page accuracy on the test pages with consumer NAME; table + plot
+Stages (each cached under --work, which defaults to --out):
+  encoder   train a ViT crop classifier (the preset's crops) on ink crops of FRB pages (vitkit.engine)
+  consumer  encode the high-resolution pages densely (thumbnail + 2×2 sub-images at the encoder's native size),
+            train the token-set consumer on those frozen tokens with random token dropping (keep 10-100%) as
+            augmentation; --guided P: a fraction P of the batches keeps attention-guided subsets instead;
+            --reduced-from METHOD: half the batches are METHOD's token sets (saved under --consumer NAME)
+  bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median), peak tensor
+            memory, page accuracy on the test pages with consumer NAME; machine line + table + JSON + plot
+            into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png)
   plot      accuracy vs throughput for the benches of both consumers → benchmarks/token_reduction.png
-Run: OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all   (figures: benchmarks/RESULTS.md)"""
+
+Presets (--size):
+  small  (default; the CPU figures in RESULTS.md) encoder 96×96 crops, patch 12, width 64, 4 blocks, 1,500 steps
+         × 64 on crops of 288×288 pages; 192×192 pages (2×2 sub-images of 96 px = 5 × 64 tokens); consumer 4 blocks
+         at width 64, 900 steps × 16; 600 test pages; HiRED-early at block 1, EViT at blocks 1, 2.
+  vitb   encoder ViT-B/16 (width 768, 12 blocks, 12 heads, native 224×224) trained 2,000 steps × 128 crops
+         (lr 3e-4) on 672×672 pages; the test pages are 448×448 = 224-px thumbnail + 2×2 sub-images of 224 px
+         = 5 × 196 = 980 tokens (font 42–61 px: the small geometry × 7/3); consumer 8 blocks at width 768,
+         1,500 steps × 32 pages (lr 3e-4); 1,000 test pages; timing batch 32; HiRED phase 2 at block 10
+         (second-to-last), HiRED-early at block 5 (blocks 0-4 and block 5's attention see every token: half the
+         encoder runs at full width, the selection uses a mid-depth map), EViT at blocks 3, 6, 9 (the paper's
+         4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
+         (constant r = 16 is impossible: 196 tokens leave 20 before the last block).
+  tiny   the vitb code path at tiny dims (12 blocks of width 32, 32-px crops, 64-px pages, a few steps) for tests.
+
+vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 TFLOP/s dense peak, assumed
+100–350 TFLOP/s achieved by eager PyTorch):
+  encoder   35 GFLOP forward per 224 crop (12 × 197 tokens × (24·768² + 4·197·768)), × 3 for training
+            → 2,000 × 128 crops = 27 PFLOP ≈ 75–270 s
+  consumer  8 × (24·768²·K + 4·K²·768) = 135 GFLOP forward at K = 980; training at mean keep 55 % ≈ 205 GFLOP
+            per page → 1,500 × 32 pages = 9.8 PFLOP ≈ 30–100 s
+  tokens    1,650 train/val pages × 5 × 35 GFLOP = 0.3 PFLOP (seconds)
+  bench     1,000 test pages × 10 rows × ≤ 310 GFLOP ≈ 3 PFLOP + timing rounds ≈ 1.5 PFLOP → 15–45 s
+  pages     CPU: 1,650 pages at 672 px + 2,650 at 448 px ≈ 115 / 58 ms each on one loaded core here
+            ≈ 340 s serial → ≈ 30 s with --workers 14
+  total     ≈ 4–7 min plus start-up. --time-budget S measures a few encoder and consumer training steps
+            first and lowers the step counts (never raises them) so that everything fits in S seconds.
+
+Run (CPU figures): OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
+Run (GPU, one command, ≈ 9 min at most; needs only torch, numpy, Pillow, safetensors; matplotlib optional):
+  PYTHONPATH=src python3 benchmarks/token_reduction.py --size vitb --device cuda --dtype bf16 --threads 8
+      --workers 14 --time-budget 540 --work /tmp/tr_vitb --out "$OUT"
+"""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import logging
+import os
+import platform
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 import vitkit
 from vitkit.data.crops import to_model_input
-from vitkit.data.frb_pages import PageConfig, page_split, page_tensors
-from vitkit.demo import DemoConfig, train_crop_classifier
+from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
+from vitkit.demo import DemoConfig, build_model, train_crop_classifier
 from vitkit.engine import TrainConfig
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
 from vitkit.reduce import evaluate as E
@@ -35,204 +71,393 @@ from vitkit.reduce.partitions import TokenSet
 
 log = logging.getLogger("token_reduction")
 
-ENC = DemoConfig(crop=96, patch=12, dim=64, depth=4, heads=4, steps=1500, batch_size=64, lr=2e-3, seed=0)
-PAGES = PageConfig()  # the encoder's crops come from 288×288 pages
-BENCH_PAGES = PageConfig(size=(192, 192), block_width=(0.45, 0.75))  # 2×2 sub-images of 96 px = native size
 GRID = (2, 2)
-N_TRAIN, N_VAL, N_TEST = 1500, 150, 600
-CONSUMER = dict(dim=64, depth=4, heads=4)
-CONSUMER_STEPS, CONSUMER_BATCH = 900, 16
-MEM_BATCH = 32  # pages in the peak-memory forward
 
 
-def pages(split: str, n: int, cfg: PageConfig = PAGES):
-    return page_tensors(page_split(n, 0, split=split, cfg=cfg))
+@dataclass(frozen=True)
+class Preset:
+    """Everything that differs between the benchmark sizes."""
+
+    name: str
+    enc: DemoConfig  # encoder: crop = native size, patch, width, depth, heads, steps, batch, lr
+    pages: PageConfig  # the encoder's crops come from these pages
+    bench_pages: PageConfig  # the high-resolution pages: 2×2 sub-images of enc.crop px
+    n_train: int
+    n_val: int
+    n_test: int
+    consumer: dict
+    consumer_steps: int
+    consumer_batch: int
+    consumer_lr: float
+    mem_batch: int  # pages in the peak-memory forward
+    batch: int  # pages per timed batch
+    repeats: int
+    early_layer: int  # HiRED-early's select block
+    evit_layers: tuple[int, ...]
+    tome_candidates: dict[str, ToMeConfig] = field(default_factory=dict)
 
 
-def bench_pages(out: Path, split: str, n: int):
-    """High-resolution pages (cached as uint8) → model input (n, 3, 192, 192) in [-1, 1], labels."""
-    path = out / f"pages_{split}.pt"
+SMALL = Preset(
+    "small",
+    enc=DemoConfig(crop=96, patch=12, dim=64, depth=4, heads=4, steps=1500, batch_size=64, lr=2e-3, seed=0),
+    pages=PageConfig(), bench_pages=PageConfig(size=(192, 192), block_width=(0.45, 0.75)),
+    n_train=1500, n_val=150, n_test=600, consumer=dict(dim=64, depth=4, heads=4), consumer_steps=900,
+    consumer_batch=16, consumer_lr=1e-3, mem_batch=32, batch=8, repeats=7, early_layer=1, evit_layers=(1, 2),
+    tome_candidates={"ToMe r=8": ToMeConfig(r=8), "ToMe r=12": ToMeConfig(r=12),
+                     "ToMe r=[24,14,8,4]": ToMeConfig(r=[24, 14, 8, 4]),
+                     "ToMe r=[32,12,6,2]": ToMeConfig(r=[32, 12, 6, 2]),
+                     "ToMe r=[32,16,8,4]": ToMeConfig(r=[32, 16, 8, 4])},
+)
+VITB = Preset(
+    "vitb",
+    enc=DemoConfig(crop=224, patch=16, dim=768, depth=12, heads=12, steps=2000, batch_size=128, lr=3e-4, seed=0),
+    pages=PageConfig(size=(672, 672), font_size=(42, 61), margin=37),
+    bench_pages=PageConfig(size=(448, 448), font_size=(42, 61), margin=37, block_width=(0.45, 0.75)),
+    n_train=1500, n_val=150, n_test=1000, consumer=dict(dim=768, depth=8, heads=12), consumer_steps=1500,
+    consumer_batch=32, consumer_lr=3e-4, mem_batch=32, batch=32, repeats=7, early_layer=5, evit_layers=(3, 6, 9),
+    tome_candidates={"ToMe r=8": ToMeConfig(r=8), "ToMe r=12": ToMeConfig(r=12), "ToMe r=15": ToMeConfig(r=15),
+                     "ToMe r=12 decreasing": ToMeConfig(r=12, schedule="decreasing"),
+                     "ToMe r=16 decreasing": ToMeConfig(r=16, schedule="decreasing")},
+)
+TINY = Preset(
+    "tiny",
+    enc=DemoConfig(crop=32, patch=8, dim=32, depth=12, heads=2, steps=6, batch_size=16, lr=1e-3, seed=0),
+    pages=PageConfig(size=(96, 96), font_size=(9, 12), margin=4),
+    bench_pages=PageConfig(size=(64, 64), font_size=(9, 12), margin=4, block_width=(0.45, 0.75)),
+    n_train=32, n_val=16, n_test=16, consumer=dict(dim=32, depth=2, heads=2), consumer_steps=4,
+    consumer_batch=8, consumer_lr=1e-3, mem_batch=4, batch=8, repeats=2, early_layer=5, evit_layers=(3, 6, 9),
+    tome_candidates={"ToMe r=1": ToMeConfig(r=1), "ToMe r=1 decreasing": ToMeConfig(r=1, schedule="decreasing")},
+)
+PRESETS = {p.name: p for p in (SMALL, VITB, TINY)}
+
+
+@dataclass
+class Run:
+    """Where and how this invocation runs: cache folder (``work``), output folder (``out``), device, precision."""
+
+    preset: Preset = SMALL
+    work: Path = Path("runs/token_reduction")
+    out: Path | None = None  # None = work
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype | None = None  # None = fp32; torch.bfloat16 = autocast
+    progress: bool = False
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        self.work = Path(self.work)
+        self.out = Path(self.out) if self.out is not None else self.work
+        self.device = torch.device(self.device)
+
+    def precision(self):
+        return E.precision(self.device, self.dtype)
+
+
+# ------------------------------------------------------------------------------------------- pages
+def _render(split: str, start: int, stop: int, cfg: PageConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pages start..stop-1 of ``split`` (seed 0): grey (n, 1, H, W) in [0, 1], labels (n,). Runs in a worker."""
+    torch.set_num_threads(1)
+    return page_tensors([page_sample(i, 0, split=split, cfg=cfg) for i in range(start, stop)])
+
+
+_POOL = None
+
+
+def close_pool() -> None:
+    global _POOL
+    if _POOL is not None:
+        _POOL.close()
+        _POOL.join()
+        _POOL = None
+
+
+def render_pages(split: str, n: int, cfg: PageConfig, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pages 0..n-1 of ``split`` as grey (n, 1, H, W) + labels, rendered in ``workers`` processes (spawned:
+    no fork after CUDA). Every page is a pure function of (split, index, cfg) and normalised on its own, so
+    the result does not depend on ``workers``."""
+    global _POOL
+    if workers <= 1 or n < 2 * workers:
+        return page_tensors(page_split(n, 0, split=split, cfg=cfg))
+    import multiprocessing as mp
+
+    if _POOL is None:
+        _POOL = mp.get_context("spawn").Pool(workers)
+    step = -(-n // (4 * workers))
+    chunks = _POOL.starmap(_render, [(split, a, min(n, a + step), cfg) for a in range(0, n, step)])
+    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+
+def pages(run: Run, split: str, n: int, cfg: PageConfig | None = None):
+    return render_pages(split, n, cfg or run.preset.pages, run.workers)
+
+
+def bench_pages(run: Run, split: str, n: int):
+    """High-resolution pages (cached as uint8 under ``run.work``) → model input (n, 3, H, W) in [-1, 1], labels."""
+    path = run.work / f"pages_{split}.pt"
     d = torch.load(path, weights_only=True) if path.exists() else None
-    if d is None or len(d["labels"]) != n:
-        grey, labels = pages(split, n, BENCH_PAGES)
+    if d is None or len(d["labels"]) != n or tuple(d["grey"].shape[-2:]) != run.preset.bench_pages.size:
+        t = time.perf_counter()
+        grey, labels = pages(run, split, n, run.preset.bench_pages)
         d = {"grey": (grey * 255).round().to(torch.uint8), "labels": labels}
+        run.work.mkdir(parents=True, exist_ok=True)
         torch.save(d, path)
+        log.info("%d %s pages %s rendered in %.1f s", n, split, run.preset.bench_pages.size, time.perf_counter() - t)
     return to_model_input(d["grey"].float() / 255), d["labels"]
 
 
-def stage_encoder(out: Path, progress: bool, steps: int = ENC.steps) -> None:
+# ------------------------------------------------------------------------------------------- encoder
+def _write_summary(run: Run, name: str, summary: dict) -> None:
+    (run.work / name).mkdir(parents=True, exist_ok=True)
+    text = json.dumps(summary, indent=2)
+    (run.work / name / "summary.json").write_text(text)
+    if run.out != run.work:
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / f"{name}_summary.json").write_text(text)
+
+
+def encoder_pages(run: Run):
+    """The encoder's training and validation pages (not cached: float pages, as the CPU figures used)."""
+    return pages(run, "train", run.preset.n_train), pages(run, "val", run.preset.n_val)
+
+
+def stage_encoder(run: Run, steps: int | None = None, rendered=None) -> None:
+    """Train the crop-classifier encoder with the engine (CUDA + bf16 autocast when available);
+    ``rendered`` = :func:`encoder_pages` output if already rendered."""
     from vitkit import save
 
     t = time.perf_counter()
-    tr, trl = pages("train", N_TRAIN)
-    va, val = pages("val", N_VAL)
-    log.info("pages rendered in %.1f s", time.perf_counter() - t)
-    cfg = replace(ENC, out_dir=str(out / "encoder"), progress=progress, steps=steps)
+    p = run.preset
+    (tr, trl), (va, val) = rendered or encoder_pages(run)
+    t_pages = time.perf_counter() - t
+    log.info("encoder pages %s rendered in %.1f s", tuple(tr.shape), t_pages)
+    cfg = replace(p.enc, out_dir=str(run.work / "encoder"), progress=run.progress, steps=steps or p.enc.steps)
     model, result = train_crop_classifier(cfg, tr, trl, va, val)
-    save(model, out / "encoder" / "model")
+    save(model.cpu(), run.work / "encoder" / "model")
     hist = [h for h in result.history if "val_crop_accuracy" in h]
-    (out / "encoder" / "summary.json").write_text(json.dumps({
-        "config": asdict(cfg), "train_s": time.perf_counter() - t, "steps": result.steps,
-        "val_crop_accuracy": hist[-1]["val_crop_accuracy"] if hist else None}, indent=2))
+    _write_summary(run, "encoder", {
+        "config": asdict(cfg), "train_s": time.perf_counter() - t, "pages_s": t_pages, "steps": result.steps,
+        "val_crop_accuracy": hist[-1]["val_crop_accuracy"] if hist else None,
+        "history": result.history if run.out != run.work else None})
 
 
-
-def load_encoder(out: Path):
-    return vitkit.load(out / "encoder" / "model").eval()
+def load_encoder(run: Run):
+    return vitkit.load(run.work / "encoder" / "model").to(run.device).eval()
 
 
 @torch.no_grad()
-def dense_token_sets(enc, images: torch.Tensor, batch: int = 32):
+def dense_token_sets(run: Run, enc, images: torch.Tensor, batch: int = 32):
     """Dense token sets (n, P·T, C), their layout, and each token's CLS attention at HiRED's phase-2
-    block (second-to-last), summed over heads (n, P·T)."""
+    block (second-to-last), summed over heads (n, P·T); on the encoder's device, fp32."""
     sets, scores = [], []
     layer = enc.depth - 2
-    with enc.attention_readout([layer], "cls") as maps:
+    with enc.attention_readout([layer], "cls") as maps, run.precision():
         for i in range(0, len(images), batch):
-            sets.append(encode_partitions(enc, partition(images[i : i + batch], GRID, enc.cfg.img_size,
-                                                         enc.patch_size)))
+            sets.append(encode_partitions(enc, partition(images[i : i + batch].to(run.device), GRID,
+                                                         enc.cfg.img_size, enc.patch_size)))
             a = maps[layer][:, :, enc.num_prefix_tokens :].sum(1)  # (b·P, T)
-            scores.append(a.reshape(len(sets[-1].tokens), -1))
-    return torch.cat([s.tokens for s in sets]), sets[0].partition[0], sets[0].pos[0], torch.cat(scores)
+            scores.append(a.reshape(len(sets[-1].tokens), -1).float())
+    return (torch.cat([s.tokens.float() for s in sets]), sets[0].partition[0], sets[0].pos[0],
+            torch.cat(scores))
+
+
+def tome_rows(run: Run) -> dict[str, ToMeConfig]:
+    return dict(run.preset.tome_candidates)
 
 
 @torch.no_grad()
-def reduced_token_sets(enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
-    """The token sets ``method_name`` (a row of :func:`methods`, or "ToMe r=<json>") gives for ``images``, all
-    pages stacked."""
-    tome_r = {method_name: json.loads(method_name.split("=", 1)[1])} if method_name.startswith("ToMe r=") else {}
-    rows = methods(tome_r)
+def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
+    """The token sets ``method_name`` (a row of :func:`methods`, a ToMe candidate, or "ToMe r=<json>") gives
+    for ``images``, all pages stacked."""
+    tome_r = tome_rows(run)
+    if method_name.startswith("ToMe r=") and method_name not in tome_r:
+        try:
+            tome_r = {method_name: ToMeConfig(r=json.loads(method_name.split("=", 1)[1]))}
+        except ValueError:
+            tome_r = {}
+    rows = methods(run.preset, tome_r)
     if method_name not in rows or rows[method_name] is None:
         raise ValueError(f"--reduced-from {method_name!r}: not a reduction method; use one of "
                          f"{[n for n, m in rows.items() if m is not None]} or 'ToMe r=<int or list>'")
     method = rows[method_name]
     parts = []
-    with E.applied(enc, method):
+    with E.applied(enc, method), run.precision():
         for i in range(0, len(images), batch):
-            parts.append(E.encode(enc, method, images[i : i + batch], GRID))
-    return TokenSet(torch.cat([p.tokens for p in parts]), torch.cat([p.partition for p in parts]),
+            parts.append(E.encode(enc, method, images[i : i + batch].to(run.device), GRID))
+    return TokenSet(torch.cat([p.tokens.float() for p in parts]), torch.cat([p.partition for p in parts]),
                     torch.cat([p.pos for p in parts]), parts[0].grid, parts[0].num_partitions)
 
 
-def stage_consumer(out: Path, progress: bool, guided: float, name: str, steps: int = CONSUMER_STEPS,
+def consumer_config(run: Run, enc) -> ConsumerConfig:
+    return ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=enc.grid_size,
+                          num_classes=15, **run.preset.consumer)
+
+
+def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
                    reduced_from: str | None = None) -> None:
     t = time.perf_counter()
-    enc = load_encoder(out)
-    tr, trl = bench_pages(out, "train", N_TRAIN)
-    va, val = bench_pages(out, "val", N_VAL)
-    tok, part, pos, scores = dense_token_sets(enc, tr)
-    vtok, _, _, _ = dense_token_sets(enc, va)
+    p = run.preset
+    steps = steps or p.consumer_steps
+    enc = load_encoder(run)
+    tr, trl = bench_pages(run, "train", p.n_train)
+    va, val = bench_pages(run, "val", p.n_val)
+    tok, part, pos, scores = dense_token_sets(run, enc, tr)
+    vtok, _, _, _ = dense_token_sets(run, enc, va)
     log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
-    ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=enc.grid_size,
-                          num_classes=15, **CONSUMER)
-    tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=CONSUMER_BATCH, lr=1e-3,
+    ccfg = consumer_config(run, enc)
+    tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=p.consumer_batch, lr=p.consumer_lr,
                        warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1,
-                       out_dir=str(out / name), progress=progress, eval_every=steps // 5,
-                       ckpt_every=steps // 3, log_every=max(1, steps // 30))
-    reduced = reduced_token_sets(enc, reduced_from, tr) if reduced_from else None
+                       out_dir=str(run.work / name), progress=run.progress, eval_every=max(1, steps // 5),
+                       ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30))
+    reduced = reduced_token_sets(run, enc, reduced_from, tr) if reduced_from else None
+    del enc
     model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
                                    scores=scores if guided else None, guided_prob=guided,
                                    reduced=reduced, reduced_prob=0.5 if reduced_from else 0.0)
-    torch.save({"cfg": asdict(ccfg), "state": model.state_dict()}, out / name / "consumer.pt")
+    torch.save({"cfg": asdict(ccfg), "state": {k: v.cpu() for k, v in model.state_dict().items()}},
+               run.work / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
-    (out / name / "summary.json").write_text(json.dumps({
-        "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "steps": result.steps, "train_s": time.perf_counter() - t,
-        "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None}, indent=2))
+    _write_summary(run, name, {
+        "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "steps": result.steps,
+        "train_s": time.perf_counter() - t, "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None,
+        "history": result.history if run.out != run.work else None})
 
 
-def load_consumer(out: Path, name: str = "consumer") -> TokenSetConsumer:
-    d = torch.load(out / name / "consumer.pt", weights_only=True)
+def load_consumer(run: Run, name: str = "consumer") -> TokenSetConsumer:
+    d = torch.load(run.work / name / "consumer.pt", weights_only=True)
     m = TokenSetConsumer(ConsumerConfig(**d["cfg"]))
     m.load_state_dict(d["state"])
-    return m.eval()
+    return m.to(run.device).eval()
 
 
 # ------------------------------------------------------------------------------------------ methods
-def methods(tome_r: dict[str, object]) -> dict[str, tuple]:
-    """name → (module, config) or None for dense. HiRED-early selects at block 1 of 4 (or 2: one block saved)."""
+def methods(preset: Preset, tome_r: dict[str, ToMeConfig]) -> dict[str, tuple]:
+    """name → (module, config) or None for dense. HiRED's phase 2 is at the second-to-last block;
+    HiRED-early selects at ``preset.early_layer`` (and, as a row, at HiRED's phase-2 block)."""
+    late = preset.enc.depth - 2
+    early = preset.early_layer
     m: dict[str, tuple] = {
         "dense": None,
         "HiRED 20%": (hired, HiREDConfig(grid=GRID, rate=0.2)),
         "HiRED 40%": (hired, HiREDConfig(grid=GRID, rate=0.4)),
-        "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=1, early=True)),
+        "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=early, early=True)),
         "HiRED 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25)),
-        "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25, select_layer=1, early=True)),
-        "HiRED-early 20% @block 2": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=2, early=True)),
-        "EViT keep 0.5": (evit, EViTConfig(layers=(1, 2), keep_rate=0.5)),
-        "EViT keep 0.7": (evit, EViTConfig(layers=(1, 2), keep_rate=0.7)),
+        "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25, select_layer=early,
+                                                       early=True)),
+        f"HiRED-early 20% @block {late}": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=late, early=True)),
+        "EViT keep 0.5": (evit, EViTConfig(layers=preset.evit_layers, keep_rate=0.5)),
+        "EViT keep 0.7": (evit, EViTConfig(layers=preset.evit_layers, keep_rate=0.7)),
     }
-    for name, r in tome_r.items():
-        m[name] = (tome, ToMeConfig(r=r))
+    for name, cfg in tome_r.items():
+        m[name] = (tome, cfg)
     return m
 
 
-def accuracy(enc, cons, method, images, labels):
-    return E.accuracy(enc, cons, method, images, labels, GRID)
+def accuracy(run: Run, enc, cons, method, images, labels):
+    return E.accuracy(enc, cons, method, images, labels, GRID, dtype=run.dtype)
 
 
-def timings(enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[str, dict]:
-    return E.throughput(enc, cons, meths, images[:batch], GRID, repeats)
+def timings(run: Run, enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[str, dict]:
+    return E.throughput(enc, cons, meths, images[:batch], GRID, repeats, dtype=run.dtype)
 
 
 @torch.no_grad()
-def peak_memory(enc, cons, method, images) -> tuple[float, float]:
+def peak_memory(run: Run, enc, cons, method, images) -> tuple[float, float]:
     """Peak tensor memory (MiB) of one forward of ``images``: end to end, and the consumer alone on the
-    method's token set (torch profiler allocation events, CPU)."""
-    with E.applied(enc, method):
-        e2e = E.peak_tensor_mib(lambda: cons.classify(E.encode(enc, method, images, GRID)))
+    method's token set (CPU: torch profiler allocation events; CUDA: max_memory_allocated above the start)."""
+    images = images.to(run.device)
+    with E.applied(enc, method), run.precision():
+        e2e = E.peak_mib(lambda: cons.classify(E.encode(enc, method, images, GRID)), run.device)
         ts = E.encode(enc, method, images, GRID)
-    return e2e, E.peak_tensor_mib(lambda: cons.classify(ts))
+        con = E.peak_mib(lambda: cons.classify(ts), run.device)
+    return e2e, con
 
 
-def stage_bench(out: Path, repeats: int, batch: int, consumer: str, n_test: int = N_TEST) -> dict:
-    enc, cons = load_encoder(out), load_consumer(out, consumer)
-    x, y = bench_pages(out, "test", n_test)
+def machine_info(run: Run, batch: int, threads: int | None = None) -> dict:
+    """Machine, versions and settings for the top of the JSON and the table."""
+    info = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+        "device": str(run.device), "gpu": None, "dtype": "bf16 autocast" if run.dtype == torch.bfloat16 else "fp32",
+        "batch": batch, "threads": threads or torch.get_num_threads(), "preset": run.preset.name,
+        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+    }
+    if run.device.type == "cuda":
+        prop = torch.cuda.get_device_properties(run.device)
+        info["gpu"] = f"{prop.name}, {prop.total_memory / 2**30:.0f} GiB"
+    return info
+
+
+def machine_line(info: dict) -> str:
+    dev = info["gpu"] or f"CPU ({info['cpu']}, {info['cpu_count']} cores, {info['threads']} torch threads)"
+    return (f"{dev}; torch {info['torch']}, CUDA {info['cuda']}; {info['dtype']}; batch {info['batch']} pages; "
+            f"preset {info['preset']}; {info['date']}; load {info['load_avg']}")
+
+
+def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None) -> dict:
+    t0 = time.perf_counter()
+    p = run.preset
+    enc, cons = load_encoder(run), load_consumer(run, consumer)
+    x, y = bench_pages(run, "test", n_test or p.n_test)
+    info = machine_info(run, batch)
+    log.info("machine: %s", machine_line(info))
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
-    cands = {"ToMe r=8": 8, "ToMe r=12": 12, "ToMe r=[24,14,8,4]": [24, 14, 8, 4],
-             "ToMe r=[32,12,6,2]": [32, 12, 6, 2], "ToMe r=[32,16,8,4]": [32, 16, 8, 4]}
-    probe = timings(enc, cons, {"HiRED-early 20%": methods({})["HiRED-early 20%"],
-                                **{n: (tome, ToMeConfig(r=r)) for n, r in cands.items()}}, x, max(3, repeats // 2), batch)
+    cands = tome_rows(run)
+    probe = timings(run, enc, cons, {"HiRED-early 20%": methods(p, {})["HiRED-early 20%"],
+                                     **{n: (tome, c) for n, c in cands.items()}}, x, max(3, repeats // 2), batch)
     target = probe["HiRED-early 20%"]["e2e_ips"]
     best = min(cands, key=lambda n: abs(probe[n]["e2e_ips"] / target - 1))
     log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
              target, best)
-    tome_r = {best: cands[best]}
-    meths = methods(tome_r)
-    tim = timings(enc, cons, meths, x, repeats, batch)
-    rows = {}
+    meths = methods(p, {best: cands[best]})
+    tim = timings(run, enc, cons, meths, x, repeats, batch)
+    result = {"machine": info, "consumer": consumer, "rows": {}, "tome_probe": probe, "tome_choice": best,
+              "tome_config": asdict(cands[best]), "repeats": repeats, "batch": batch,
+              "threads": torch.get_num_threads(), "test_pages": len(x)}
+    json_path = run.out / f"bench_{consumer}.json"
+    rows = result["rows"]
     for name, m in meths.items():
-        acc, ntok = accuracy(enc, cons, m, x, y)
-        e2e_mib, con_mib = peak_memory(enc, cons, m, x[:MEM_BATCH])
+        acc, ntok = accuracy(run, enc, cons, m, x, y)
+        e2e_mib, con_mib = peak_memory(run, enc, cons, m, x[: p.mem_batch])
         rows[name] = {**tim[name], "accuracy": acc, "tokens_per_page": ntok, "peak_mib": e2e_mib,
                       "consumer_peak_mib": con_mib}
         log.info("%s: %s", name, rows[name])
+        json_path.write_text(json.dumps(result, indent=2))  # partial results survive a time-out
     d = rows["dense"]
     for r in rows.values():
         r["e2e_speedup"] = r["e2e_ips"] / d["e2e_ips"]
         r["consumer_speedup"] = r["consumer_ips"] / d["consumer_ips"]
         r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
-    result = {"consumer": consumer, "rows": rows, "tome_probe": probe, "tome_choice": best, "repeats": repeats, "batch": batch,
-              "threads": torch.get_num_threads(), "test_pages": len(x)}
-    (out / f"bench_{consumer}.json").write_text(json.dumps(result, indent=2))
-    print_table(rows)
-    plot({consumer: rows}, out / f"token_reduction_{consumer}.png")
+    result["bench_s"] = time.perf_counter() - t0
+    json_path.write_text(json.dumps(result, indent=2))
+    table = f"{machine_line(info)}; {len(x)} test pages; consumer {consumer}\n\n" + table_text(rows)
+    print(table, flush=True)
+    (run.out / f"table_{consumer}.md").write_text(table + "\n")
+    plot({consumer: rows}, run.out / f"token_reduction_{consumer}.png", info)
     return result
 
 
-def print_table(rows: dict) -> None:
-    print("| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB e2e / consumer "
-          "| accuracy | Δ pts |")
-    print("|---|---|---|---|---|---|---|---|---|")
+def table_text(rows: dict) -> str:
+    lines = ["| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB e2e / consumer "
+             "| accuracy | Δ pts |", "|---|---|---|---|---|---|---|---|---|"]
     for n, r in rows.items():
-        print(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
-              f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} | {100 * r['accuracy']:.1f}% | "
-              f"{r['accuracy_delta_pts']:+.1f} |")
+        lines.append(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
+                     f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} "
+                     f"| {100 * r['accuracy']:.1f}% | {r['accuracy_delta_pts']:+.1f} |")
+    return "\n".join(lines)
 
 
-def plot(results: dict[str, dict], path: Path) -> None:
-    """Accuracy vs end-to-end throughput; one marker per consumer ({consumer name: rows})."""
-    import matplotlib
+def print_table(rows: dict) -> None:
+    print(table_text(rows))
 
+
+def plot(results: dict[str, dict], path: Path, info: dict | None = None) -> bool:
+    """Accuracy vs end-to-end throughput; one marker per consumer ({consumer name: rows}). Returns False
+    (and logs why) when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot %s (the JSON and the table hold every figure)", path)
+        return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -247,7 +472,9 @@ def plot(results: dict[str, dict], path: Path) -> None:
             if k == 0:
                 ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 2),
                             textcoords="offset points")
-    ax.set_xlabel("end-to-end images/s (encoder + consumer, 1 CPU thread)")
+    where = "1 CPU thread" if info is None or info["gpu"] is None and info["threads"] == 1 else (
+        f"{info['gpu'] or str(info['threads']) + ' CPU threads'}, {info['dtype']}, batch {info['batch']}")
+    ax.set_xlabel(f"end-to-end images/s (encoder + consumer, {where})")
     ax.set_ylabel("page accuracy (%)")
     ax.set_title("High-resolution FRB: accuracy vs throughput (" + "; ".join(
         f"{'os^'[k % 3]} = {c}" for k, c in enumerate(results)) + ")", fontsize=9)
@@ -256,45 +483,168 @@ def plot(results: dict[str, dict], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
-def stage_plot(out: Path, names: list[str], path: Path) -> None:
-    results = {n: json.loads((out / f"bench_{n}.json").read_text())["rows"] for n in names
-               if (out / f"bench_{n}.json").exists()}
+def stage_plot(run: Run, names: list[str], path: Path) -> None:
+    results = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in names
+               if (run.out / f"bench_{n}.json").exists()}
     plot(results, path)
 
 
-def main() -> None:
+# ------------------------------------------------------------------------------------------ time budget
+def _step_seconds(run: Run, model, make_batch, loss_fn, warmup: int = 3, steps: int = 5) -> float:
+    """Seconds per optimiser step (forward, backward, AdamW under the engine's autocast), measured."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    amp = torch.bfloat16 if run.device.type == "cuda" else None  # what the engine's amp="auto" picks
+    times = []
+    for i in range(warmup + steps):
+        batch = make_batch()
+        E.synchronize(run.device)
+        t = time.perf_counter()
+        with torch.autocast(run.device.type, amp, enabled=amp is not None):
+            loss = loss_fn(model, batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        E.synchronize(run.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
+               safety: float = 1.3) -> dict:
+    """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps.
+
+    Never raises the given counts; lowers the encoder's first (not below 20%), then the consumer's. The
+    reserve for the bench and the token sets is estimated from the same measurements (forward ≈ 1/3 of a step)."""
+    p = run.preset
+    torch.manual_seed(0)
+    enc = build_model(p.enc).to(run.device)
+    b = p.enc.batch_size
+    enc_s = _step_seconds(run, enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
+                                             torch.randint(0, 15, (b,), device=run.device)),
+                          lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]))
+    grid = enc.grid_size
+    K = (1 + GRID[0] * GRID[1]) * grid[0] * grid[1]
+    ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=grid, num_classes=15,
+                          **p.consumer)
+    del enc
+    cons = TokenSetConsumer(ccfg).to(run.device)
+    cb, k = p.consumer_batch, max(1, int(0.55 * K))  # mean kept share of U[10%, 100%]
+
+    def con_batch():
+        return (torch.randn(cb, k, ccfg.in_dim, device=run.device),
+                torch.randint(0, ccfg.num_partitions, (cb, k), device=run.device),
+                torch.randint(0, grid[0], (cb, k, 2), device=run.device), torch.randint(0, 15, (cb,), device=run.device))
+
+    con_s = _step_seconds(run, cons, con_batch, lambda m, t: F.cross_entropy(m(t[0], t[1], t[2]), t[3]))
+    del cons
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
+    # one page end to end ≈ (5 crops' forward) + (the consumer's forward on all K tokens)
+    page_s = (1 + GRID[0] * GRID[1]) * enc_s / (3 * b) + con_s / (3 * cb) / 0.55
+    n_rows = 10 + len(p.tome_candidates)
+    reserve = 60.0 + page_s * (1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
+                               + 1.5 * n_rows * p.batch * (p.repeats + 4))
+    avail = seconds_left - safety * reserve
+    plan = {"encoder_s_per_step": enc_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
+            "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps}
+    e, c = enc_steps, con_steps
+    if safety * (e * enc_s + c * con_s) > avail:
+        e = max(enc_steps // 5, int((avail / safety - c * con_s) / enc_s))
+        e = min(e, enc_steps)
+        if safety * (e * enc_s + c * con_s) > avail:
+            c = max(con_steps // 5, int((avail / safety - e * enc_s) / con_s))
+            c = min(c, con_steps)
+    plan.update(encoder_steps=e, consumer_steps=c,
+                estimated_s=safety * (e * enc_s + c * con_s + reserve))
+    log.info("time budget: %.0f s left; measured %.3f s/encoder step, %.3f s/consumer step; bench and token sets "
+             "≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), ≈ %.0f s", seconds_left, enc_s, con_s,
+             safety * reserve, e, enc_steps, c, con_steps, plan["estimated_s"])
+    return plan
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "plot", "all"])
-    ap.add_argument("--out", default="runs/token_reduction")
+    ap.add_argument("--size", default="small", choices=sorted(PRESETS),
+                    help="preset: small = the CPU figures in RESULTS.md; vitb = ViT-B/16 for a GPU; tiny = smoke test")
+    ap.add_argument("--out", default="runs/token_reduction", help="results: JSON, table, plot (and the cache "
+                    "unless --work is given)")
+    ap.add_argument("--work", default=None, help="cache for pages, encoder and consumers (default: --out)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                    help="bench precision: bf16 = torch.autocast(bfloat16) for accuracy and timing alike "
+                         "(training uses the engine's choice: bf16 autocast on CUDA, fp32 on CPU)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--batch", type=int, default=8, help="pages per timed batch")
+    ap.add_argument("--workers", type=int, default=1, help="processes rendering pages (pages are identical for any "
+                    "value)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed rounds (default: the preset's)")
+    ap.add_argument("--batch", type=int, default=None, help="pages per timed batch (default: the preset's)")
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--guided", type=float, default=0.0,
                     help="consumer: fraction of batches with attention-guided subsets (0 = random dropping only)")
-    ap.add_argument("--consumer", default="consumer", help="consumer folder name under --out")
-    ap.add_argument("--encoder-steps", type=int, default=ENC.steps, help="encoder training steps (× 64 crops)")
-    ap.add_argument("--consumer-steps", type=int, default=CONSUMER_STEPS, help="consumer training steps (× 16 pages)")
-    ap.add_argument("--test-pages", type=int, default=N_TEST, help="test pages (1 page = 100/N accuracy points)")
+    ap.add_argument("--consumer", default="consumer", help="consumer folder name under --work")
+    ap.add_argument("--encoder-steps", type=int, default=None, help="encoder training steps (default: the preset's)")
+    ap.add_argument("--consumer-steps", type=int, default=None, help="consumer training steps (default: the preset's)")
+    ap.add_argument("--test-pages", type=int, default=None, help="test pages (1 page = 100/N accuracy points)")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="S",
+                    help="with --stage all: measure a few training steps and lower the step counts so that the "
+                         "whole run fits in S seconds from start")
     ap.add_argument("--reduced-from", default=None, metavar="METHOD",
                     help="consumer: half the batches are the token sets METHOD (a table row, e.g. 'HiRED-early 20%%') "
                          "gives for the training pages, so the consumer sees that method's features")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch.cuda.is_available() is False (no GPU, or a CPU-only torch build); "
+                 "use --device cpu")
+    if args.time_budget is not None and (args.stage != "all" or args.time_budget <= 0):
+        ap.error("--time-budget needs --stage all and a positive number of seconds")
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.stage in ("encoder", "all"):
-        stage_encoder(out, args.progress, args.encoder_steps)
-    if args.stage in ("consumer", "all"):
-        stage_consumer(out, args.progress, args.guided, args.consumer, args.consumer_steps, args.reduced_from)
-    if args.stage in ("bench", "all"):
-        stage_bench(out, args.repeats, args.batch, args.consumer, args.test_pages)
-    if args.stage == "plot":  # all consumers' benches in one figure, next to RESULTS.md
-        stage_plot(out, ["consumer", "consumer_guided"], Path(__file__).with_name("token_reduction.png"))
+    preset = PRESETS[args.size]
+    run = Run(preset, work=Path(args.work or args.out), out=Path(args.out), device=torch.device(args.device),
+              dtype=torch.bfloat16 if args.dtype == "bf16" else None, progress=args.progress, workers=args.workers)
+    run.work.mkdir(parents=True, exist_ok=True)
+    run.out.mkdir(parents=True, exist_ok=True)
+    repeats, batch = args.repeats or preset.repeats, args.batch or preset.batch
+    n_test = args.test_pages or preset.n_test
+    enc_steps, con_steps = args.encoder_steps or preset.enc.steps, args.consumer_steps or preset.consumer_steps
+    log.info("machine: %s", machine_line(machine_info(run, batch)))
+    result = None
+    try:
+        rendered = None
+        if args.time_budget is not None:  # render everything (in parallel) before measuring what is left
+            t = time.perf_counter()
+            rendered = encoder_pages(run)
+            for split, n in (("train", preset.n_train), ("val", preset.n_val), ("test", n_test)):
+                bench_pages(run, split, n)
+            close_pool()
+            log.info("all pages rendered in %.1f s", time.perf_counter() - t)
+            plan = plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test)
+            enc_steps, con_steps = plan["encoder_steps"], plan["consumer_steps"]
+            (run.out / "plan.json").write_text(json.dumps(plan, indent=2))
+        if args.stage in ("encoder", "all"):
+            stage_encoder(run, enc_steps, rendered)
+            rendered = None
+        if args.stage in ("consumer", "all"):
+            stage_consumer(run, args.guided, args.consumer, con_steps, args.reduced_from)
+        if args.stage in ("bench", "all"):
+            result = stage_bench(run, repeats, batch, args.consumer, n_test)
+            result["total_s"] = time.perf_counter() - t_start
+            (run.out / f"bench_{args.consumer}.json").write_text(json.dumps(result, indent=2))
+            log.info("total %.0f s", result["total_s"])
+        if args.stage == "plot":  # all consumers' benches in one figure, next to RESULTS.md
+            stage_plot(run, ["consumer", "consumer_guided"], Path(__file__).with_name("token_reduction.png"))
+    finally:
+        close_pool()
+    return result
 
 
 if __name__ == "__main__":

@@ -157,7 +157,8 @@ def train_crop_classifier(
     vy = torch.stack([val_ds[i][1] for i in range(len(val_ds))])
 
     def eval_fn(m: torch.nn.Module) -> dict:
-        pred = torch.cat([m(vx[i : i + 256]).argmax(-1) for i in range(0, len(vx), 256)])
+        dev = next(m.parameters()).device  # the engine may have moved the model to CUDA
+        pred = torch.cat([m(vx[i : i + 256].to(dev)).argmax(-1).cpu() for i in range(0, len(vx), 256)])
         return {"val_crop_accuracy": (pred == vy).float().mean().item()}
 
     tcfg = TrainConfig(

@@ -144,13 +144,14 @@ def train_consumer(
             rt, rp, rpos = batch[-3:]
             return F.cross_entropy(m(rt, rp, rpos), y, label_smoothing=tcfg.label_smoothing)
         k = int(torch.randint(max(1, int(min_keep * K)), K + 1, ()))
+        # random numbers come from the CPU generator (the same stream on every device), then move to x's device
         if scores is not None and float(torch.rand(())) < guided_prob:
-            gumbel = -torch.log(-torch.log(torch.rand(B, K).clamp_min(1e-20)))
+            gumbel = -torch.log(-torch.log(torch.rand(B, K).clamp_min(1e-20))).to(x.device)
             idx = (batch[2].clamp_min(1e-20).log() + gumbel).topk(k, dim=1).indices.sort(dim=1).values
         else:
-            idx = random_subset(K, k, B)
+            idx = random_subset(K, k, B).to(x.device)
         xs = x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        logits = m(xs, partition[idx], pos[idx])
+        logits = m(xs, partition.to(x.device)[idx], pos.to(x.device)[idx])
         return F.cross_entropy(logits, y, label_smoothing=tcfg.label_smoothing)
 
     eval_fn = None
@@ -159,12 +160,14 @@ def train_consumer(
 
         @torch.no_grad()
         def eval_fn(m: nn.Module) -> dict:
+            dev = next(m.parameters()).device  # the engine may have moved the model to CUDA
+            part_d, pos_d = partition.to(dev), pos.to(dev)
             pred = torch.cat([
-                m(vx[i : i + 64], partition.expand(len(vx[i : i + 64]), -1),
-                  pos.expand(len(vx[i : i + 64]), -1, -1)).argmax(-1)
+                m(vx[i : i + 64].to(dev), part_d.expand(len(vx[i : i + 64]), -1),
+                  pos_d.expand(len(vx[i : i + 64]), -1, -1)).argmax(-1).cpu()
                 for i in range(0, len(vx), 64)
             ])
-            return {"val_accuracy": (pred == vy).float().mean().item()}
+            return {"val_accuracy": (pred == vy.cpu()).float().mean().item()}
 
     result = Trainer(model, ds, tcfg, loss_fn=loss_fn, eval_fn=eval_fn).fit()
     return model.eval(), result

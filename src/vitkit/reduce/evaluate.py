@@ -1,10 +1,19 @@
 """Running a token-reduction method end to end: encode high-resolution images into a token set with
-a method applied, score a consumer on it, and time it against dense (interleaved, median)."""
+a method applied, score a consumer on it, and time it against dense (interleaved, median).
+
+Devices: images may live anywhere; they are moved to the encoder's device (outside timed regions).
+On CUDA every timed region is bracketed by ``torch.cuda.synchronize()`` and peak memory is the
+allocator's ``max_memory_allocated`` above what was allocated before; on CPU it is the torch
+profiler's allocation events. Precision: ``dtype=torch.bfloat16`` (or float16) runs encoder and
+consumer under ``torch.autocast`` — weights stay fp32 as the engine trains them, matmuls run in
+bf16, softmax/LayerNorm in fp32 — and accuracy and timing use that same path; ``None``/float32 = fp32.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 
 import torch
@@ -42,50 +51,85 @@ def encode(model: nn.Module, method: Method, images: Tensor, grid: tuple[int, in
     return encode_partitions(model, partition(images, grid, vis.cfg.img_size, vis.patch_size))
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the queued work on ``device`` (CUDA); a no-op on CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def precision(device: torch.device | str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` (bfloat16/float16) on ``device``; a null context for None/float32."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, consumer: nn.Module, method: Method, images: Tensor, labels: Tensor,
-             grid: tuple[int, int], batch: int = 50) -> tuple[float, float]:
-    """(accuracy of ``consumer`` on the token sets, mean tokens per image)."""
+             grid: tuple[int, int], batch: int = 50, dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """(accuracy of ``consumer`` on the token sets, mean tokens per image). images (n, C, H, W) and
+    labels (n,) on any device; each batch runs on the encoder's device under ``precision(dtype)``."""
+    dev = model_device(model)
     correct, ntok = 0, 0
-    with applied(model, method):
+    with applied(model, method), precision(dev, dtype):
         for i in range(0, len(images), batch):
-            ts = encode(model, method, images[i : i + batch], grid)
-            correct += int((consumer.classify(ts).argmax(-1) == labels[i : i + batch]).sum())
+            ts = encode(model, method, images[i : i + batch].to(dev), grid)
+            pred = consumer.classify(ts).argmax(-1).cpu()
+            correct += int((pred == labels[i : i + batch].cpu()).sum())
             ntok += len(ts) * ts.tokens.shape[0]
     return correct / len(images), ntok / len(images)
 
 
 @torch.no_grad()
 def throughput(model: nn.Module, consumer: nn.Module | None, methods: Mapping[str, Method], images: Tensor,
-               grid: tuple[int, int], repeats: int = 5) -> dict[str, dict[str, float]]:
+               grid: tuple[int, int], repeats: int = 5, dtype: torch.dtype | None = None) -> dict[str, dict[str, float]]:
     """Median images/s per method over ``repeats`` rounds, the methods interleaved within a round.
 
     ``e2e_ips``: partition + encoder (+ consumer); ``consumer_ips``: the consumer alone on the
-    method's token set (only with a consumer); ``tokens``: tokens per image.
+    method's token set (only with a consumer); ``tokens``: tokens per image. ``images`` (n, C, H, W)
+    are moved to the encoder's device first (untimed); on CUDA each timed region starts and ends with
+    a synchronize; ``dtype`` as in :func:`precision` (the first round per method is an untimed warm-up).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be ≥ 1, got {repeats}")
+    dev = model_device(model)
+    images = images.to(dev)
     n = len(images)
     sets = {}
-    for name, m in methods.items():  # warm-up, and the token sets for the consumer-side timing
-        with applied(model, m):
-            sets[name] = encode(model, m, images, grid)
-        if consumer is not None:
-            consumer.classify(sets[name])
-    e2e: dict[str, list[float]] = {k: [] for k in methods}
-    con: dict[str, list[float]] = {k: [] for k in methods}
-    for _ in range(repeats):
-        for name, m in methods.items():
+    with precision(dev, dtype):
+        for name, m in methods.items():  # warm-up, and the token sets for the consumer-side timing
             with applied(model, m):
-                t = time.perf_counter()
-                ts = encode(model, m, images, grid)
-                if consumer is not None:
-                    consumer.classify(ts)
-                e2e[name].append(time.perf_counter() - t)
+                sets[name] = encode(model, m, images, grid)
             if consumer is not None:
-                t = time.perf_counter()
                 consumer.classify(sets[name])
-                con[name].append(time.perf_counter() - t)
+        synchronize(dev)
+        e2e: dict[str, list[float]] = {k: [] for k in methods}
+        con: dict[str, list[float]] = {k: [] for k in methods}
+        for _ in range(repeats):
+            for name, m in methods.items():
+                with applied(model, m):
+                    synchronize(dev)
+                    t = time.perf_counter()
+                    ts = encode(model, m, images, grid)
+                    if consumer is not None:
+                        consumer.classify(ts)
+                    synchronize(dev)
+                    e2e[name].append(time.perf_counter() - t)
+                if consumer is not None:
+                    synchronize(dev)
+                    t = time.perf_counter()
+                    consumer.classify(sets[name])
+                    synchronize(dev)
+                    con[name].append(time.perf_counter() - t)
 
     def med(v: list[float]) -> float:
         return sorted(v)[len(v) // 2]
@@ -97,6 +141,25 @@ def throughput(model: nn.Module, consumer: nn.Module | None, methods: Mapping[st
             row["consumer_ips"] = n / med(con[name])
         out[name] = row
     return out
+
+
+def peak_mib(fn: Callable[[], object], device: torch.device | str = "cpu") -> float:
+    """Peak tensor memory allocated while ``fn()`` runs, in MiB: :func:`peak_cuda_mib` on a CUDA
+    device, else :func:`peak_tensor_mib` (CPU profiler)."""
+    device = torch.device(device)
+    return peak_cuda_mib(fn, device) if device.type == "cuda" else peak_tensor_mib(fn)
+
+
+def peak_cuda_mib(fn: Callable[[], object], device: torch.device | str = "cuda") -> float:
+    """Peak CUDA memory allocated while ``fn()`` runs above what was allocated before it, in MiB
+    (``reset_peak_memory_stats`` + ``max_memory_allocated``; the caching allocator's reserve is not counted)."""
+    device = torch.device(device)
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
 
 
 def peak_tensor_mib(fn) -> float:

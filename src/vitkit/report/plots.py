@@ -10,13 +10,15 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from PIL import Image
 
 from vitkit.report.html import escape, png_data_uri
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, so `import vitkit.demo` works without it
+    from matplotlib.figure import Figure
 
 __all__ = ["bar_plot", "confusion_plot", "figure_png", "image_grid", "line_plot"]
 
@@ -31,6 +33,9 @@ def _plain(text: object) -> str:
 
 
 def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -38,6 +43,8 @@ def _new_figure(width: float, height: float) -> Figure:
 
 def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
     """Render ``fig`` to PNG bytes with the Agg canvas (no timestamp metadata)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     if not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
     buf = io.BytesIO()
