@@ -374,7 +374,7 @@ def peak_memory(run: Run, enc, cons, method, images) -> tuple[float, float]:
 def machine_info(run: Run, batch: int, threads: int | None = None) -> dict:
     """Machine, versions and settings for the top of the JSON and the table."""
     info = {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "host": platform.node(), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
         "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "device": str(run.device), "gpu": None, "dtype": "bf16 autocast" if run.dtype == torch.bfloat16 else "fp32",

@@ -4,7 +4,7 @@ import pytest
 import torch
 from reduce_models import make
 
-from vitkit.reduce import EViTConfig, HiREDConfig, evaluate, evit, hired
+from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evaluate, evit, hired, tome
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -36,3 +36,63 @@ def test_throughput_and_accuracy_with_methods_interleaved():
     assert 0 <= acc <= 1 and ntok == 64
     with pytest.raises(ValueError, match="repeats"):
         evaluate.throughput(m, None, methods, x, (2, 2), repeats=0)
+
+
+def test_precision_device_and_peak_helpers_on_cpu():
+    lin = torch.nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    with evaluate.precision("cpu", None):
+        assert lin(x).dtype == torch.float32
+    with evaluate.precision("cpu", torch.float32):
+        assert lin(x).dtype == torch.float32
+    with evaluate.precision("cpu", torch.bfloat16):
+        assert lin(x).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype"):
+        evaluate.precision("cpu", torch.float64)
+    assert evaluate.model_device(lin) == torch.device("cpu")
+    evaluate.synchronize("cpu")  # a no-op
+
+    def work():
+        a = torch.ones(256, 1024)
+        return (a * 2).sum()
+
+    assert 1.99 < evaluate.peak_mib(work, "cpu") < 2.1  # the profiler path on CPU
+
+
+def test_bf16_autocast_runs_every_method_with_the_same_token_counts():
+    m = make("vit")
+    cons = TokenSetConsumer(ConsumerConfig(in_dim=32, dim=16, depth=1, heads=2, num_classes=3, num_partitions=5,
+                                           grid=(8, 8))).eval()
+    x, y = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 2])
+    methods = {"dense": None, "hired": (hired, HiREDConfig(grid=(2, 2), rate=0.2)),
+               "hired-early": (hired, HiREDConfig(grid=(2, 2), rate=0.2, select_layer=1, early=True)),
+               "evit": (evit, EViTConfig(layers=(1,), keep_rate=0.5)), "tome": (tome, ToMeConfig(r=8))}
+    fp32 = evaluate.throughput(m, cons, methods, x, (2, 2), repeats=1)
+    bf16 = evaluate.throughput(m, cons, methods, x, (2, 2), repeats=1, dtype=torch.bfloat16)
+    assert {n: r["tokens"] for n, r in fp32.items()} == {n: r["tokens"] for n, r in bf16.items()}
+    for name, meth in methods.items():
+        acc, ntok = evaluate.accuracy(m, cons, meth, x, y, (2, 2), dtype=torch.bfloat16)
+        assert 0 <= acc <= 1 and ntok == bf16[name]["tokens"]
+    # dense under autocast is close to fp32 (the consumer's logits)
+    ts32 = evaluate.encode(m, None, x, (2, 2))
+    with evaluate.precision("cpu", torch.bfloat16):
+        ts16 = evaluate.encode(m, None, x, (2, 2))
+        logits16 = cons.classify(ts16).float()
+    assert torch.allclose(cons.classify(ts32), logits16, atol=0.05)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_throughput_accuracy_and_peak_memory():
+    m, dev = make("vit").cuda(), torch.device("cuda")
+    cons = TokenSetConsumer(ConsumerConfig(in_dim=32, dim=16, depth=1, heads=2, num_classes=3, num_partitions=5,
+                                           grid=(8, 8))).eval().cuda()
+    x, y = torch.randn(4, 3, 64, 64), torch.tensor([0, 1, 2, 0])  # on the CPU: moved by the helpers
+    methods = {"dense": None, "hired-early": (hired, HiREDConfig(grid=(2, 2), rate=0.2, select_layer=1, early=True)),
+               "evit": (evit, EViTConfig(layers=(1,), keep_rate=0.5)), "tome": (tome, ToMeConfig(r=8))}
+    res = evaluate.throughput(m, cons, methods, x, (2, 2), repeats=2, dtype=torch.bfloat16)
+    assert all(r["e2e_ips"] > 0 for r in res.values())
+    acc, _ = evaluate.accuracy(m, cons, methods["hired-early"], x, y, (2, 2), dtype=torch.bfloat16)
+    assert 0 <= acc <= 1
+    peak = evaluate.peak_mib(lambda: torch.ones(256, 1024, device=dev) * 2, dev)
+    assert 1.99 < peak < 2.1

@@ -1,0 +1,158 @@
+"""benchmarks/token_reduction.py: the presets, the tiny smoke path of the GPU (vitb) code path, and the
+vitb method rows on a 12-block encoder with ViT-B/16's token grid (narrow width, CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitkit.demo import DemoConfig
+from vitkit.models.vit import VisionTransformer
+from vitkit.reduce import evaluate as E
+from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "token_reduction.py"
+
+
+@pytest.fixture(scope="module")
+def tr():
+    spec = importlib.util.spec_from_file_location("token_reduction_bench", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+def test_small_preset_is_the_cpu_setting_of_the_recorded_figures(tr):
+    p = tr.SMALL
+    assert p.enc == DemoConfig(crop=96, patch=12, dim=64, depth=4, heads=4, steps=1500, batch_size=64, lr=2e-3, seed=0)
+    assert (p.pages.size, p.bench_pages.size, p.bench_pages.block_width) == ((288, 288), (192, 192), (0.45, 0.75))
+    assert (p.n_train, p.n_val, p.n_test, p.consumer_steps, p.consumer_batch, p.batch, p.repeats) == (
+        1500, 150, 600, 900, 16, 8, 7)
+    rows = tr.methods(p, {})
+    assert list(rows) == ["dense", "HiRED 20%", "HiRED 40%", "HiRED-early 20%", "HiRED 20% α=0.25",
+                          "HiRED-early 20% α=0.25", "HiRED-early 20% @block 2", "EViT keep 0.5", "EViT keep 0.7"]
+    assert rows["HiRED-early 20%"][1].select_layer == 1 and rows["EViT keep 0.5"][1].layers == (1, 2)
+    assert list(p.tome_candidates) == ["ToMe r=8", "ToMe r=12", "ToMe r=[24,14,8,4]", "ToMe r=[32,12,6,2]",
+                                       "ToMe r=[32,16,8,4]"]
+
+
+def test_vitb_preset_geometry(tr):
+    p = tr.VITB
+    assert (p.enc.crop, p.enc.patch, p.enc.dim, p.enc.depth, p.enc.heads) == (224, 16, 768, 12, 12)
+    assert p.bench_pages.size == (448, 448) and p.consumer == dict(dim=768, depth=8, heads=12) and p.batch >= 32
+    rows = tr.methods(p, {})
+    assert rows["HiRED 20%"][1].layers(12) == (0, 10)  # phase 2 at the second-to-last block
+    assert rows["HiRED-early 20%"][1].select_layer == 5 and "HiRED-early 20% @block 10" in rows
+    assert rows["EViT keep 0.5"][1].layers == (3, 6, 9)
+
+
+def test_vitb_rows_run_on_a_12_block_encoder_with_vitb_token_grid(tr):
+    """Every vitb row (ToMe candidates included) applies and runs on 448-px pages with a 224/16 encoder."""
+    enc = VisionTransformer(img_size=224, patch_size=16, embed_dim=24, depth=12, num_heads=2, num_classes=15).eval()
+    cons = TokenSetConsumer(ConsumerConfig(in_dim=24, dim=16, depth=1, heads=2, num_partitions=5, grid=(14, 14))).eval()
+    rows = {**tr.methods(tr.VITB, {}), **{n: (tr.tome, c) for n, c in tr.VITB.tome_candidates.items()}}
+    x = torch.rand(2, 3, 448, 448) * 2 - 1
+    res = E.throughput(enc, cons, rows, x, tr.GRID, repeats=1, dtype=torch.bfloat16)
+    assert res["dense"]["tokens"] == 5 * 196
+    assert res["HiRED 20%"]["tokens"] == res["HiRED-early 20%"]["tokens"] == 196  # ⌊0.2 · 980⌋
+    assert all(0 < r["tokens"] < 5 * 196 for n, r in res.items() if n != "dense")
+    assert all(b.token_hook is None and b.attn.readout is None for b in enc.blocks)
+
+
+def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
+    """--size tiny with bf16 autocast and a time budget: every stage, outputs into --out, caches into --work."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    res = tr.main(["--size", "tiny", "--dtype", "bf16", "--time-budget", "300", "--out", str(out), "--work",
+                   str(work)])
+    rows = res["rows"]
+    assert list(rows)[:9] == list(tr.methods(tr.TINY, {})) and res["tome_choice"] in tr.TINY.tome_candidates
+    assert rows["dense"]["tokens_per_page"] == 5 * 16 and rows["HiRED 20%"]["tokens_per_page"] == 16
+    assert all(r["e2e_ips"] > 0 and r["consumer_ips"] > 0 and 0 <= r["accuracy"] <= 1 and r["peak_mib"] > 0
+               for r in rows.values())
+    assert rows["dense"]["e2e_speedup"] == 1.0 and res["test_pages"] == tr.TINY.n_test
+    assert res["machine"]["dtype"] == "bf16 autocast" and res["machine"]["preset"] == "tiny"
+    files = {f.name for f in out.iterdir()}
+    assert {"bench_consumer.json", "table_consumer.md", "plan.json", "encoder_summary.json",
+            "consumer_summary.json"} <= files and len(files) <= 8
+    assert not any(f.suffix in (".safetensors", ".pt") for f in out.rglob("*"))  # weights stay in --work
+    assert (work / "encoder" / "model").is_dir() and (work / "consumer" / "consumer.pt").is_file()
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["encoder_steps"] <= tr.TINY.enc.steps and plan["encoder_s_per_step"] > 0
+    table = (out / "table_consumer.md").read_text()
+    assert table.startswith("CPU (") and "| HiRED-early 20% |" in table
+
+
+def test_render_pages_chunks_equal_one_pass(tr):
+    cfg = tr.TINY.bench_pages
+    g, y = tr.render_pages("val", 5, cfg)
+    a, b = tr._render("val", 0, 2, cfg), tr._render("val", 2, 5, cfg)
+    assert torch.equal(torch.cat([a[0], b[0]]), g) and torch.equal(torch.cat([a[1], b[1]]), y)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_requested_without_cuda_is_an_error(tr, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tr.main(["--size", "tiny", "--device", "cuda", "--out", str(tmp_path)])
+    assert "--device cuda" in capsys.readouterr().err
+
+
+def test_time_budget_needs_stage_all(tr, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tr.main(["--size", "tiny", "--stage", "bench", "--time-budget", "60", "--out", str(tmp_path)])
+    assert "--time-budget" in capsys.readouterr().err
+
+
+def test_plot_is_optional(tr, tmp_path, monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
+    rows = {"dense": {"e2e_ips": 1.0, "accuracy": 0.5}}
+    assert tr.plot({"consumer": rows}, tmp_path / "p.png") is False
+    assert "matplotlib is not installed" in caplog.text and not (tmp_path / "p.png").exists()
+
+
+def test_script_imports_without_matplotlib_rich_typer():
+    """The GPU machine may lack them: importing the benchmark (and vitkit.demo) must not need them."""
+    code = (
+        "import sys, importlib.abc, importlib.util\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] in ('matplotlib', 'rich', 'typer'):\n"
+        "            raise ImportError('blocked ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        f"spec = importlib.util.spec_from_file_location('tr', {str(SCRIPT)!r})\n"
+        "m = importlib.util.module_from_spec(spec); sys.modules['tr'] = m; spec.loader.exec_module(m)\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_moves_data_to_the_device(tr, tmp_path):
+    """The engine puts the models on CUDA: the consumer's subsets and both evaluations must follow."""
+    from vitkit.demo import train_crop_classifier
+    from vitkit.engine import TrainConfig
+    from vitkit.reduce.consumer import train_consumer
+
+    grey, y = tr.render_pages("train", 16, tr.TINY.pages)
+    cfg = DemoConfig(crop=32, patch=8, dim=32, depth=2, heads=2, steps=3, batch_size=8, out_dir=str(tmp_path / "e"),
+                     progress=False)
+    enc, res = train_crop_classifier(cfg, grey, y, grey[:4], y[:4])
+    assert next(enc.parameters()).is_cuda and "val_crop_accuracy" in res.history[-1]
+    tok = torch.randn(16, 20, 32, device="cuda")
+    part, pos = torch.zeros(20, dtype=torch.long, device="cuda"), torch.zeros(20, 2, dtype=torch.long, device="cuda")
+    ccfg = ConsumerConfig(in_dim=32, dim=16, depth=1, heads=2, num_partitions=1, grid=(4, 5))
+    tcfg = TrainConfig(epochs=10, max_steps=3, batch_size=8, out_dir=str(tmp_path / "c"), progress=False, eval_every=3)
+    model, res = train_consumer(tok, y, part, pos, ccfg, tcfg, val=(tok[:4], y[:4]), scores=tok.abs().sum(-1),
+                                guided_prob=0.5)
+    assert next(model.parameters()).is_cuda and "val_accuracy" in res.history[-1]
