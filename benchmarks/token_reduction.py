@@ -39,9 +39,10 @@ vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 T
             first and lowers the step counts (never raises them) so that everything fits in S seconds.
 
 Run (CPU figures): OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
-Run (GPU, one command, ≈ 9 min at most; needs only torch, numpy, Pillow, safetensors; matplotlib optional):
+Run (GPU, one command, ≤ 8 min by --time-budget; needs only torch, numpy, Pillow, safetensors; matplotlib
+optional; benchmarks/README.md has the whole device command):
   PYTHONPATH=src python3 benchmarks/token_reduction.py --size vitb --device cuda --dtype bf16 --threads 8
-      --workers 14 --time-budget 540 --work /tmp/tr_vitb --out "$OUT"
+      --workers 14 --time-budget 480 --work /tmp/tr_vitb --out "$OUT"
 """
 
 from __future__ import annotations
