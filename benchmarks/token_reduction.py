@@ -16,9 +16,10 @@ Presets (--size):
          × 64 on crops of 288×288 pages; 192×192 pages (2×2 sub-images of 96 px = 5 × 64 tokens); consumer 4 blocks
          at width 64, 900 steps × 16; 600 test pages; HiRED-early at block 1, EViT at blocks 1, 2.
   vitb   encoder ViT-B/16 (width 768, 12 blocks, 12 heads, native 224×224) trained 2,000 steps × 128 crops
-         (lr 3e-4) on 672×672 pages; the test pages are 448×448 = 224-px thumbnail + 2×2 sub-images of 224 px
+         (lr 3e-4) on 1,500 672×672 pages; the pages are 448×448 = 224-px thumbnail + 2×2 sub-images of 224 px
          = 5 × 196 = 980 tokens (font 42–61 px: the small geometry × 7/3); consumer 8 blocks at width 768,
-         1,500 steps × 32 pages (lr 3e-4); 1,000 test pages; timing batch 32; HiRED phase 2 at block 10
+         1,500 steps × 32 pages (lr 3e-4) on 3,000 training pages (a 57M-parameter consumer: twice the small
+         preset's pages against over-fitting); 1,000 test pages (1 page = 0.1 point); timing batch 32; HiRED phase 2 at block 10
          (second-to-last), HiRED-early at block 5 (blocks 0-4 and block 5's attention see every token: half the
          encoder runs at full width, the selection uses a mid-depth map), EViT at blocks 3, 6, 9 (the paper's
          4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
@@ -31,10 +32,10 @@ vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 T
             → 2,000 × 128 crops = 27 PFLOP ≈ 75–270 s
   consumer  8 × (24·768²·K + 4·K²·768) = 135 GFLOP forward at K = 980; training at mean keep 55 % ≈ 205 GFLOP
             per page → 1,500 × 32 pages = 9.8 PFLOP ≈ 30–100 s
-  tokens    1,650 train/val pages × 5 × 35 GFLOP = 0.3 PFLOP (seconds)
+  tokens    3,150 train/val pages × 5 × 35 GFLOP = 0.55 PFLOP (seconds); 3,000 × 980 × 768 fp32 = 9 GB on the GPU
   bench     1,000 test pages × 10 rows × ≤ 310 GFLOP ≈ 3 PFLOP + timing rounds ≈ 1.5 PFLOP → 15–45 s
-  pages     CPU: 1,650 pages at 672 px + 2,650 at 448 px ≈ 115 / 58 ms each on one loaded core here
-            ≈ 340 s serial → ≈ 30 s with --workers 14
+  pages     CPU: 1,650 pages at 672 px + 4,150 at 448 px ≈ 115 / 58 ms each on one loaded core here
+            ≈ 430 s serial → ≈ 35 s with --workers 14
   total     ≈ 4–7 min plus start-up. --time-budget S measures a few encoder and consumer training steps
             first and lowers the step counts (never raises them) so that everything fits in S seconds.
 
@@ -42,7 +43,7 @@ Run (CPU figures): OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stag
 Run (GPU, one command, ≤ 8 min by --time-budget; needs only torch, numpy, Pillow, safetensors; matplotlib
 optional; benchmarks/README.md has the whole device command):
   PYTHONPATH=src python3 benchmarks/token_reduction.py --size vitb --device cuda --dtype bf16 --threads 8
-      --workers 14 --time-budget 480 --work /tmp/tr_vitb --out "$OUT"
+      --workers 14 --time-budget 480 --extra-consumer "HiRED-early 20%" --work /tmp/tr_vitb --out "$OUT"
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import json
 import logging
 import os
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -96,6 +98,7 @@ class Preset:
     early_layer: int  # HiRED-early's select block
     evit_layers: tuple[int, ...]
     tome_candidates: dict[str, ToMeConfig] = field(default_factory=dict)
+    enc_train_pages: int | None = None  # the encoder's training pages (None = n_train)
 
 
 SMALL = Preset(
@@ -114,11 +117,12 @@ VITB = Preset(
     enc=DemoConfig(crop=224, patch=16, dim=768, depth=12, heads=12, steps=2000, batch_size=128, lr=3e-4, seed=0),
     pages=PageConfig(size=(672, 672), font_size=(42, 61), margin=37),
     bench_pages=PageConfig(size=(448, 448), font_size=(42, 61), margin=37, block_width=(0.45, 0.75)),
-    n_train=1500, n_val=150, n_test=1000, consumer=dict(dim=768, depth=8, heads=12), consumer_steps=1500,
+    n_train=3000, n_val=150, n_test=1000, consumer=dict(dim=768, depth=8, heads=12), consumer_steps=1500,
     consumer_batch=32, consumer_lr=3e-4, mem_batch=32, batch=32, repeats=7, early_layer=5, evit_layers=(3, 6, 9),
     tome_candidates={"ToMe r=8": ToMeConfig(r=8), "ToMe r=12": ToMeConfig(r=12), "ToMe r=15": ToMeConfig(r=15),
                      "ToMe r=12 decreasing": ToMeConfig(r=12, schedule="decreasing"),
                      "ToMe r=16 decreasing": ToMeConfig(r=16, schedule="decreasing")},
+    enc_train_pages=1500,
 )
 TINY = Preset(
     "tiny",
@@ -206,18 +210,21 @@ def bench_pages(run: Run, split: str, n: int):
 
 
 # ------------------------------------------------------------------------------------------- encoder
-def _write_summary(run: Run, name: str, summary: dict) -> None:
+def _write_summary(run: Run, name: str, summary: dict, to_out: bool = False) -> None:
+    """``work/NAME/summary.json`` (a consumer's is also copied into its bench JSON); with ``to_out`` and a
+    separate --out, also ``out/NAME_summary.json``."""
     (run.work / name).mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2)
     (run.work / name / "summary.json").write_text(text)
-    if run.out != run.work:
+    if to_out and run.out != run.work:
         run.out.mkdir(parents=True, exist_ok=True)
         (run.out / f"{name}_summary.json").write_text(text)
 
 
 def encoder_pages(run: Run):
     """The encoder's training and validation pages (not cached: float pages, as the CPU figures used)."""
-    return pages(run, "train", run.preset.n_train), pages(run, "val", run.preset.n_val)
+    p = run.preset
+    return pages(run, "train", p.enc_train_pages or p.n_train), pages(run, "val", p.n_val)
 
 
 def stage_encoder(run: Run, steps: int | None = None, rendered=None) -> None:
@@ -237,7 +244,9 @@ def stage_encoder(run: Run, steps: int | None = None, rendered=None) -> None:
     _write_summary(run, "encoder", {
         "config": asdict(cfg), "train_s": time.perf_counter() - t, "pages_s": t_pages, "steps": result.steps,
         "val_crop_accuracy": hist[-1]["val_crop_accuracy"] if hist else None,
-        "history": result.history if run.out != run.work else None})
+        "history": result.history if run.out != run.work else None}, to_out=True)
+    log.info("encoder: %d steps in %.0f s, val crop accuracy %s", result.steps, time.perf_counter() - t,
+             hist[-1]["val_crop_accuracy"] if hist else None)
 
 
 def load_encoder(run: Run):
@@ -264,10 +273,9 @@ def tome_rows(run: Run) -> dict[str, ToMeConfig]:
     return dict(run.preset.tome_candidates)
 
 
-@torch.no_grad()
-def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
-    """The token sets ``method_name`` (a row of :func:`methods`, a ToMe candidate, or "ToMe r=<json>") gives
-    for ``images``, all pages stacked."""
+def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
+    """(module, config) of the reduction row ``method_name`` (a row of :func:`methods`, a ToMe candidate of
+    the preset, or "ToMe r=<json int or list>"); ValueError naming ``option`` and the allowed names otherwise."""
     tome_r = tome_rows(run)
     if method_name.startswith("ToMe r=") and method_name not in tome_r:
         try:
@@ -276,9 +284,15 @@ def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor, ba
             tome_r = {}
     rows = methods(run.preset, tome_r)
     if method_name not in rows or rows[method_name] is None:
-        raise ValueError(f"--reduced-from {method_name!r}: not a reduction method; use one of "
+        raise ValueError(f"{option} {method_name!r}: not a reduction method; use one of "
                          f"{[n for n, m in rows.items() if m is not None]} or 'ToMe r=<int or list>'")
-    method = rows[method_name]
+    return rows[method_name]
+
+
+@torch.no_grad()
+def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
+    """The token sets ``method_name`` (see :func:`method_by_name`) gives for ``images``, all pages stacked."""
+    method = method_by_name(run, method_name)
     parts = []
     with E.applied(enc, method), run.precision():
         for i in range(0, len(images), batch):
@@ -320,6 +334,8 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
         "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "steps": result.steps,
         "train_s": time.perf_counter() - t, "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None,
         "history": result.history if run.out != run.work else None})
+    log.info("%s: %d steps in %.0f s, dense val accuracy %s", name, result.steps, time.perf_counter() - t,
+             hist[-1]["val_accuracy"] if hist else None)
 
 
 def load_consumer(run: Run, name: str = "consumer") -> TokenSetConsumer:
@@ -394,7 +410,10 @@ def machine_line(info: dict) -> str:
             f"preset {info['preset']}; {info['date']}; load {info['load_avg']}")
 
 
-def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None) -> dict:
+def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None,
+                plot_with: tuple[str, ...] = ()) -> dict:
+    """Bench every method with consumer ``consumer``; the plot also shows the benches of ``plot_with``
+    (consumer names whose bench JSON is in --out)."""
     t0 = time.perf_counter()
     p = run.preset
     enc, cons = load_encoder(run), load_consumer(run, consumer)
@@ -411,7 +430,10 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
              target, best)
     meths = methods(p, {best: cands[best]})
     tim = timings(run, enc, cons, meths, x, repeats, batch)
-    result = {"machine": info, "consumer": consumer, "rows": {}, "tome_probe": probe, "tome_choice": best,
+    summary = run.work / consumer / "summary.json"
+    result = {"machine": info, "consumer": consumer,
+              "consumer_summary": json.loads(summary.read_text()) if summary.exists() else None,
+              "rows": {}, "tome_probe": probe, "tome_choice": best,
               "tome_config": asdict(cands[best]), "repeats": repeats, "batch": batch,
               "threads": torch.get_num_threads(), "test_pages": len(x)}
     json_path = run.out / f"bench_{consumer}.json"
@@ -433,7 +455,11 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     table = f"{machine_line(info)}; {len(x)} test pages; consumer {consumer}\n\n" + table_text(rows)
     print(table, flush=True)
     (run.out / f"table_{consumer}.md").write_text(table + "\n")
-    plot({consumer: rows}, run.out / f"token_reduction_{consumer}.png", info)
+    others = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in plot_with
+              if (run.out / f"bench_{n}.json").exists()}
+    # one plot file in a separate --out (a GPU machine returns few files); one per consumer next to the cache
+    path = run.out / ("token_reduction.png" if run.out != run.work else f"token_reduction_{consumer}.png")
+    plot({consumer: rows, **others}, path, info)
     return result
 
 
@@ -597,6 +623,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--time-budget", type=float, default=None, metavar="S",
                     help="with --stage all: measure a few training steps and lower the step counts so that the "
                          "whole run fits in S seconds from start")
+    ap.add_argument("--extra-consumer", default=None, metavar="METHOD",
+                    help="with --stage all: after the bench, if the time budget allows, train a second consumer with "
+                         "--reduced-from METHOD (named consumer_<method>) and bench it too")
     ap.add_argument("--reduced-from", default=None, metavar="METHOD",
                     help="consumer: half the batches are the token sets METHOD (a table row, e.g. 'HiRED-early 20%%') "
                          "gives for the training pages, so the consumer sees that method's features")
@@ -618,6 +647,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     n_test = args.test_pages or preset.n_test
     enc_steps, con_steps = args.encoder_steps or preset.enc.steps, args.consumer_steps or preset.consumer_steps
     log.info("machine: %s", machine_line(machine_info(run, batch)))
+    for option, name in (("--reduced-from", args.reduced_from), ("--extra-consumer", args.extra_consumer)):
+        if name is not None:  # a typo fails now, not after the training
+            try:
+                method_by_name(run, name, option)
+            except ValueError as e:
+                ap.error(str(e))
+    if args.extra_consumer is not None and args.stage != "all":
+        ap.error("--extra-consumer needs --stage all")
     result = None
     try:
         rendered = None
@@ -641,11 +678,36 @@ def main(argv: list[str] | None = None) -> dict | None:
             result["total_s"] = time.perf_counter() - t_start
             (run.out / f"bench_{args.consumer}.json").write_text(json.dumps(result, indent=2))
             log.info("total %.0f s", result["total_s"])
-        if args.stage == "plot":  # all consumers' benches in one figure, next to RESULTS.md
-            stage_plot(run, ["consumer", "consumer_guided"], Path(__file__).with_name("token_reduction.png"))
+        if args.extra_consumer is not None:
+            result["extra"] = extra_consumer(run, args, t_start, result, con_steps, repeats, batch, n_test)
     finally:
         close_pool()
     return result
+
+
+def extra_consumer_name(method_name: str) -> str:
+    """Folder/file-safe consumer name for a method row ("HiRED-early 20%" → "consumer_hired_early_20")."""
+    return "consumer_" + re.sub(r"[^a-z0-9]+", "_", method_name.lower()).strip("_")
+
+
+def extra_consumer(run: Run, args, t_start: float, first: dict, con_steps: int, repeats: int, batch: int,
+                   n_test: int) -> dict | None:
+    """Train and bench a consumer with --reduced-from ``args.extra_consumer`` if the time left (under
+    --time-budget) exceeds 1.3 × what the first consumer's training and bench took."""
+    name = extra_consumer_name(args.extra_consumer)
+    first_summary = first.get("consumer_summary") or {}
+    need = 1.3 * (first_summary.get("train_s", 0.0) + first.get("bench_s", 0.0))
+    if args.time_budget is not None:
+        left = args.time_budget - (time.perf_counter() - t_start)
+        if need > left:
+            log.warning("--extra-consumer %r skipped: %.0f s left, about %.0f s needed", args.extra_consumer, left, need)
+            return None
+    stage_consumer(run, 0.0, name, con_steps, args.extra_consumer)
+    res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,))
+    res["total_s"] = time.perf_counter() - t_start
+    (run.out / f"bench_{name}.json").write_text(json.dumps(res, indent=2))
+    log.info("total %.0f s", res["total_s"])
+    return {"consumer": name, "reduced_from": args.extra_consumer, "bench_s": res["bench_s"]}
 
 
 if __name__ == "__main__":

@@ -70,10 +70,11 @@ def test_vitb_rows_run_on_a_12_block_encoder_with_vitb_token_grid(tr):
 
 
 def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
-    """--size tiny with bf16 autocast and a time budget: every stage, outputs into --out, caches into --work."""
+    """--size tiny with bf16 autocast, a time budget and an extra consumer: every stage, results into --out
+    (at most 7 files: the GPU machine returns 8, one is the log), caches and weights into --work."""
     out, work = tmp_path / "out", tmp_path / "work"
     res = tr.main(["--size", "tiny", "--dtype", "bf16", "--time-budget", "300", "--out", str(out), "--work",
-                   str(work)])
+                   str(work), "--extra-consumer", "HiRED-early 20%"])
     rows = res["rows"]
     assert list(rows)[:9] == list(tr.methods(tr.TINY, {})) and res["tome_choice"] in tr.TINY.tome_candidates
     assert rows["dense"]["tokens_per_page"] == 5 * 16 and rows["HiRED 20%"]["tokens_per_page"] == 16
@@ -81,15 +82,27 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
                for r in rows.values())
     assert rows["dense"]["e2e_speedup"] == 1.0 and res["test_pages"] == tr.TINY.n_test
     assert res["machine"]["dtype"] == "bf16 autocast" and res["machine"]["preset"] == "tiny"
+    assert res["consumer_summary"]["steps"] == tr.TINY.consumer_steps
+    assert res["extra"]["consumer"] == "consumer_hired_early_20"
+    extra = json.loads((out / "bench_consumer_hired_early_20.json").read_text())
+    assert extra["consumer_summary"]["reduced_from"] == "HiRED-early 20%" and set(extra["rows"]) == set(rows)
     files = {f.name for f in out.iterdir()}
-    assert {"bench_consumer.json", "table_consumer.md", "plan.json", "encoder_summary.json",
-            "consumer_summary.json"} <= files and len(files) <= 8
-    assert not any(f.suffix in (".safetensors", ".pt") for f in out.rglob("*"))  # weights stay in --work
+    assert files == {"bench_consumer.json", "table_consumer.md", "bench_consumer_hired_early_20.json",
+                     "table_consumer_hired_early_20.md", "plan.json", "encoder_summary.json", "token_reduction.png"}
     assert (work / "encoder" / "model").is_dir() and (work / "consumer" / "consumer.pt").is_file()
+    assert json.loads((out / "encoder_summary.json").read_text())["steps"] == tr.TINY.enc.steps
     plan = json.loads((out / "plan.json").read_text())
     assert plan["encoder_steps"] <= tr.TINY.enc.steps and plan["encoder_s_per_step"] > 0
     table = (out / "table_consumer.md").read_text()
     assert table.startswith("CPU (") and "| HiRED-early 20% |" in table
+
+
+def test_a_misspelt_method_fails_before_any_training(tr, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        tr.main(["--size", "tiny", "--extra-consumer", "HiRED early", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "--extra-consumer 'HiRED early'" in err and "HiRED-early 20%" in err
+    assert not (tmp_path / "encoder").exists()
 
 
 def test_render_pages_chunks_equal_one_pass(tr):
