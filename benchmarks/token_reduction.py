@@ -8,7 +8,9 @@ Stages (each cached under --work, which defaults to --out):
             --reduced-from METHOD: half the batches are METHOD's token sets (saved under --consumer NAME)
   bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median), peak tensor
             memory, page accuracy on the test pages with consumer NAME; machine line + table + JSON + plot
-            into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png)
+            into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png; with a separate --work one
+            token_reduction.png for all consumers of the run). --extra-consumer METHOD (with --stage all): then,
+            if the time budget allows, a consumer trained with --reduced-from METHOD is trained and benched too
   plot      accuracy vs throughput for the benches of both consumers → benchmarks/token_reduction.png
 
 Presets (--size):
@@ -19,10 +21,10 @@ Presets (--size):
          (lr 3e-4) on 1,500 672×672 pages; the pages are 448×448 = 224-px thumbnail + 2×2 sub-images of 224 px
          = 5 × 196 = 980 tokens (font 42–61 px: the small geometry × 7/3); consumer 8 blocks at width 768,
          1,500 steps × 32 pages (lr 3e-4) on 3,000 training pages (a 57M-parameter consumer: twice the small
-         preset's pages against over-fitting); 1,000 test pages (1 page = 0.1 point); timing batch 32; HiRED phase 2 at block 10
-         (second-to-last), HiRED-early at block 5 (blocks 0-4 and block 5's attention see every token: half the
-         encoder runs at full width, the selection uses a mid-depth map), EViT at blocks 3, 6, 9 (the paper's
-         4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
+         preset's pages against over-fitting); 1,000 test pages (1 page = 0.1 point); timing batch 32; HiRED
+         phase 2 at block 10 (second-to-last), HiRED-early at block 5 (blocks 0-4 and block 5's attention see
+         every token: half the encoder runs at full width, the selection uses a mid-depth map; the row
+         "@block 10" selects where HiRED does), EViT at blocks 3, 6, 9 (the paper's 4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
          (constant r = 16 is impossible: 196 tokens leave 20 before the last block).
   tiny   the vitb code path at tiny dims (12 blocks of width 32, 32-px crops, 64-px pages, a few steps) for tests.
 
