@@ -149,23 +149,33 @@ def test_script_imports_without_matplotlib_rich_typer():
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_training_on_cuda_moves_data_to_the_device(tr, tmp_path):
-    """The engine puts the models on CUDA: the consumer's subsets and both evaluations must follow."""
+def _train_encoder_and_consumer(tr, tmp_path, device: str) -> None:
+    """The engine puts the models on CUDA when there is one: the consumer's subsets and both evaluations must
+    follow (tokens given on ``device``)."""
     from vitkit.demo import train_crop_classifier
     from vitkit.engine import TrainConfig
     from vitkit.reduce.consumer import train_consumer
 
+    engine = "cuda" if torch.cuda.is_available() else "cpu"
     grey, y = tr.render_pages("train", 16, tr.TINY.pages)
     cfg = DemoConfig(crop=32, patch=8, dim=32, depth=2, heads=2, steps=3, batch_size=8, out_dir=str(tmp_path / "e"),
                      progress=False)
     enc, res = train_crop_classifier(cfg, grey, y, grey[:4], y[:4])
-    assert next(enc.parameters()).is_cuda and "val_crop_accuracy" in res.history[-1]
-    tok = torch.randn(16, 20, 32, device="cuda")
-    part, pos = torch.zeros(20, dtype=torch.long, device="cuda"), torch.zeros(20, 2, dtype=torch.long, device="cuda")
+    assert next(enc.parameters()).device.type == engine and "val_crop_accuracy" in res.history[-1]
+    tok = torch.randn(16, 20, 32, device=device)
+    part, pos = torch.zeros(20, dtype=torch.long, device=device), torch.zeros(20, 2, dtype=torch.long, device=device)
     ccfg = ConsumerConfig(in_dim=32, dim=16, depth=1, heads=2, num_partitions=1, grid=(4, 5))
     tcfg = TrainConfig(epochs=10, max_steps=3, batch_size=8, out_dir=str(tmp_path / "c"), progress=False, eval_every=3)
     model, res = train_consumer(tok, y, part, pos, ccfg, tcfg, val=(tok[:4], y[:4]), scores=tok.abs().sum(-1),
                                 guided_prob=0.5)
-    assert next(model.parameters()).is_cuda and "val_accuracy" in res.history[-1]
+    assert next(model.parameters()).device.type == engine and "val_accuracy" in res.history[-1]
+
+
+def test_training_runs_where_the_engine_puts_the_model(tr, tmp_path):
+    _train_encoder_and_consumer(tr, tmp_path, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_moves_data_to_the_device(tr, tmp_path):
+    _train_encoder_and_consumer(tr, tmp_path, "cuda")
