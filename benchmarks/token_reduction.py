@@ -544,6 +544,19 @@ def _step_seconds(run: Run, model, make_batch, loss_fn, warmup: int = 3, steps: 
     return sorted(times)[len(times) // 2]
 
 
+def fit_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_steps: int,
+              floor: float = 0.2) -> tuple[int, int]:
+    """Encoder and consumer step counts whose training (``enc_s`` / ``con_s`` seconds a step) fits ``seconds``:
+    the given counts if they fit, else fewer encoder steps (not below ``floor`` of them), then fewer consumer
+    steps (likewise). Never more than given."""
+    e, c = enc_steps, con_steps
+    if e * enc_s + c * con_s > seconds:
+        e = min(enc_steps, max(int(floor * enc_steps), int((seconds - c * con_s) / enc_s)))
+        if e * enc_s + c * con_s > seconds:
+            c = min(con_steps, max(int(floor * con_steps), int((seconds - e * enc_s) / con_s)))
+    return e, c
+
+
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
                safety: float = 1.3) -> dict:
     """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps.
@@ -579,18 +592,10 @@ def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_
     n_rows = 10 + len(p.tome_candidates)
     reserve = 60.0 + page_s * (1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
                                + 1.5 * n_rows * p.batch * (p.repeats + 4))
-    avail = seconds_left - safety * reserve
+    e, c = fit_steps(seconds_left / safety - reserve, enc_s, con_s, enc_steps, con_steps)
     plan = {"encoder_s_per_step": enc_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
-            "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps}
-    e, c = enc_steps, con_steps
-    if safety * (e * enc_s + c * con_s) > avail:
-        e = max(enc_steps // 5, int((avail / safety - c * con_s) / enc_s))
-        e = min(e, enc_steps)
-        if safety * (e * enc_s + c * con_s) > avail:
-            c = max(con_steps // 5, int((avail / safety - e * enc_s) / con_s))
-            c = min(c, con_steps)
-    plan.update(encoder_steps=e, consumer_steps=c,
-                estimated_s=safety * (e * enc_s + c * con_s + reserve))
+            "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps,
+            "encoder_steps": e, "consumer_steps": c, "estimated_s": safety * (e * enc_s + c * con_s + reserve)}
     log.info("time budget: %.0f s left; measured %.3f s/encoder step, %.3f s/consumer step; bench and token sets "
              "≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), ≈ %.0f s", seconds_left, enc_s, con_s,
              safety * reserve, e, enc_steps, c, con_steps, plan["estimated_s"])

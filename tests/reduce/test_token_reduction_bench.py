@@ -179,3 +179,12 @@ def test_training_runs_where_the_engine_puts_the_model(tr, tmp_path):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_training_on_cuda_moves_data_to_the_device(tr, tmp_path):
     _train_encoder_and_consumer(tr, tmp_path, "cuda")
+
+
+def test_fit_steps_lowers_the_encoder_first_and_never_raises(tr):
+    assert tr.fit_steps(1000, 0.1, 0.05, 2000, 1500) == (2000, 1500)  # 275 s: fits
+    e, c = tr.fit_steps(200, 0.1, 0.05, 2000, 1500)  # 75 s of consumer leaves 125 s: 1,250 encoder steps
+    assert (e, c) == (1250, 1500)
+    e, c = tr.fit_steps(60, 0.1, 0.05, 2000, 1500)  # the encoder at its floor (400 = 40 s), the consumer gets 20 s
+    assert (e, c) == (400, 400)
+    assert tr.fit_steps(1, 0.1, 0.05, 2000, 1500) == (400, 300)  # both at their floor
