@@ -134,6 +134,7 @@ TINY = Preset(
     n_train=32, n_val=16, n_test=16, consumer=dict(dim=32, depth=2, heads=2), consumer_steps=4,
     consumer_batch=8, consumer_lr=1e-3, mem_batch=4, batch=8, repeats=2, early_layer=5, evit_layers=(3, 6, 9),
     tome_candidates={"ToMe r=1": ToMeConfig(r=1), "ToMe r=1 decreasing": ToMeConfig(r=1, schedule="decreasing")},
+    enc_train_pages=24,
 )
 PRESETS = {p.name: p for p in (SMALL, VITB, TINY)}
 
@@ -557,19 +558,43 @@ def fit_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_st
     return e, c
 
 
+def _data_seconds(run: Run, pages: tuple[torch.Tensor, torch.Tensor], batch: int, size: int) -> tuple[float, float]:
+    """(seconds to build one batch of ink crops on the CPU, seconds to copy it to the device), median of 3."""
+    from torch.utils.data import default_collate
+
+    from vitkit.data.crops import InkCropDataset
+
+    ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
+    make, copy = [], []
+    for r in range(3):
+        t = time.perf_counter()
+        x = default_collate([ds[i] for i in range(r * batch, (r + 1) * batch)])[0]
+        make.append(time.perf_counter() - t)
+        E.synchronize(run.device)
+        t = time.perf_counter()
+        x.to(run.device)
+        E.synchronize(run.device)
+        copy.append(time.perf_counter() - t)
+    return sorted(make)[1], sorted(copy)[1]
+
+
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
-               safety: float = 1.3) -> dict:
+               safety: float = 1.3, pages: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps.
 
-    Never raises the given counts; lowers the encoder's first (not below 20%), then the consumer's. The
-    reserve for the bench and the token sets is estimated from the same measurements (forward ≈ 1/3 of a step)."""
+    Never raises the given counts; lowers the encoder's first (not below 20%), then the consumer's. An
+    encoder step costs max(compute, building the crop batch from ``pages`` on the CPU) + the copy to the
+    device. The reserve for the bench and the token sets is estimated from the same measurements (forward ≈
+    1/3 of a step)."""
     p = run.preset
     torch.manual_seed(0)
     enc = build_model(p.enc).to(run.device)
     b = p.enc.batch_size
-    enc_s = _step_seconds(run, enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
+    gpu_s = _step_seconds(run, enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
                                              torch.randint(0, 15, (b,), device=run.device)),
                           lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]))
+    data_s, copy_s = _data_seconds(run, pages, b, p.enc.crop) if pages is not None else (0.0, 0.0)
+    enc_s = max(gpu_s, data_s) + copy_s
     grid = enc.grid_size
     K = (1 + GRID[0] * GRID[1]) * grid[0] * grid[1]
     ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=grid, num_classes=15,
@@ -588,17 +613,19 @@ def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_
     if run.device.type == "cuda":
         torch.cuda.empty_cache()
     # one page end to end ≈ (5 crops' forward) + (the consumer's forward on all K tokens)
-    page_s = (1 + GRID[0] * GRID[1]) * enc_s / (3 * b) + con_s / (3 * cb) / 0.55
+    page_s = (1 + GRID[0] * GRID[1]) * gpu_s / (3 * b) + con_s / (3 * cb) / 0.55
     n_rows = 10 + len(p.tome_candidates)
     reserve = 60.0 + page_s * (1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
                                + 1.5 * n_rows * p.batch * (p.repeats + 4))
     e, c = fit_steps(seconds_left / safety - reserve, enc_s, con_s, enc_steps, con_steps)
-    plan = {"encoder_s_per_step": enc_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
+    plan = {"encoder_s_per_step": enc_s, "encoder_compute_s": gpu_s, "encoder_data_s": data_s,
+            "encoder_copy_s": copy_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
             "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps,
             "encoder_steps": e, "consumer_steps": c, "estimated_s": safety * (e * enc_s + c * con_s + reserve)}
-    log.info("time budget: %.0f s left; measured %.3f s/encoder step, %.3f s/consumer step; bench and token sets "
-             "≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), ≈ %.0f s", seconds_left, enc_s, con_s,
-             safety * reserve, e, enc_steps, c, con_steps, plan["estimated_s"])
+    log.info("time budget: %.0f s left; measured %.3f s/encoder step (compute %.3f, crops %.3f, copy %.3f), %.3f "
+             "s/consumer step; bench and token sets ≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), "
+             "≈ %.0f s", seconds_left, enc_s, gpu_s, data_s, copy_s, con_s, safety * reserve, e, enc_steps, c,
+             con_steps, plan["estimated_s"])
     return plan
 
 
@@ -672,7 +699,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                 bench_pages(run, split, n)
             close_pool()
             log.info("all pages rendered in %.1f s", time.perf_counter() - t)
-            plan = plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test)
+            plan = plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test,
+                              pages=rendered[0])
             enc_steps, con_steps = plan["encoder_steps"], plan["consumer_steps"]
             (run.out / "plan.json").write_text(json.dumps(plan, indent=2))
         if args.stage in ("encoder", "all"):

@@ -92,7 +92,8 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     assert (work / "encoder" / "model").is_dir() and (work / "consumer" / "consumer.pt").is_file()
     assert json.loads((out / "encoder_summary.json").read_text())["steps"] == tr.TINY.enc.steps
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["encoder_steps"] <= tr.TINY.enc.steps and plan["encoder_s_per_step"] > 0
+    assert plan["encoder_steps"] <= tr.TINY.enc.steps and plan["encoder_compute_s"] > 0 and plan["encoder_data_s"] > 0
+    assert plan["encoder_s_per_step"] >= max(plan["encoder_compute_s"], plan["encoder_data_s"])
     table = (out / "table_consumer.md").read_text()
     assert table.startswith("CPU (") and "| HiRED-early 20% |" in table
 
