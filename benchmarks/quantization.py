@@ -11,11 +11,46 @@ Parts (``--part``):
   size      file size of ViT-S/16 saved in fp32 (vitkit.save) and int8 (save_quantized)
 
 Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base/model --json runs/bench/quant.json
+
+Sizes (``--size``):
+  demo  (default) the above: a saved demo model (``--model DIR``), the figures in RESULTS.md
+  vitb  a ViT-B-sized FRB crop classifier for a GPU (width 768, 12 blocks, 12 heads, 85.6 M parameters in the
+        blocks): 96×96 ink crops of the demo's 440×240 pages (font 37–43 px) with patch 8 = a 12×12 grid, 145
+        tokens (ViT-B/16 at 224 has 197), trained from scratch with vitkit.engine (bf16 autocast on CUDA),
+        3,000 steps × 128 crops, lr 3e-4, on 2,400 training pages; saved under ``--work``. Then the accuracy
+        part on 1,200 validation crops (300 pages × 4, 1 crop = 0.083 point) for {W4A4, W6A6, W8A8} × {per-token,
+        per-tensor activations} × {real, noise, PSAQ-style, SPDFQ} (24 configurations, W4A4 first), 32
+        calibration images, SPDFQ and PSAQ-style at the paper's 1,000 synthesis steps (MSR crops every step),
+        block reconstruction 100 steps per block. Training runs in bf16 autocast; synthesis in TF32 on CUDA
+        (``--synth-fp32`` for IEEE fp32); range calibration, reconstruction, the fp32 baseline and every
+        quantized evaluation (fake-quant) in IEEE fp32. JSON + markdown table into ``--out`` after every
+        configuration (a time-out keeps what finished); the real-int8 parts (speed, --int8-row) stay on the CPU.
+  tiny  the vitb code path at tiny dims (width 32, 4 blocks, 32-px crops, a few steps) on the CPU, for tests.
+
+vitb cost estimate (FLOPs = 2 × multiply-adds; one H100: ~990 TFLOP/s dense bf16, ~495 TF32, ~67 fp32 peak;
+eager PyTorch assumed to reach 25–35 %):
+  forward   12 blocks × 145 tokens × (24·768² + 4·145·768) = 25.4 GFLOP per crop (ViT-B/16 at 224: 35)
+  training  3 × 25.4 = 76 GFLOP per crop → 3,000 × 128 crops = 29 PFLOP ≈ 85–120 s in bf16, plus 5 checkpoints
+  SPDFQ     32 images + ~80 MSR crops (2.5 boxes per image) per step → 112 × 76 GFLOP = 8.5 TFLOP per step
+            → 1,000 steps ≈ 50–70 s in TF32 (≈ 3–4 min in IEEE fp32); PSAQ-style 32 × 76 GFLOP per step ≈ 20 s
+  configs   range calibration (32 images), 12 × 100 reconstruction steps on 8 images, 1,200 evaluation crops
+            (30 TFLOP fp32 ≈ 1–2 s): ≈ 5–10 s each, mostly kernel launches → 24 configurations ≈ 2–4 min
+  pages     2,700 pages × ~15 ms on one CPU core ≈ 40 s serial → a few seconds with ``--workers 14``
+  --time-budget S measures a training step (compute and crop batches), a synthesis step and one whole
+  configuration on the untrained model first, then lowers training steps (to 50 %), synthesis steps (to
+  50 %), training (to 25 %) and synthesis (to 20 %) in that order until everything fits; it never raises
+  them. Configurations that would not finish before the budget ends are skipped and listed.
+
+Run (GPU, one command; needs torch, numpy, Pillow, safetensors; benchmarks/README.md has the device command):
+  PYTHONPATH=src python3 benchmarks/quantization.py --size vitb --device cuda --threads 8 --workers 14
+      --time-budget 480 --work /tmp/quant_vitb --out "$OUT"
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import logging
 import os
@@ -23,6 +58,7 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,7 +68,7 @@ import vitkit
 from vitkit import quant
 from vitkit.data import frb
 from vitkit.data.crops import InkCropDataset
-from vitkit.demo import frb_pages
+from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
 
 log = logging.getLogger("quantization")
 
@@ -67,7 +103,9 @@ def demo_data(crop: int, seed: int = 0, val_pages: int = 150, calib_pages: int =
 
 @torch.no_grad()
 def crop_accuracy(model, x, y, bs: int = 200) -> float:
-    pred = torch.cat([model(x[i : i + bs]).argmax(-1) for i in range(0, len(x), bs)])
+    """Share of crops x (n, 3, S, S) classified as y (n,); batches go to the model's device."""
+    dev = next(model.parameters()).device
+    pred = torch.cat([model(x[i : i + bs].to(dev)).argmax(-1).cpu() for i in range(0, len(x), bs)])
     return (pred == y).float().mean().item()
 
 
@@ -105,7 +143,7 @@ def calibration_sets(args, model, cx) -> tuple[dict, dict]:
 
 
 def part_accuracy(args) -> dict:
-    model = vitkit.load(args.model).eval()
+    model = vitkit.load(args.model).to(args.device).eval()
     crop = model.cfg.img_size[0]
     t = time.perf_counter()
     vx, vy, cx = demo_data(crop)
@@ -146,6 +184,398 @@ def part_accuracy(args) -> dict:
             row["time_s"] = time.perf_counter() - t
             res["rows"].append(row)
             log.info("%s", row)
+    return res
+
+
+# ------------------------------------------------------------------ vitb / tiny: train, then every configuration
+@dataclass(frozen=True)
+class Preset:
+    """A model trained by this script and the accuracy grid run on it (``--size vitb|tiny``)."""
+
+    name: str
+    model: DemoConfig  # crop = input size, patch, width, depth, heads, steps, batch, lr, page font sizes
+    train_pages: int
+    val_pages: int  # validation crops: 4 per page (the demo's protocol)
+    calib_pages: int  # real calibration crops: 2 per page, from the first training pages
+    n_calib: int
+    synth_steps: int  # PSAQ-style and SPDFQ
+    msr_every: int
+    recon_steps: int
+    bits: tuple[tuple[int, int], ...] = ((4, 4), (6, 6), (8, 8))  # the target (W4A4) first
+    granularities: tuple[str, ...] = ("token", "tensor")
+
+
+VITB = Preset("vitb", DemoConfig(crop=96, patch=8, dim=768, depth=12, heads=12, steps=3000, batch_size=128, lr=3e-4,
+                                 size_range=(37, 43), seed=0, progress=False),
+              train_pages=2400, val_pages=300, calib_pages=64, n_calib=32, synth_steps=1000, msr_every=1,
+              recon_steps=100)
+TINY = Preset("tiny", DemoConfig(crop=32, patch=8, dim=32, depth=4, heads=2, steps=6, batch_size=16, lr=1e-3,
+                                 size_range=(37, 43), seed=0, progress=False),
+              train_pages=12, val_pages=6, calib_pages=4, n_calib=4, synth_steps=3, msr_every=1, recon_steps=2)
+PRESETS = {p.name: p for p in (VITB, TINY)}
+SOURCE_NAMES = {"real": "real", "noise": "noise", "psaq": "PSAQ-style", "spdfq": "SPDFQ"}
+
+
+def configurations(preset: Preset, sources=SOURCES) -> list[tuple[int, int, str, str]]:
+    """(w_bits, a_bits, activation granularity, source) in run order: bits as listed (W4A4 first), then
+    granularity, then source."""
+    return [(w, a, g, s) for w, a in preset.bits for g in preset.granularities for s in sources]
+
+
+@contextlib.contextmanager
+def fp32_precision(tf32: bool):
+    """CUDA float32 matmuls and convolutions in TF32 (``tf32``) or IEEE fp32 inside; restored on exit
+    (nothing changes without CUDA)."""
+    b = torch.backends
+    if not torch.cuda.is_available():
+        yield
+    elif hasattr(b.cuda.matmul, "fp32_precision"):  # torch ≥ 2.9
+        saved = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision)
+        mode = "tf32" if tf32 else "ieee"
+        b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision = mode, mode
+        try:
+            yield
+        finally:
+            b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision = saved
+    else:
+        saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = tf32, tf32
+        try:
+            yield
+        finally:
+            b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = saved
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- pages
+def _render(split: str, start: int, stop: int, seed: int, size_range: tuple[int, int]):
+    """Grey pages start..stop-1 of the FRB training generator's ``split`` (a pure function of the index)."""
+    torch.set_num_threads(1)
+    return frb_pages([frb.train_sample(i, seed, split=split, size_range=size_range) for i in range(start, stop)])
+
+
+def render_pages(split: str, n: int, seed: int, size_range: tuple[int, int], workers: int = 1):
+    """Pages 0..n-1 of ``split`` ("train"/"val") as grey (n, 1, 240, 440) + labels, in ``workers`` spawned
+    processes; every page is normalised on its own, so the result does not depend on ``workers``."""
+    if workers <= 1 or n < 2 * workers:
+        return _render(split, 0, n, seed, size_range) if n else (torch.zeros(0, 1, 240, 440), torch.zeros(0))
+    import multiprocessing as mp
+
+    step = -(-n // (4 * workers))
+    with mp.get_context("spawn").Pool(workers) as pool:
+        chunks = pool.starmap(_render, [(split, a, min(n, a + step), seed, size_range) for a in range(0, n, step)])
+    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+
+
+def sized_data(preset: Preset, workers: int = 1) -> dict:
+    """Training and validation pages, the validation crops (4 per page, seed + 1, as the trainer validates)
+    and the real calibration crops (2 per page of the first ``calib_pages`` training pages, seed + 7)."""
+    m = preset.model
+    tp, tl = render_pages("train", preset.train_pages, m.seed, m.size_range, workers)
+    vp, vl = render_pages("val", preset.val_pages, m.seed, m.size_range, workers)
+    vx, vy = crops(vp, vl, m.crop, 4, m.seed + 1)
+    cx, _ = crops(tp[: preset.calib_pages], tl[: preset.calib_pages], m.crop, 2, m.seed + 7)
+    return {"train": (tp, tl), "val": (vp, vl), "vx": vx, "vy": vy, "cx": cx}
+
+
+# ---- time budget
+def fit_plan(seconds: float, costs: dict[str, float], asked: dict[str, int],
+             order: tuple[tuple[str, float], ...] = (("train", 0.5), ("synth", 0.5), ("train", 0.25), ("synth", 0.2)),
+             ) -> dict[str, int]:
+    """Step counts whose cost (``costs[k]`` seconds a step × steps) fits ``seconds``.
+
+    Goes through ``order``: each (item, floor) lowers that item just enough to fit, but not below
+    floor × its asked count; stops as soon as the total fits. Never raises a count above ``asked``.
+    """
+    steps = dict(asked)
+    for name, floor in order:
+        total = sum(costs[k] * steps[k] for k in steps)
+        if total <= seconds:
+            break
+        others = total - costs[name] * steps[name]
+        fit = int((seconds - others) / costs[name]) if costs[name] > 0 else steps[name]
+        steps[name] = min(steps[name], max(int(floor * asked[name]), fit))
+    return steps
+
+
+def _train_step_seconds(model, batch: int, crop: int, device: torch.device, n: int = 4) -> float:
+    """Median seconds of a training step (AdamW, bf16 autocast on CUDA as the engine) on random crops."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    x, y = torch.randn(batch, 3, crop, crop, device=device), torch.randint(0, 15, (batch,), device=device)
+    times = []
+    for i in range(2 + n):
+        sync(device)
+        t = time.perf_counter()
+        with torch.autocast(device.type, amp, enabled=amp is not None):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    model.eval()
+    return statistics.median(times)
+
+
+def _crop_batch_seconds(pages, batch: int, crop: int) -> float:
+    """Seconds to build one training batch of ink crops on the CPU (the engine loads in the main process)."""
+    ds = InkCropDataset(pages[0][:32], pages[1][:32], size=crop, crops_per_page=4 * batch, seed=0)
+    times = []
+    for r in range(3):
+        t = time.perf_counter()
+        torch.stack([ds[i][0] for i in range(r * batch, (r + 1) * batch)]).contiguous()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure_costs(preset: Preset, device: torch.device, data: dict, synth_tf32: bool, seed: int = 0) -> dict:
+    """Seconds per training step, per synthesis step (PSAQ-style + SPDFQ) and per configuration, measured
+    on an untrained model of the preset's size (a configuration: W4A4 per tensor, range calibration,
+    reconstruction steps, evaluation on every validation crop)."""
+    from vitkit.quant import psaq, spdfq
+
+    m = preset.model
+    torch.manual_seed(seed)
+    model = build_model(m).to(device)
+    t_compute = _train_step_seconds(model, m.batch_size, m.crop, device)
+    t_data = _crop_batch_seconds(data["train"], m.batch_size, m.crop)
+    model.eval()
+    k = 3
+    with fp32_precision(synth_tf32):
+        spd, psa = [], []
+        for steps in (1, k + 1):  # the difference removes the set-up cost
+            cfg = dict(n_images=preset.n_calib, steps=steps, progress=False, pixel_range=(-1.0, 1.0), seed=seed)
+            sync(device)
+            t = time.perf_counter()
+            spdfq.synthesize(model, spdfq.SPDFQConfig(msr_every=preset.msr_every, **cfg))
+            sync(device)
+            spd.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            psaq.synthesize(model, psaq.PSAQConfig(**cfg))
+            sync(device)
+            psa.append(time.perf_counter() - t)
+    t_synth = max(0.0, (spd[1] - spd[0]) / k) + max(0.0, (psa[1] - psa[0]) / k)
+    calib = torch.randn(preset.n_calib, 3, m.crop, m.crop, generator=torch.Generator().manual_seed(seed))
+    with fp32_precision(False):
+        sync(device)
+        t = time.perf_counter()
+        quant.apply(model, quant.QuantConfig(w_bits=4, a_bits=4, act_granularity="tensor", recon_steps=0))
+        quant.calibrate(model, calib)
+        crop_accuracy(model, data["vx"], data["vy"])
+        sync(device)
+        t_fixed = time.perf_counter() - t
+        r = 5
+        t = time.perf_counter()
+        quant.reconstruct_blocks(model, calib, steps=r)
+        sync(device)
+        t_recon = (time.perf_counter() - t) / r
+        quant.remove(model)
+    t_config = t_fixed + preset.recon_steps * t_recon
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"train_s_per_step": max(t_compute, t_data), "train_compute_s": t_compute, "train_crops_s": t_data,
+            "synth_s_per_step": t_synth, "config_s": t_config, "config_fixed_s": t_fixed,
+            "recon_s_per_step": t_recon}
+
+
+def plan_steps(preset: Preset, seconds_left: float, costs: dict, asked: dict[str, int], n_configs: int,
+               safety: float = 1.2) -> dict:
+    """Training and synthesis steps that fit ``seconds_left`` after the configurations and a reserve
+    (saving, five checkpoints of model + AdamW state, evaluation and loading: 30 s + 5 × 12 bytes per
+    parameter at ~1 GB/s)."""
+    m = preset.model
+    params = sum(p.numel() for p in build_model(m).parameters())
+    reserve = 30.0 + 5 * 12 * params / 1e9 + n_configs * costs["config_s"]
+    steps = fit_plan(seconds_left / safety - reserve,
+                     {"train": costs["train_s_per_step"], "synth": costs["synth_s_per_step"]}, asked)
+    est = safety * (reserve + steps["train"] * costs["train_s_per_step"] + steps["synth"] * costs["synth_s_per_step"])
+    plan = {**costs, "seconds_left": seconds_left, "reserve_s": reserve, "safety": safety, "asked": asked,
+            "train_steps": steps["train"], "synth_steps": steps["synth"], "estimated_s": est, "params": params}
+    log.info("time budget: %.0f s left; measured %.3f s/training step (compute %.3f, crops %.3f), %.3f s/synthesis "
+             "step (PSAQ-style + SPDFQ), %.1f s/configuration → training %d steps (asked %d), synthesis %d (asked "
+             "%d), ≈ %.0f s", seconds_left, costs["train_s_per_step"], costs["train_compute_s"],
+             costs["train_crops_s"], costs["synth_s_per_step"], costs["config_s"], steps["train"], asked["train"],
+             steps["synth"], asked["synth"], est)
+    return plan
+
+
+# ---- the run
+def machine_info(device: torch.device, threads: int) -> dict:
+    info = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
+            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": str(device), "gpu": None,
+            "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+    if device.type == "cuda":
+        prop = torch.cuda.get_device_properties(device)
+        info["gpu"] = f"{prop.name}, {prop.total_memory / 2**30:.0f} GiB"
+    return info
+
+
+def train_model(preset: Preset, data: dict, work: Path, device: torch.device, steps: int, progress: bool):
+    """Train (or reuse from ``work/model`` when its summary matches) the preset's crop classifier."""
+    cfg = replace(preset.model, steps=steps, out_dir=str(work), progress=progress)
+    summary_path = work / "train_summary.json"
+    if summary_path.exists() and (work / "model").exists():
+        summary = json.loads(summary_path.read_text())
+        if summary.get("config") == json.loads(json.dumps(asdict(cfg))):
+            log.info("reusing the model in %s (%d steps)", work / "model", steps)
+            return vitkit.load(work / "model").to(device).eval(), summary
+    if device.type == "cpu" and torch.cuda.is_available():
+        log.warning("training on the CPU although CUDA is available: the engine picks CUDA by itself")
+    t = time.perf_counter()
+    (tp, tl), (vp, vl) = data["train"], data["val"]
+    model, result = train_crop_classifier(cfg, tp, tl, vp, vl, out_dir=work / "train")
+    train_s = time.perf_counter() - t
+    vitkit.save(model.cpu(), work / "model")
+    hist = [h for h in result.history if "val_crop_accuracy" in h]
+    summary = {"config": asdict(cfg), "steps": result.steps, "train_s": train_s,
+               "val_crop_accuracy": hist[-1]["val_crop_accuracy"] if hist else None,
+               "history": [h for h in result.history if "val_crop_accuracy" in h or h.get("step") == result.steps]}
+    summary_path.write_text(json.dumps(summary, indent=2))
+    log.info("trained %d steps in %.0f s; validation crop accuracy %s", result.steps, train_s,
+             summary["val_crop_accuracy"])
+    return model.to(device).eval(), summary
+
+
+def synthesize_sources(model, preset: Preset, sources, cx, steps: int, args, cache: Path) -> tuple[dict, dict]:
+    """Calibration images per source on the float model (cached in ``cache``); synthesis in TF32 on CUDA
+    unless ``args.synth_fp32``."""
+    calib, secs = {}, {}
+    cache.mkdir(parents=True, exist_ok=True)
+    dev = next(model.parameters()).device
+    for src in sources:
+        path = cache / f"{src}_n{preset.n_calib}_s{steps}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}.pt"
+        if path.exists():
+            d = torch.load(path, weights_only=True)
+            calib[src], secs[src] = d["images"], float(d["seconds"])
+            continue
+        extra = {"alpha": args.alpha, "msr_every": preset.msr_every} if src == "spdfq" else {}
+        sync(dev)
+        t = time.perf_counter()
+        with fp32_precision(not args.synth_fp32):
+            calib[src] = quant.calibration_images(model, src, preset.n_calib, images=cx, seed=args.seed,
+                                                  steps=steps if src in ("psaq", "spdfq") else None,
+                                                  pixel_range=(-1.0, 1.0), progress=args.progress, **extra).cpu()
+        sync(dev)
+        secs[src] = time.perf_counter() - t
+        torch.save({"images": calib[src], "seconds": secs[src]}, path)
+        log.info("%s calibration images: %.1f s", src, secs[src])
+    return calib, secs
+
+
+def evaluate_config(model, w: int, a: int, granularity: str, images, vx, vy, args, recon_steps: int) -> dict:
+    """Quantize ``model`` (fake-quant, IEEE fp32), calibrate on ``images``, evaluate on the crops, undo."""
+    cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon_steps, recon_lr=args.recon_lr,
+                            act_granularity=granularity, calib_method=args.calib_method)
+    with fp32_precision(False):
+        quant.apply(model, cfg)
+        try:
+            info = quant.calibrate(model, images)
+            acc = crop_accuracy(model, vx, vy)
+        finally:
+            quant.remove(model)
+    return {"crop_acc": acc, "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
+
+
+def table_markdown(res: dict) -> str:
+    """The accuracy grid: one line per (bits, activations), one column per source, and the target's gaps."""
+    rows = res["rows"]
+    fp32 = next(r["crop_acc"] for r in rows if r["bits"] == "fp32")
+    srcs = [s for s in SOURCES if any(r["source"] == s for r in rows)]
+    head = "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs)
+    lines = [head + " | SPDFQ − max(noise, PSAQ) | SPDFQ − real |", "|---|---|" + "---|" * (len(srcs) + 2)]
+    for w, a, g in dict.fromkeys((r["w"], r["a"], r["granularity"]) for r in rows if r["bits"] != "fp32"):
+        acc = {r["source"]: r["crop_acc"] for r in rows if (r.get("w"), r.get("a"), r.get("granularity")) == (w, a, g)}
+        cells = [f"{100 * acc[s]:.1f}%" if s in acc else "–" for s in srcs]
+        gap_free = (100 * (acc["spdfq"] - max(acc["noise"], acc["psaq"])) if {"spdfq", "noise", "psaq"} <= acc.keys()
+                    else None)
+        gap_real = 100 * (acc["spdfq"] - acc["real"]) if {"spdfq", "real"} <= acc.keys() else None
+        fmt = lambda v: "–" if v is None else f"{v:+.1f}"  # noqa: E731
+        lines.append(f"| W{w}A{a} | per {g} | " + " | ".join(cells) + f" | {fmt(gap_free)} | {fmt(gap_real)} |")
+    m = res["machine"]
+    dev = m["gpu"] or f"CPU ({m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads)"
+    head = (f"{dev}; torch {m['torch']}, CUDA {m['cuda']}; {m['date']}; preset {res['preset']}; fp32 crop accuracy "
+            f"{100 * fp32:.1f}% on {res['val_crops']} validation crops; {res['n_calib']} calibration images; "
+            f"synthesis {res['synth_steps']} steps ({res['synth_precision']}); training {res['train_steps']} steps "
+            f"({res['train_precision']}); calibration and evaluation {res['eval_precision']}")
+    skipped = f"\n\nskipped (time budget): {res['skipped']}" if res.get("skipped") else ""
+    return head + "\n\n" + "\n".join(lines) + skipped
+
+
+def write_results(res: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"quant_{res['preset']}.json").write_text(json.dumps(res, indent=2))
+    if any(r["bits"] == "fp32" for r in res["rows"]):
+        (out / f"quant_{res['preset']}.md").write_text(table_markdown(res) + "\n")
+
+
+def run_sized(args, preset: Preset) -> dict:
+    """--size vitb|tiny: pages → (time plan) → training → calibration images → every configuration."""
+    t_start = time.perf_counter()
+    deadline = t_start + args.time_budget if args.time_budget else None
+    device = torch.device(args.device)
+    out, work = Path(args.out), Path(args.work or args.out)
+    info = machine_info(device, torch.get_num_threads())
+    log.info("machine: %s", json.dumps(info))
+    res: dict = {"machine": info, "preset": preset.name, "args": {k: str(v) for k, v in vars(args).items()},
+                 "n_calib": preset.n_calib, "calib_method": args.calib_method, "rows": [], "skipped": [],
+                 "train_precision": "bf16 autocast" if device.type == "cuda" else "fp32",
+                 "synth_precision": "TF32" if device.type == "cuda" and not args.synth_fp32 else "fp32",
+                 "eval_precision": "IEEE fp32 (fake-quant)"}
+    t = time.perf_counter()
+    data = sized_data(preset, args.workers)
+    res["pages_s"] = time.perf_counter() - t
+    res["val_crops"] = len(data["vx"])
+    log.info("%d training pages, %d validation crops, %d real calibration crops in %.1f s", len(data["train"][0]),
+             len(data["vx"]), len(data["cx"]), res["pages_s"])
+    asked = {"train": args.train_steps or preset.model.steps, "synth": args.synth_steps or preset.synth_steps}
+    configs = [c for c in configurations(preset, args.sources) if f"w{c[0]}a{c[1]}" in args.bits]
+    steps = dict(asked)
+    if deadline is not None:
+        costs = measure_costs(preset, device, data, device.type == "cuda" and not args.synth_fp32, args.seed)
+        res["plan"] = plan_steps(preset, deadline - time.perf_counter(), costs, asked, len(configs))
+        steps = {"train": res["plan"]["train_steps"], "synth": res["plan"]["synth_steps"]}
+    res["train_steps"], res["synth_steps"] = steps["train"], steps["synth"]
+    write_results(res, out)
+    model, res["training"] = train_model(preset, data, work, device, steps["train"], args.progress)
+    res["rows"].append({"bits": "fp32", "source": "-", "crop_acc": None})
+    with fp32_precision(False):
+        res["rows"][0]["crop_acc"] = crop_accuracy(model, data["vx"], data["vy"])
+    log.info("fp32 validation crop accuracy %.4f", res["rows"][0]["crop_acc"])
+    calib, res["synthesis_s"] = synthesize_sources(model, preset, args.sources, data["cx"], steps["synth"], args,
+                                                   work / "calib")
+    write_results(res, out)
+    recon = args.recon_steps if args.recon_steps is not None else preset.recon_steps
+    est = res.get("plan", {}).get("config_s", 0.0)
+    for w, a, g, src in configs:
+        if deadline is not None and time.perf_counter() + est > deadline:
+            res["skipped"].append(f"W{w}A{a} per {g} {src}")
+            log.warning("skipped W%dA%d per %s %s: %.0f s left, ≈ %.0f s needed", w, a, g, src,
+                        deadline - time.perf_counter(), est)
+            continue
+        t = time.perf_counter()
+        row = {"bits": f"W{w}A{a}", "w": w, "a": a, "granularity": g, "source": src,
+               **evaluate_config(model, w, a, g, calib[src], data["vx"], data["vy"], args, recon)}
+        row["time_s"] = time.perf_counter() - t
+        est = max(est, row["time_s"])
+        res["rows"].append(row)
+        log.info("W%dA%d per %s %s: %.4f (%.1f s)", w, a, g, src, row["crop_acc"], row["time_s"])
+        res["total_s"] = time.perf_counter() - t_start
+        write_results(res, out)  # partial results survive a time-out
+    res["total_s"] = time.perf_counter() - t_start
+    res["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    write_results(res, out)
+    print(table_markdown(res), flush=True)
+    log.info("total %.0f s", res["total_s"])
     return res
 
 
@@ -244,11 +674,15 @@ def print_tables(res: dict) -> None:
         print(f"ViT-S int8 relative output error: {sp['vit_s_int8_rel_err']:.4f}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", choices=("demo", *PRESETS), default="demo",
+                   help="demo = a saved model (--model); vitb = train a ViT-B-sized model first (GPU); tiny = smoke test")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--model", type=Path, help="a saved vitkit demo model (for --part accuracy)")
     p.add_argument("--part", choices=("all", "synth", "accuracy", "speed"), default="all",
-                   help="synth = only produce (and cache) the calibration images of --sources")
+                   help="synth = only produce (and cache) the calibration images of --sources; with --size vitb|tiny "
+                        "only all (= accuracy) and accuracy")
     p.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES))
     p.add_argument("--bits", nargs="+", choices=("w8a8", "w6a6", "w4a4", "w3a3"), default=["w8a8", "w6a6", "w4a4"])
     p.add_argument("--calib-method", choices=("minmax", "percentile", "mse"), default="mse")
@@ -262,22 +696,56 @@ def main() -> None:
     p.add_argument("--alpha", type=float, default=1e3, help="SPDFQ attention-prior weight")
     p.add_argument("--act-granularity", choices=("token", "tensor"), default="token",
                    help="activations: dynamic per-token scales, or static per-tensor scales set by calibration")
-    p.add_argument("--recon-steps", type=int, default=100)
+    p.add_argument("--recon-steps", type=int, default=None, help="block reconstruction steps (default: 100; "
+                   "vitb/tiny: the preset's)")
     p.add_argument("--recon-lr", type=float, default=4e-5)
     p.add_argument("--batch", type=int, default=8, help="images per forward in the speed part")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                   help="speed part: the thread counts timed; vitb/tiny: torch threads (the largest value given)")
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", type=Path)
-    args = p.parse_args()
+    g = p.add_argument_group("--size vitb|tiny")
+    g.add_argument("--out", type=Path, default=None, help="JSON + markdown table (default runs/quant_<size>)")
+    g.add_argument("--work", type=Path, default=None, help="trained model, checkpoints, calibration images "
+                   "(default: --out)")
+    g.add_argument("--workers", type=int, default=1, help="processes rendering pages (same pages for any value)")
+    g.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="measure a few steps first and lower training and synthesis steps (never raise them) so "
+                        "that the run fits in S seconds; configurations that would not finish are skipped")
+    g.add_argument("--train-steps", type=int, default=None, help="training steps (default: the preset's)")
+    g.add_argument("--synth-steps", type=int, default=None, help="PSAQ-style and SPDFQ steps (default: the preset's)")
+    g.add_argument("--synth-fp32", action="store_true", help="synthesis in IEEE fp32 on CUDA (default TF32)")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch.cuda.is_available() is False (no GPU, or a CPU-only torch build); "
+                "use --device cpu")
+    if args.device == "cuda" and (args.part == "speed" or (args.part == "all" and args.size == "demo")
+                                  or args.int8_row or args.frb):
+        p.error("--device cuda: the real-int8 speed part, --int8-row and --frb run on the CPU only; use "
+                "--part accuracy without them")
+    for name in ("time_budget", "train_steps", "synth_steps", "recon_steps"):
+        v = getattr(args, name)
+        if v is not None and (v <= 0 if name == "time_budget" else v < 0):
+            p.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'time_budget' else '≥ 0'}, got {v}")
+    if args.size != "demo":
+        if args.part not in ("all", "accuracy") or args.int8_row or args.frb:
+            p.error(f"--size {args.size}: only --part accuracy (the default 'all' means accuracy here), without "
+                    "--int8-row and --frb; the CPU int8 parts run with --size demo")
+        args.out = args.out or Path(f"runs/quant_{args.size}")
+        torch.set_num_threads(max(args.threads))
+        return run_sized(args, PRESETS[args.size])
+    if args.recon_steps is None:
+        args.recon_steps = 100
     torch.set_num_threads(1)
     res: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
-    if args.part in ("all", "synth", "accuracy"):
-        if args.model is None:
-            p.error("--model DIR is needed for the accuracy part")
-        res["accuracy"] = part_accuracy(args)
+    with fp32_precision(False):
+        if args.part in ("all", "synth", "accuracy"):
+            if args.model is None:
+                p.error("--model DIR is needed for the accuracy part")
+            res["accuracy"] = part_accuracy(args)
     if args.part in ("all", "speed"):
         res["speed"] = part_speed(args)
     res["machine"]["load_avg_end"] = os.getloadavg()
@@ -286,6 +754,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))
+    return res
 
 
 if __name__ == "__main__":

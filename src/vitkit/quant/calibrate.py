@@ -30,7 +30,7 @@ def check_source(source: str) -> str:
 def calibration_images(model: nn.Module, source: str, n: int = 32, *, images: Tensor | None = None, seed: int = 0,
                        steps: int | None = None, progress: bool = False, pixel_range: tuple[float, float] | None = None,
                        **kwargs) -> Tensor:
-    """``n`` calibration images (n, C, H, W) at the model's input size from ``source``.
+    """``n`` calibration images (n, C, H, W) at the model's input size from ``source``, on the model's device.
 
     ``images`` (M, C, H, W) are required for ``real`` (a seeded random subset of n is taken);
     ``steps`` overrides the synthesis steps; ``kwargs`` go to the synthesiser's config
@@ -41,16 +41,17 @@ def calibration_images(model: nn.Module, source: str, n: int = 32, *, images: Te
         raise ValueError(f"n={n}: need at least one calibration image")
     if model.training:
         log.debug("calibration images are produced with the model in eval mode")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # random draws on the CPU (the same on every device), then moved
+    device = ptq.model_device(model)
     if source == "real":
         if images is None or len(images) == 0:
             raise ValueError("calib='real' needs calibration images (images=… / --images DIR)")
         idx = torch.randperm(len(images), generator=gen)[:n]
-        return images[idx]
+        return images[idx.to(images.device)].to(device)
     vcfg = model.cfg
     H, W = vcfg.img_size
     if source == "noise":
-        x = torch.randn(n, vcfg.in_chans, H, W, generator=gen)
+        x = torch.randn(n, vcfg.in_chans, H, W, generator=gen).to(device)
         return x.clamp(*pixel_range) if pixel_range is not None else x
     extra = {"n_images": n, "seed": seed, "progress": progress, "pixel_range": pixel_range, **kwargs}
     if steps is not None:

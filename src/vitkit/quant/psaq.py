@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ptq import frozen
+from .ptq import frozen, model_device
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,19 @@ def similarity_entropy(tokens: Tensor, bandwidth: float = 0.05, grid_points: int
 
 
 def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
-    """PSAQ-style calibration images (n_images, C, H, W) for a float ViT with a classification head."""
+    """PSAQ-style calibration images (n_images, C, H, W), on the model's device, for a float ViT with a
+    classification head."""
     from ..progress import progress_bar
 
     cfg = cfg or PSAQConfig()
     vcfg = model.cfg
     if not vcfg.num_classes:
         raise ValueError("PSAQ synthesis needs a classification head (num_classes > 0) for its labels")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # drawn on the CPU (the same stream on every device), then moved
+    dev = model_device(model)
     H, W = vcfg.img_size
-    labels = torch.randint(vcfg.num_classes, (cfg.n_images,), generator=gen)
-    x = torch.randn(cfg.n_images, vcfg.in_chans, H, W, generator=gen).requires_grad_(True)
+    labels = torch.randint(vcfg.num_classes, (cfg.n_images,), generator=gen).to(dev)
+    x = torch.randn(cfg.n_images, vcfg.in_chans, H, W, generator=gen).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=cfg.lr)
     outs: list[Tensor] = []
     hooks = [blk.attn.register_forward_hook(lambda _m, _i, o: outs.append(o)) for blk in model.blocks]

@@ -90,7 +90,7 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
         self.weight_quantizer = WeightQuantizer(cfg.w_bits, cfg.w_symmetric, cfg.calib_method)
         self.input_quantizer = ActQuantizer(cfg.a_bits, cfg.act_granularity, cfg.a_symmetric, cfg.calib_method,
-                                            cfg.percentile)
+                                            cfg.percentile).to(base_layer.weight.device)
         with torch.no_grad():
             self.weight_quantizer.calibrate(base_layer.weight)
 
@@ -146,7 +146,7 @@ def apply(model: nn.Module, cfg: QuantConfig | None = None) -> list[str]:
             if isinstance(mod, Attention):
                 if mod.attn_map_fn is not None:
                     raise ValueError(f"{name}.attn_map_fn is already set by another method; remove it first")
-                mod.attn_map_fn = Log2Quantizer(cfg.attn_bits)
+                mod.attn_map_fn = Log2Quantizer(cfg.attn_bits).to(model_device(mod))
                 touched.append(f"{name}.attn_map_fn")
     model.quant_config = cfg
     log.info("quantized %d modules to W%dA%d (attention maps: %s)", len(touched), cfg.w_bits, cfg.a_bits,
@@ -169,6 +169,12 @@ def remove(model: nn.Module) -> list[str]:
     if hasattr(model, "quant_config"):
         del model.quant_config
     return restored
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def quantizer_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
@@ -226,11 +232,12 @@ def calibrate_ranges(model: nn.Module, images: Tensor, batch_size: int = 32) -> 
         raise ValueError("calibration images are empty")
     was_training = model.training
     model.eval()
+    dev = model_device(model)
     for q in acts:
         q.observing = True
     try:
         for x in _batches(images, batch_size):
-            model(x)
+            model(x.to(dev))
     finally:
         for q in acts:
             q.observing = False
@@ -263,10 +270,10 @@ def reconstruct_blocks(model: nn.Module, images: Tensor, steps: int = 100, lr: f
 
     if not hasattr(model, "blocks") or not hasattr(model, "embed"):
         raise ValueError(f"block reconstruction needs a VisionTransformer, got {type(model).__name__}")
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same index stream on every device
     model.eval()
     with torch.no_grad():
-        x_fp, _ = model.embed(images)  # patch embedding stays float: same input for both
+        x_fp, _ = model.embed(images.to(model_device(model)))  # patch embedding stays float: same input for both
     x_q = x_fp.clone()
     out: list[dict] = []
     with frozen(model), progress_bar(progress) as bar:
@@ -284,7 +291,7 @@ def reconstruct_blocks(model: nn.Module, images: Tensor, steps: int = 100, lr: f
                     p.requires_grad_(True)
                 opt = torch.optim.Adam(params, lr=lr)
                 for _ in range(steps):
-                    idx = torch.randint(len(x_q), (min(batch_size, len(x_q)),), generator=gen)
+                    idx = torch.randint(len(x_q), (min(batch_size, len(x_q)),), generator=gen).to(x_q.device)
                     loss = F.mse_loss(block(x_q[idx]), target[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()

@@ -199,18 +199,19 @@ class ActQuantizer(nn.Module):
 
     def observe(self, x: Tensor) -> None:
         rows = x.detach().reshape(-1, x.shape[-1]).float()
-        if len(rows) > self.max_rows:
+        if len(rows) > self.max_rows:  # a CPU generator: the same subset on every device
             idx = torch.randperm(len(rows), generator=torch.Generator().manual_seed(len(self._seen)))
-            rows = rows[idx[: self.max_rows]]
+            rows = rows[idx[: self.max_rows].to(rows.device)]
         self._seen.append(rows.cpu())
 
     def finish(self) -> None:
         """Set the scale (per tensor) or clip ratio (per token) from what was observed."""
         if not self._seen:
             raise RuntimeError("ActQuantizer.finish() without observed activations: run calibration data first")
-        x = torch.cat(self._seen)
+        x = torch.cat(self._seen)  # observed rows wait on the CPU; the search runs on the quantizer's device
         if len(x) > 4 * self.max_rows:
             x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[: 4 * self.max_rows]]
+        x = x.to(self.scale.device)
         self._seen = []
         if self.granularity == "tensor":
             flat = x.flatten()
@@ -218,7 +219,8 @@ class ActQuantizer(nn.Module):
                 lo, hi = flat.min(), flat.max()
                 s, z = scale_from_range(lo, hi, self.bits, self.symmetric)
             elif self.method == "percentile":
-                sample = flat[torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[: 1 << 22]]
+                idx = torch.randperm(len(flat), generator=torch.Generator().manual_seed(0))[: 1 << 22]
+                sample = flat[idx.to(flat.device)]
                 lo = torch.quantile(sample, 1 - self.percentile / 100)
                 hi = torch.quantile(sample, self.percentile / 100)
                 s, z = scale_from_range(lo, hi, self.bits, self.symmetric)
@@ -231,8 +233,8 @@ class ActQuantizer(nn.Module):
             if self.method == "percentile":  # per token: the percentile of |x| relative to each token's max
                 ratios = [float(torch.quantile((x.abs() / x.abs().amax(-1, keepdim=True).clamp_min(1e-12))
                                                .flatten()[: 1 << 22], self.percentile / 100))]
-            errs = [(self._token_quant(x, torch.tensor(r)) - x).pow(2).sum().item() for r in ratios]
-            self.clip.data = torch.tensor(ratios[min(range(len(errs)), key=errs.__getitem__)])
+            errs = [(self._token_quant(x, torch.tensor(r, device=x.device)) - x).pow(2).sum().item() for r in ratios]
+            self.clip.data = torch.tensor(ratios[min(range(len(errs)), key=errs.__getitem__)], device=self.clip.device)
         self.ready = True
 
     def _token_quant(self, x: Tensor, clip: Tensor) -> Tensor:

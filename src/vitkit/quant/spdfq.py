@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .ptq import frozen
+from .ptq import frozen, model_device
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ def soft_targets(labels: Tensor, num_classes: int, logit_range: tuple[float, flo
                  generator: torch.Generator | None = None) -> Tensor:
     """Soft labels (B, K): softmax of logits that are 0 except the target's, drawn from U(lo, hi)."""
     lo, hi = logit_range
-    z = torch.zeros(len(labels), num_classes)
-    z[torch.arange(len(labels)), labels] = lo + (hi - lo) * torch.rand(len(labels), generator=generator)
+    z = torch.zeros(len(labels), num_classes, device=labels.device)
+    u = torch.rand(len(labels), generator=generator).to(labels.device)  # drawn on the CPU, as ``generator`` is
+    z[torch.arange(len(labels), device=labels.device), labels] = lo + (hi - lo) * u
     return z.softmax(-1)
 
 
@@ -147,11 +148,12 @@ def crop_resize(x: Tensor, boxes: list[list[tuple[int, int, int, int]]]) -> tupl
             crops.append(F.interpolate(x[b : b + 1, :, y0:y1, x0:x1], size=(H, W), mode="bilinear",
                                        align_corners=False))
             owner.append(b)
-    return torch.cat(crops), torch.tensor(owner)
+    return torch.cat(crops), torch.tensor(owner, device=x.device)
 
 
 def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
-    """SPDFQ calibration images (n_images, C, H, W) for a float ViT with a classification head."""
+    """SPDFQ calibration images (n_images, C, H, W), on the model's device, for a float ViT with a
+    classification head."""
     from ..progress import progress_bar
 
     cfg = cfg or SPDFQConfig()
@@ -160,7 +162,8 @@ def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
         raise ValueError("SPDFQ needs a classification head (num_classes > 0) for its soft labels")
     if not vcfg.class_token:
         raise ValueError("SPDFQ aligns CLS attention: the model needs a class token")
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)  # every draw on the CPU (the same stream on every device)
+    dev = model_device(model)
     H, W = vcfg.img_size
     n, K, depth = cfg.n_images, vcfg.num_classes, model.depth
     grid = model.grid_size
@@ -173,7 +176,9 @@ def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
     n_boxes = sum(len(b) for b in boxes)
     box_targets = soft_targets(torch.randint(K, (n_boxes,), generator=gen), K, cfg.logit_range, gen)
 
-    x = torch.randn(n, vcfg.in_chans, H, W, generator=gen).requires_grad_(True)
+    priors = {i: p.to(dev) for i, p in priors.items()}
+    targets, box_targets = targets.to(dev), box_targets.to(dev)
+    x = torch.randn(n, vcfg.in_chans, H, W, generator=gen).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=cfg.lr)
     with frozen(model, eval_mode=True), model.attention_readout(layers, kind="cls", keep_grad=True) as maps, \
             progress_bar(cfg.progress) as bar:
