@@ -14,7 +14,7 @@ Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base
 
 Sizes (``--size``):
   demo  (default) the above: a saved demo model (``--model DIR``), the figures in RESULTS.md
-  vitb  a ViT-B-sized FRB crop classifier for a GPU (width 768, 12 blocks, 12 heads, 85.6 M parameters in the
+  vitb  a ViT-B-sized FRB crop classifier for a GPU (width 768, 12 blocks, 12 heads, 85.1 M parameters in the
         blocks): 96×96 ink crops of the demo's 440×240 pages (font 37–43 px) with patch 8 = a 12×12 grid, 145
         tokens (ViT-B/16 at 224 has 197), trained from scratch with vitkit.engine (bf16 autocast on CUDA),
         3,000 steps × 128 crops, lr 3e-4, on 2,400 training pages; saved under ``--work``. Then the accuracy
@@ -392,7 +392,8 @@ def plan_steps(preset: Preset, seconds_left: float, costs: dict, asked: dict[str
     (saving, five checkpoints of model + AdamW state, evaluation and loading: 30 s + 5 × 12 bytes per
     parameter at ~1 GB/s)."""
     m = preset.model
-    params = sum(p.numel() for p in build_model(m).parameters())
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(m).parameters())
     reserve = 30.0 + 5 * 12 * params / 1e9 + n_configs * costs["config_s"]
     steps = fit_plan(seconds_left / safety - reserve,
                      {"train": costs["train_s_per_step"], "synth": costs["synth_s_per_step"]}, asked)
@@ -420,9 +421,10 @@ def machine_info(device: torch.device, threads: int) -> dict:
     return info
 
 
-def train_model(preset: Preset, data: dict, work: Path, device: torch.device, steps: int, progress: bool):
+def train_model(preset: Preset, data: dict, work: Path, device: torch.device, steps: int, progress: bool,
+                lr: float | None = None):
     """Train (or reuse from ``work/model`` when its summary matches) the preset's crop classifier."""
-    cfg = replace(preset.model, steps=steps, out_dir=str(work), progress=progress)
+    cfg = replace(preset.model, steps=steps, out_dir=str(work), progress=progress, lr=lr or preset.model.lr)
     summary_path = work / "train_summary.json"
     if summary_path.exists() and (work / "model").exists():
         summary = json.loads(summary_path.read_text())
@@ -522,6 +524,7 @@ def run_sized(args, preset: Preset) -> dict:
     """--size vitb|tiny: pages → (time plan) → training → calibration images → every configuration."""
     t_start = time.perf_counter()
     deadline = t_start + args.time_budget if args.time_budget else None
+    logging.getLogger("vitkit.quant.ptq").setLevel(logging.WARNING)  # per-block lines: the JSON keeps them
     device = torch.device(args.device)
     out, work = Path(args.out), Path(args.work or args.out)
     info = machine_info(device, torch.get_num_threads())
@@ -537,7 +540,8 @@ def run_sized(args, preset: Preset) -> dict:
     res["val_crops"] = len(data["vx"])
     log.info("%d training pages, %d validation crops, %d real calibration crops in %.1f s", len(data["train"][0]),
              len(data["vx"]), len(data["cx"]), res["pages_s"])
-    asked = {"train": args.train_steps or preset.model.steps, "synth": args.synth_steps or preset.synth_steps}
+    asked = {"train": args.train_steps or preset.model.steps,
+             "synth": preset.synth_steps if args.synth_steps is None else args.synth_steps}
     configs = [c for c in configurations(preset, args.sources) if f"w{c[0]}a{c[1]}" in args.bits]
     steps = dict(asked)
     if deadline is not None:
@@ -546,7 +550,7 @@ def run_sized(args, preset: Preset) -> dict:
         steps = {"train": res["plan"]["train_steps"], "synth": res["plan"]["synth_steps"]}
     res["train_steps"], res["synth_steps"] = steps["train"], steps["synth"]
     write_results(res, out)
-    model, res["training"] = train_model(preset, data, work, device, steps["train"], args.progress)
+    model, res["training"] = train_model(preset, data, work, device, steps["train"], args.progress, args.lr)
     res["rows"].append({"bits": "fp32", "source": "-", "crop_acc": None})
     with fp32_precision(False):
         res["rows"][0]["crop_acc"] = crop_accuracy(model, data["vx"], data["vy"])
@@ -716,6 +720,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "that the run fits in S seconds; configurations that would not finish are skipped")
     g.add_argument("--train-steps", type=int, default=None, help="training steps (default: the preset's)")
     g.add_argument("--synth-steps", type=int, default=None, help="PSAQ-style and SPDFQ steps (default: the preset's)")
+    g.add_argument("--lr", type=float, default=None, help="training learning rate (default: the preset's)")
     g.add_argument("--synth-fp32", action="store_true", help="synthesis in IEEE fp32 on CUDA (default TF32)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -726,10 +731,11 @@ def main(argv: list[str] | None = None) -> dict:
                                   or args.int8_row or args.frb):
         p.error("--device cuda: the real-int8 speed part, --int8-row and --frb run on the CPU only; use "
                 "--part accuracy without them")
-    for name in ("time_budget", "train_steps", "synth_steps", "recon_steps"):
+    for name in ("time_budget", "lr", "train_steps", "synth_steps", "recon_steps"):
         v = getattr(args, name)
-        if v is not None and (v <= 0 if name == "time_budget" else v < 0):
-            p.error(f"--{name.replace('_', '-')} must be {'positive' if name == 'time_budget' else '≥ 0'}, got {v}")
+        positive = name in ("time_budget", "lr", "train_steps")
+        if v is not None and (v <= 0 if positive else v < 0):
+            p.error(f"--{name.replace('_', '-')} must be {'> 0' if positive else '≥ 0'}, got {v}")
     if args.size != "demo":
         if args.part not in ("all", "accuracy") or args.int8_row or args.frb:
             p.error(f"--size {args.size}: only --part accuracy (the default 'all' means accuracy here), without "

@@ -35,7 +35,7 @@ def test_vitb_preset_is_vit_b_sized(qb):
         model = build_model(m)
     assert model.grid_size == (12, 12) and model.num_prefix_tokens == 1  # 145 tokens
     blocks = sum(p.numel() for p in model.blocks.parameters())
-    assert 84e6 < blocks < 86e6  # ViT-B/16's 12 blocks: 85.0 M
+    assert 84e6 < blocks < 86e6  # ViT-B/16's 12 blocks: 85.1 M
     assert qb.VITB.synth_steps == 1000 and qb.VITB.recon_steps == 100 and qb.VITB.n_calib == 32
     assert m.crop <= 240  # the demo's pages are 440×240
 
@@ -76,7 +76,8 @@ def test_table_shows_the_target_gaps(qb):
 def test_argument_errors_name_the_option(qb, capsys):
     for argv, msg in ((["--size", "vitb", "--part", "speed"], "--size vitb"),
                       (["--size", "tiny", "--time-budget", "0"], "--time-budget"),
-                      (["--size", "tiny", "--train-steps", "-1"], "--train-steps")):
+                      (["--size", "tiny", "--train-steps", "0"], "--train-steps"),
+                      (["--size", "tiny", "--lr", "-1"], "--lr")):
         with pytest.raises(SystemExit):
             qb.main(argv)
         assert msg in capsys.readouterr().err
