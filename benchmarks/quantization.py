@@ -534,6 +534,8 @@ def run_sized(args, preset: Preset) -> dict:
                  "train_precision": "bf16 autocast" if device.type == "cuda" else "fp32",
                  "synth_precision": "TF32" if device.type == "cuda" and not args.synth_fp32 else "fp32",
                  "eval_precision": "IEEE fp32 (fake-quant)"}
+    log.info("precision: training %s, synthesis %s, calibration, reconstruction and evaluation %s",
+             res["train_precision"], res["synth_precision"], res["eval_precision"])
     t = time.perf_counter()
     data = sized_data(preset, args.workers)
     res["pages_s"] = time.perf_counter() - t
