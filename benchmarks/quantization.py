@@ -102,11 +102,15 @@ def demo_data(crop: int, seed: int = 0, val_pages: int = 150, calib_pages: int =
 
 
 @torch.no_grad()
-def crop_accuracy(model, x, y, bs: int = 200) -> float:
-    """Share of crops x (n, 3, S, S) classified as y (n,); batches go to the model's device."""
+def crop_predictions(model, x, bs: int = 200) -> torch.Tensor:
+    """Predicted classes (n,) of crops x (n, 3, S, S), on the CPU; batches go to the model's device."""
     dev = next(model.parameters()).device
-    pred = torch.cat([model(x[i : i + bs].to(dev)).argmax(-1).cpu() for i in range(0, len(x), bs)])
-    return (pred == y).float().mean().item()
+    return torch.cat([model(x[i : i + bs].to(dev)).argmax(-1).cpu() for i in range(0, len(x), bs)])
+
+
+def crop_accuracy(model, x, y, bs: int = 200) -> float:
+    """Share of crops x (n, 3, S, S) classified as y (n,)."""
+    return (crop_predictions(model, x, bs) == y).float().mean().item()
 
 
 def frb_accuracy(model, crop: int) -> dict:
@@ -474,18 +478,24 @@ def synthesize_sources(model, preset: Preset, sources, cx, steps: int, args, cac
     return calib, secs
 
 
-def evaluate_config(model, w: int, a: int, granularity: str, images, vx, vy, args, recon_steps: int) -> dict:
-    """Quantize ``model`` (fake-quant, IEEE fp32), calibrate on ``images``, evaluate on the crops, undo."""
+def evaluate_config(model, w: int, a: int, granularity: str, images, vx, vy, args, recon_steps: int,
+                    fp32_pred: torch.Tensor | None = None) -> dict:
+    """Quantize ``model`` (fake-quant, IEEE fp32), calibrate on ``images``, evaluate on the crops, undo.
+    With the float model's predictions ``fp32_pred``, also the share of crops whose class is unchanged."""
     cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon_steps, recon_lr=args.recon_lr,
                             act_granularity=granularity, calib_method=args.calib_method)
     with fp32_precision(False):
         quant.apply(model, cfg)
         try:
             info = quant.calibrate(model, images)
-            acc = crop_accuracy(model, vx, vy)
+            pred = crop_predictions(model, vx)
         finally:
             quant.remove(model)
-    return {"crop_acc": acc, "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
+    row = {"crop_acc": (pred == vy).float().mean().item(),
+           "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
+    if fp32_pred is not None:
+        row["agree_fp32"] = (pred == fp32_pred).float().mean().item()
+    return row
 
 
 def table_markdown(res: dict) -> str:
@@ -503,6 +513,15 @@ def table_markdown(res: dict) -> str:
         gap_real = 100 * (acc["spdfq"] - acc["real"]) if {"spdfq", "real"} <= acc.keys() else None
         fmt = lambda v: "–" if v is None else f"{v:+.1f}"  # noqa: E731
         lines.append(f"| W{w}A{a} | per {g} | " + " | ".join(cells) + f" | {fmt(gap_free)} | {fmt(gap_real)} |")
+    if any("agree_fp32" in r for r in rows):
+        lines += ["", "Crops whose predicted class is the fp32 model's:", "",
+                  "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs) + " |",
+                  "|---|---|" + "---|" * len(srcs)]
+        for w, a, g in dict.fromkeys((r["w"], r["a"], r["granularity"]) for r in rows if r["bits"] != "fp32"):
+            agree = {r["source"]: r.get("agree_fp32") for r in rows
+                     if (r.get("w"), r.get("a"), r.get("granularity")) == (w, a, g)}
+            cells = [f"{100 * agree[s]:.1f}%" if agree.get(s) is not None else "–" for s in srcs]
+            lines.append(f"| W{w}A{a} | per {g} | " + " | ".join(cells) + " |")
     m = res["machine"]
     dev = m["gpu"] or f"CPU ({m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads)"
     head = (f"{dev}; torch {m['torch']}, CUDA {m['cuda']}; {m['date']}; preset {res['preset']}; fp32 crop accuracy "
@@ -555,7 +574,8 @@ def run_sized(args, preset: Preset) -> dict:
     model, res["training"] = train_model(preset, data, work, device, steps["train"], args.progress, args.lr)
     res["rows"].append({"bits": "fp32", "source": "-", "crop_acc": None})
     with fp32_precision(False):
-        res["rows"][0]["crop_acc"] = crop_accuracy(model, data["vx"], data["vy"])
+        fp32_pred = crop_predictions(model, data["vx"])
+    res["rows"][0]["crop_acc"] = (fp32_pred == data["vy"]).float().mean().item()
     log.info("fp32 validation crop accuracy %.4f", res["rows"][0]["crop_acc"])
     calib, res["synthesis_s"] = synthesize_sources(model, preset, args.sources, data["cx"], steps["synth"], args,
                                                    work / "calib")
@@ -570,11 +590,12 @@ def run_sized(args, preset: Preset) -> dict:
             continue
         t = time.perf_counter()
         row = {"bits": f"W{w}A{a}", "w": w, "a": a, "granularity": g, "source": src,
-               **evaluate_config(model, w, a, g, calib[src], data["vx"], data["vy"], args, recon)}
+               **evaluate_config(model, w, a, g, calib[src], data["vx"], data["vy"], args, recon, fp32_pred)}
         row["time_s"] = time.perf_counter() - t
         est = max(est, row["time_s"])
         res["rows"].append(row)
-        log.info("W%dA%d per %s %s: %.4f (%.1f s)", w, a, g, src, row["crop_acc"], row["time_s"])
+        log.info("W%dA%d per %s %s: accuracy %.4f, same class as fp32 %.4f (%.1f s)", w, a, g, src, row["crop_acc"],
+                 row["agree_fp32"], row["time_s"])
         res["total_s"] = time.perf_counter() - t_start
         write_results(res, out)  # partial results survive a time-out
     res["total_s"] = time.perf_counter() - t_start

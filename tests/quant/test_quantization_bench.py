@@ -60,7 +60,8 @@ def test_fit_plan_lowers_training_then_synthesis_and_never_raises(qb):
 def test_table_shows_the_target_gaps(qb):
     rows = [{"bits": "fp32", "source": "-", "crop_acc": 0.9}]
     for src, acc in (("real", 0.8), ("noise", 0.5), ("psaq", 0.6), ("spdfq", 0.75)):
-        rows.append({"bits": "W4A4", "w": 4, "a": 4, "granularity": "tensor", "source": src, "crop_acc": acc})
+        rows.append({"bits": "W4A4", "w": 4, "a": 4, "granularity": "tensor", "source": src, "crop_acc": acc,
+                     "agree_fp32": acc + 0.05})
     rows.append({"bits": "W8A8", "w": 8, "a": 8, "granularity": "token", "source": "real", "crop_acc": 0.9})
     res = {"rows": rows, "machine": {"gpu": "H100", "torch": "2.11", "cuda": "13.0", "date": "d", "cpu": "x",
                                      "cpu_count": 16, "threads": 8},
@@ -71,6 +72,7 @@ def test_table_shows_the_target_gaps(qb):
     assert "| W4A4 | per tensor | 80.0% | 50.0% | 60.0% | 75.0% | +15.0 | -5.0 |" in text
     assert "| W8A8 | per token | 90.0% | – | – | – | – | – |" in text
     assert "fp32 crop accuracy 90.0% on 1200 validation crops" in text and "W8A8 per tensor real" in text
+    assert "| W4A4 | per tensor | 85.0% | 55.0% | 65.0% | 80.0% |" in text  # agreement with fp32
 
 
 def test_argument_errors_name_the_option(qb, capsys):
@@ -94,7 +96,7 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     rows = res["rows"]
     assert rows[0]["bits"] == "fp32" and len(rows) == 1 + 24 and not res["skipped"]
     assert [(r["w"], r["a"], r["granularity"], r["source"]) for r in rows[1:]] == qb.configurations(qb.TINY)
-    assert all(0 <= r["crop_acc"] <= 1 for r in rows)
+    assert all(0 <= r["crop_acc"] <= 1 for r in rows) and all(0 <= r["agree_fp32"] <= 1 for r in rows[1:])
     assert all(len(r["recon_mse"]) == qb.TINY.model.depth and all(a <= b for b, a in r["recon_mse"])
                for r in rows[1:])  # reconstruction never leaves a block worse
     assert res["plan"]["train_steps"] <= qb.TINY.model.steps and res["plan"]["synth_steps"] <= qb.TINY.synth_steps
@@ -104,7 +106,7 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     saved = json.loads((out / "quant_tiny.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     table = (out / "quant_tiny.md").read_text()
-    assert table.count("| W4A4 |") == 2 and table.count("| W8A8 |") == 2
+    assert table.count("| W4A4 |") == 4 and table.count("| W8A8 |") == 4  # accuracy and agreement tables
     return res
 
 
