@@ -262,25 +262,29 @@ def _render(split: str, start: int, stop: int, seed: int, size_range: tuple[int,
     return frb_pages([frb.train_sample(i, seed, split=split, size_range=size_range) for i in range(start, stop)])
 
 
-def render_pages(split: str, n: int, seed: int, size_range: tuple[int, int], workers: int = 1):
-    """Pages 0..n-1 of ``split`` ("train"/"val") as grey (n, 1, 240, 440) + labels, in ``workers`` spawned
-    processes; every page is normalised on its own, so the result does not depend on ``workers``."""
-    if workers <= 1 or n < 2 * workers:
-        return _render(split, 0, n, seed, size_range) if n else (torch.zeros(0, 1, 240, 440), torch.zeros(0))
+def render_pages(splits: dict[str, int], seed: int, size_range: tuple[int, int], workers: int = 1) -> dict:
+    """Pages 0..n-1 of each split ("train"/"val": n) as grey (n, 1, 240, 440) + labels, in ``workers`` spawned
+    processes (one pool for all splits); every page is normalised on its own, so the result does not depend
+    on ``workers``."""
+    if workers <= 1 or sum(splits.values()) < 2 * workers:
+        return {split: _render(split, 0, n, seed, size_range) for split, n in splits.items()}
     import multiprocessing as mp
 
-    step = -(-n // (4 * workers))
+    step = -(-sum(splits.values()) // (4 * workers))
+    tasks = [(split, a, min(n, a + step), seed, size_range) for split, n in splits.items() for a in range(0, n, step)]
     with mp.get_context("spawn").Pool(workers) as pool:
-        chunks = pool.starmap(_render, [(split, a, min(n, a + step), seed, size_range) for a in range(0, n, step)])
-    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+        chunks = pool.starmap(_render, tasks)
+    return {split: (torch.cat([c[0] for t, c in zip(tasks, chunks, strict=True) if t[0] == split]),
+                    torch.cat([c[1] for t, c in zip(tasks, chunks, strict=True) if t[0] == split]))
+            for split in splits}
 
 
 def sized_data(preset: Preset, workers: int = 1) -> dict:
     """Training and validation pages, the validation crops (4 per page, seed + 1, as the trainer validates)
     and the real calibration crops (2 per page of the first ``calib_pages`` training pages, seed + 7)."""
     m = preset.model
-    tp, tl = render_pages("train", preset.train_pages, m.seed, m.size_range, workers)
-    vp, vl = render_pages("val", preset.val_pages, m.seed, m.size_range, workers)
+    pages = render_pages({"train": preset.train_pages, "val": preset.val_pages}, m.seed, m.size_range, workers)
+    (tp, tl), (vp, vl) = pages["train"], pages["val"]
     vx, vy = crops(vp, vl, m.crop, 4, m.seed + 1)
     cx, _ = crops(tp[: preset.calib_pages], tl[: preset.calib_pages], m.crop, 2, m.seed + 7)
     return {"train": (tp, tl), "val": (vp, vl), "vx": vx, "vy": vy, "cx": cx}
