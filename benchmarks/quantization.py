@@ -229,25 +229,31 @@ def configurations(preset: Preset, sources=SOURCES) -> list[tuple[int, int, str,
 @contextlib.contextmanager
 def fp32_precision(tf32: bool):
     """CUDA float32 matmuls and convolutions in TF32 (``tf32``) or IEEE fp32 inside; restored on exit
-    (nothing changes without CUDA)."""
-    b = torch.backends
+    (nothing changes without CUDA).
+
+    Only the two setters torch keeps consistent with its newer per-backend flags are used
+    (``torch.set_float32_matmul_precision`` and ``torch.backends.cudnn.allow_tf32``): mixing the old and new
+    APIs makes torch ≥ 2.9 raise when a flag is read. A flag that cannot be set is logged, not fatal."""
     if not torch.cuda.is_available():
         yield
-    elif hasattr(b.cuda.matmul, "fp32_precision"):  # torch ≥ 2.9
-        saved = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision)
-        mode = "tf32" if tf32 else "ieee"
-        b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision = mode, mode
-        try:
-            yield
-        finally:
-            b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision = saved
-    else:
-        saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32)
-        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = tf32, tf32
-        try:
-            yield
-        finally:
-            b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32 = saved
+        return
+    saved = None
+    try:
+        saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+        torch.set_float32_matmul_precision("high" if tf32 else "highest")
+        torch.backends.cudnn.allow_tf32 = tf32
+    except RuntimeError as e:  # a torch whose flags are in a mixed state: keep whatever is set
+        log.warning("could not set %s precision (%s); running with torch's current setting",
+                    "TF32" if tf32 else "IEEE fp32", e)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            try:
+                torch.set_float32_matmul_precision(saved[0])
+                torch.backends.cudnn.allow_tf32 = saved[1]
+            except RuntimeError as e:
+                log.warning("could not restore the float32 precision flags (%s)", e)
 
 
 def sync(device: torch.device) -> None:

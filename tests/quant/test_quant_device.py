@@ -64,12 +64,14 @@ def test_soft_targets_follow_the_labels_device():
 
 @pytest.fixture()
 def ieee_fp32():
-    """CUDA matmuls and convolutions in IEEE fp32 (convolutions default to TF32), restored afterwards."""
-    b = torch.backends
-    saved = (b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision)
-    b.cuda.matmul.fp32_precision = b.cudnn.conv.fp32_precision = "ieee"
+    """CUDA matmuls and convolutions in IEEE fp32 (convolutions default to TF32), restored afterwards;
+    through the setters that keep torch's old and new precision flags consistent."""
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
     yield
-    b.cuda.matmul.fp32_precision, b.cudnn.conv.fp32_precision = saved
+    torch.set_float32_matmul_precision(saved[0])
+    torch.backends.cudnn.allow_tf32 = saved[1]
 
 
 @pytest.mark.gpu
