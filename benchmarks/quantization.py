@@ -19,7 +19,8 @@ Sizes (``--size``):
         tokens (ViT-B/16 at 224 has 197), trained from scratch with vitkit.engine (bf16 autocast on CUDA),
         3,000 steps × 128 crops, lr 3e-4, on 2,400 training pages; saved under ``--work``. Then the accuracy
         part on 1,200 validation crops (300 pages × 4, 1 crop = 0.083 point) for {W4A4, W6A6, W8A8} × {per-token,
-        per-tensor activations} × {real, noise, PSAQ-style, SPDFQ} (24 configurations, W4A4 first), 32
+        per-tensor activations} × {real, noise, PSAQ-style, SPDFQ} (24 configurations, W4A4 first; then, if time
+        is left, W4A4 per tensor with min-max ranges × the 4 sources, not counted in the plan), 32
         calibration images, SPDFQ and PSAQ-style at the paper's 1,000 synthesis steps (MSR crops every step),
         block reconstruction 100 steps per block. Training runs in bf16 autocast; synthesis in TF32 on CUDA
         (``--synth-fp32`` for IEEE fp32); range calibration, reconstruction, the fp32 baseline and every
@@ -220,10 +221,18 @@ PRESETS = {p.name: p for p in (VITB, TINY)}
 SOURCE_NAMES = {"real": "real", "noise": "noise", "psaq": "PSAQ-style", "spdfq": "SPDFQ"}
 
 
-def configurations(preset: Preset, sources=SOURCES) -> list[tuple[int, int, str, str]]:
-    """(w_bits, a_bits, activation granularity, source) in run order: bits as listed (W4A4 first), then
-    granularity, then source."""
-    return [(w, a, g, s) for w, a in preset.bits for g in preset.granularities for s in sources]
+def configurations(preset: Preset, sources=SOURCES, method: str = "mse") -> list[tuple[int, int, str, str, str]]:
+    """(w_bits, a_bits, activation granularity, source, range method) in run order: bits as listed (W4A4
+    first), then granularity, then source."""
+    return [(w, a, g, s, method) for w, a in preset.bits for g in preset.granularities for s in sources]
+
+
+def extra_configurations(preset: Preset, sources=SOURCES, method: str = "mse") -> list[tuple[int, int, str, str, str]]:
+    """Run after the grid while time is left: W4A4 per tensor with min-max ranges for every source (on the
+    CPU model the setting where the calibration source mattered most), unless the grid already uses min-max."""
+    if method == "minmax" or (4, 4) not in preset.bits or "tensor" not in preset.granularities:
+        return []
+    return [(4, 4, "tensor", s, "minmax") for s in sources]
 
 
 @contextlib.contextmanager
@@ -491,11 +500,11 @@ def synthesize_sources(model, preset: Preset, sources, cx, steps: int, args, cac
 
 
 def evaluate_config(model, w: int, a: int, granularity: str, images, vx, vy, args, recon_steps: int,
-                    fp32_pred: torch.Tensor | None = None) -> dict:
+                    fp32_pred: torch.Tensor | None = None, method: str | None = None) -> dict:
     """Quantize ``model`` (fake-quant, IEEE fp32), calibrate on ``images``, evaluate on the crops, undo.
     With the float model's predictions ``fp32_pred``, also the share of crops whose class is unchanged."""
     cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon_steps, recon_lr=args.recon_lr,
-                            act_granularity=granularity, calib_method=args.calib_method)
+                            act_granularity=granularity, calib_method=method or args.calib_method)
     with fp32_precision(False):
         quant.apply(model, cfg)
         try:
@@ -510,6 +519,17 @@ def evaluate_config(model, w: int, a: int, granularity: str, images, vx, vy, arg
     return row
 
 
+def _row_key(r: dict) -> tuple:
+    """(w, a, granularity, range method) of a quantized row; Nones for the fp32 row."""
+    return r.get("w"), r.get("a"), r.get("granularity"), r.get("method")
+
+
+def _row_label(key: tuple, res: dict) -> str:
+    """'W4A4 | per tensor', with the range method when it is not the run's (``res['calib_method']``)."""
+    w, a, g, method = key
+    return f"W{w}A{a} | per {g}" + (f", {method}" if method and method != res.get("calib_method") else "")
+
+
 def table_markdown(res: dict) -> str:
     """The accuracy grid: one line per (bits, activations), one column per source, and the target's gaps."""
     rows = res["rows"]
@@ -517,23 +537,23 @@ def table_markdown(res: dict) -> str:
     srcs = [s for s in SOURCES if any(r["source"] == s for r in rows)]
     head = "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs)
     lines = [head + " | SPDFQ − max(noise, PSAQ) | SPDFQ − real |", "|---|---|" + "---|" * (len(srcs) + 2)]
-    for w, a, g in dict.fromkeys((r["w"], r["a"], r["granularity"]) for r in rows if r["bits"] != "fp32"):
-        acc = {r["source"]: r["crop_acc"] for r in rows if (r.get("w"), r.get("a"), r.get("granularity")) == (w, a, g)}
+    keys = list(dict.fromkeys(_row_key(r) for r in rows if r["bits"] != "fp32"))
+    for key in keys:
+        acc = {r["source"]: r["crop_acc"] for r in rows if _row_key(r) == key}
         cells = [f"{100 * acc[s]:.1f}%" if s in acc else "–" for s in srcs]
         gap_free = (100 * (acc["spdfq"] - max(acc["noise"], acc["psaq"])) if {"spdfq", "noise", "psaq"} <= acc.keys()
                     else None)
         gap_real = 100 * (acc["spdfq"] - acc["real"]) if {"spdfq", "real"} <= acc.keys() else None
         fmt = lambda v: "–" if v is None else f"{v:+.1f}"  # noqa: E731
-        lines.append(f"| W{w}A{a} | per {g} | " + " | ".join(cells) + f" | {fmt(gap_free)} | {fmt(gap_real)} |")
+        lines.append(f"| {_row_label(key, res)} | " + " | ".join(cells) + f" | {fmt(gap_free)} | {fmt(gap_real)} |")
     if any("agree_fp32" in r for r in rows):
         lines += ["", "Crops whose predicted class is the fp32 model's:", "",
                   "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs) + " |",
                   "|---|---|" + "---|" * len(srcs)]
-        for w, a, g in dict.fromkeys((r["w"], r["a"], r["granularity"]) for r in rows if r["bits"] != "fp32"):
-            agree = {r["source"]: r.get("agree_fp32") for r in rows
-                     if (r.get("w"), r.get("a"), r.get("granularity")) == (w, a, g)}
+        for key in keys:
+            agree = {r["source"]: r.get("agree_fp32") for r in rows if _row_key(r) == key}
             cells = [f"{100 * agree[s]:.1f}%" if agree.get(s) is not None else "–" for s in srcs]
-            lines.append(f"| W{w}A{a} | per {g} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_row_label(key, res)} | " + " | ".join(cells) + " |")
     m = res["machine"]
     dev = m["gpu"] or f"CPU ({m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads)"
     head = (f"{dev}; torch {m['torch']}, CUDA {m['cuda']}; {m['date']}; preset {res['preset']}; fp32 crop accuracy "
@@ -575,7 +595,9 @@ def run_sized(args, preset: Preset) -> dict:
              len(data["vx"]), len(data["cx"]), res["pages_s"])
     asked = {"train": args.train_steps or preset.model.steps,
              "synth": preset.synth_steps if args.synth_steps is None else args.synth_steps}
-    configs = [c for c in configurations(preset, args.sources) if f"w{c[0]}a{c[1]}" in args.bits]
+    configs = [c for c in configurations(preset, args.sources, args.calib_method) if f"w{c[0]}a{c[1]}" in args.bits]
+    extra = (extra_configurations(preset, args.sources, args.calib_method)
+             if args.extra_minmax and "w4a4" in args.bits else [])
     steps = dict(asked)
     if deadline is not None:
         costs = measure_costs(preset, device, data, device.type == "cuda" and not args.synth_fp32, args.seed)
@@ -594,20 +616,21 @@ def run_sized(args, preset: Preset) -> dict:
     write_results(res, out)
     recon = args.recon_steps if args.recon_steps is not None else preset.recon_steps
     est = res.get("plan", {}).get("config_s", 0.0)
-    for w, a, g, src in configs:
+    for w, a, g, src, method in configs + extra:
+        name = f"W{w}A{a} per {g} {method} {src}"
         if deadline is not None and time.perf_counter() + est > deadline:
-            res["skipped"].append(f"W{w}A{a} per {g} {src}")
-            log.warning("skipped W%dA%d per %s %s: %.0f s left, ≈ %.0f s needed", w, a, g, src,
-                        deadline - time.perf_counter(), est)
+            res["skipped"].append(name)
+            log.warning("skipped %s: %.0f s left, ≈ %.0f s needed", name, deadline - time.perf_counter(), est)
             continue
         t = time.perf_counter()
-        row = {"bits": f"W{w}A{a}", "w": w, "a": a, "granularity": g, "source": src,
-               **evaluate_config(model, w, a, g, calib[src], data["vx"], data["vy"], args, recon, fp32_pred)}
+        row = {"bits": f"W{w}A{a}", "w": w, "a": a, "granularity": g, "method": method, "source": src,
+               **evaluate_config(model, w, a, g, calib[src], data["vx"], data["vy"], args, recon, fp32_pred,
+                                 method)}
         row["time_s"] = time.perf_counter() - t
         est = max(est, row["time_s"])
         res["rows"].append(row)
-        log.info("W%dA%d per %s %s: accuracy %.4f, same class as fp32 %.4f (%.1f s)", w, a, g, src, row["crop_acc"],
-                 row["agree_fp32"], row["time_s"])
+        log.info("%s: accuracy %.4f, same class as fp32 %.4f (%.1f s)", name, row["crop_acc"], row["agree_fp32"],
+                 row["time_s"])
         res["total_s"] = time.perf_counter() - t_start
         write_results(res, out)  # partial results survive a time-out
     res["total_s"] = time.perf_counter() - t_start
@@ -757,6 +780,8 @@ def main(argv: list[str] | None = None) -> dict:
     g.add_argument("--synth-steps", type=int, default=None, help="PSAQ-style and SPDFQ steps (default: the preset's)")
     g.add_argument("--lr", type=float, default=None, help="training learning rate (default: the preset's)")
     g.add_argument("--synth-fp32", action="store_true", help="synthesis in IEEE fp32 on CUDA (default TF32)")
+    g.add_argument("--extra-minmax", action=argparse.BooleanOptionalAction, default=True,
+                   help="after the grid, while time is left: W4A4 per tensor with min-max ranges, every source")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.device == "cuda" and not torch.cuda.is_available():

@@ -44,7 +44,10 @@ def test_configurations_put_w4a4_first(qb):
     cfgs = qb.configurations(qb.VITB)
     assert len(cfgs) == 24 and len(set(cfgs)) == 24
     assert {c[:2] for c in cfgs[:8]} == {(4, 4)} and {c[2] for c in cfgs[:8]} == {"token", "tensor"}
-    assert [c[3] for c in cfgs[:4]] == list(qb.SOURCES)
+    assert [c[3] for c in cfgs[:4]] == list(qb.SOURCES) and {c[4] for c in cfgs} == {"mse"}
+    extra = qb.extra_configurations(qb.VITB)
+    assert extra == [(4, 4, "tensor", s, "minmax") for s in qb.SOURCES]
+    assert qb.extra_configurations(qb.VITB, method="minmax") == []  # the grid already uses min-max
 
 
 def test_fit_plan_lowers_training_then_synthesis_and_never_raises(qb):
@@ -60,17 +63,21 @@ def test_fit_plan_lowers_training_then_synthesis_and_never_raises(qb):
 def test_table_shows_the_target_gaps(qb):
     rows = [{"bits": "fp32", "source": "-", "crop_acc": 0.9}]
     for src, acc in (("real", 0.8), ("noise", 0.5), ("psaq", 0.6), ("spdfq", 0.75)):
-        rows.append({"bits": "W4A4", "w": 4, "a": 4, "granularity": "tensor", "source": src, "crop_acc": acc,
-                     "agree_fp32": acc + 0.05})
-    rows.append({"bits": "W8A8", "w": 8, "a": 8, "granularity": "token", "source": "real", "crop_acc": 0.9})
+        rows.append({"bits": "W4A4", "w": 4, "a": 4, "granularity": "tensor", "method": "mse", "source": src,
+                     "crop_acc": acc, "agree_fp32": acc + 0.05})
+    rows.append({"bits": "W4A4", "w": 4, "a": 4, "granularity": "tensor", "method": "minmax", "source": "noise",
+                 "crop_acc": 0.3})
+    rows.append({"bits": "W8A8", "w": 8, "a": 8, "granularity": "token", "method": "mse", "source": "real",
+                 "crop_acc": 0.9})
     res = {"rows": rows, "machine": {"gpu": "H100", "torch": "2.11", "cuda": "13.0", "date": "d", "cpu": "x",
                                      "cpu_count": 16, "threads": 8},
            "preset": "vitb", "val_crops": 1200, "n_calib": 32, "synth_steps": 1000, "synth_precision": "TF32",
            "train_steps": 3000, "train_precision": "bf16 autocast", "eval_precision": "IEEE fp32",
-           "skipped": ["W8A8 per tensor real"]}
+           "skipped": ["W8A8 per tensor real"], "calib_method": "mse"}
     text = qb.table_markdown(res)
     assert "| W4A4 | per tensor | 80.0% | 50.0% | 60.0% | 75.0% | +15.0 | -5.0 |" in text
     assert "| W8A8 | per token | 90.0% | – | – | – | – | – |" in text
+    assert "| W4A4 | per tensor, minmax | – | 30.0% | – | – | – | – |" in text
     assert "fp32 crop accuracy 90.0% on 1200 validation crops" in text and "W8A8 per tensor real" in text
     assert "| W4A4 | per tensor | 85.0% | 55.0% | 65.0% | 80.0% |" in text  # agreement with fp32
 
@@ -94,8 +101,9 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     res = qb.main(["--size", "tiny", "--device", device, "--threads", "1", "--time-budget", "300", "--out", str(out),
                    "--work", str(work)])
     rows = res["rows"]
-    assert rows[0]["bits"] == "fp32" and len(rows) == 1 + 24 and not res["skipped"]
-    assert [(r["w"], r["a"], r["granularity"], r["source"]) for r in rows[1:]] == qb.configurations(qb.TINY)
+    assert rows[0]["bits"] == "fp32" and len(rows) == 1 + 24 + 4 and not res["skipped"]
+    assert [(r["w"], r["a"], r["granularity"], r["source"], r["method"]) for r in rows[1:]] == (
+        qb.configurations(qb.TINY) + qb.extra_configurations(qb.TINY))
     assert all(0 <= r["crop_acc"] <= 1 for r in rows) and all(0 <= r["agree_fp32"] <= 1 for r in rows[1:])
     assert all(len(r["recon_mse"]) == qb.TINY.model.depth and all(a <= b for b, a in r["recon_mse"])
                for r in rows[1:])  # reconstruction never leaves a block worse
@@ -106,7 +114,8 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     saved = json.loads((out / "quant_tiny.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     table = (out / "quant_tiny.md").read_text()
-    assert table.count("| W4A4 |") == 4 and table.count("| W8A8 |") == 4  # accuracy and agreement tables
+    assert table.count("| W4A4 | per token |") == 2 and table.count("| W4A4 | per tensor |") == 2  # both tables
+    assert table.count("| W4A4 | per tensor, minmax |") == 2 and table.count("| W8A8 |") == 4
     return res
 
 
