@@ -37,6 +37,7 @@ eager PyTorch assumed to reach 25–35 %):
   configs   range calibration (32 images), 12 × 100 reconstruction steps on 8 images, 1,200 evaluation crops
             (30 TFLOP fp32 ≈ 1–2 s): ≈ 5–10 s each, mostly kernel launches → 24 configurations ≈ 2–4 min
   pages     2,700 pages × ~15 ms on one CPU core ≈ 40 s serial → a few seconds with ``--workers 14``
+  total     ≈ 5–8 min; the plan below trims it to the budget
   --time-budget S measures a training step (compute and crop batches), a synthesis step and one whole
   configuration on the untrained model first, then lowers training steps (to 50 %), synthesis steps (to
   50 %), training (to 25 %) and synthesis (to 20 %) in that order until everything fits; it never raises
@@ -44,7 +45,7 @@ eager PyTorch assumed to reach 25–35 %):
 
 Run (GPU, one command; needs torch, numpy, Pillow, safetensors; benchmarks/README.md has the device command):
   PYTHONPATH=src python3 benchmarks/quantization.py --size vitb --device cuda --threads 8 --workers 14
-      --time-budget 480 --work /tmp/quant_vitb --out "$OUT"
+      --time-budget 470 --work /tmp/quant_vitb --out "$OUT"
 """
 
 from __future__ import annotations
