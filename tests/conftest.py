@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
@@ -32,3 +38,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load_benchmark(name: str) -> Iterator[ModuleType]:
+    """Import ``benchmarks/<name>.py`` as a module for the duration of a fixture."""
+    spec = importlib.util.spec_from_file_location(f"{name}_bench", BENCHMARKS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop(spec.name, None)
+
+
+@pytest.fixture(scope="module")
+def tr() -> Iterator[ModuleType]:
+    """``benchmarks/token_reduction.py`` as a module."""
+    yield from _load_benchmark("token_reduction")
+
+
+@pytest.fixture(scope="module")
+def qb() -> Iterator[ModuleType]:
+    """``benchmarks/quantization.py`` as a module."""
+    yield from _load_benchmark("quantization")

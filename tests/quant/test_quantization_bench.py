@@ -3,10 +3,7 @@ and the tiny run of the vitb code path end to end (CPU; on CUDA with -m gpu)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,19 +11,6 @@ import torch
 from vitkit.demo import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "quantization.py"
-
-
-@pytest.fixture(scope="module")
-def qb():
-    spec = importlib.util.spec_from_file_location("quantization_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
-
 
 def test_vitb_preset_is_vit_b_sized(qb):
     m = qb.VITB.model

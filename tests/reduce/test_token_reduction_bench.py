@@ -3,7 +3,6 @@ vitb method rows on a 12-block encoder with ViT-B/16's token grid (narrow width,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -20,16 +19,6 @@ from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "token_reduction.py"
-
-
-@pytest.fixture(scope="module")
-def tr():
-    spec = importlib.util.spec_from_file_location("token_reduction_bench", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop(spec.name, None)
 
 
 def test_small_preset_is_the_cpu_setting_of_the_recorded_figures(tr):
