@@ -5,7 +5,8 @@ Stages (each cached under --work, which defaults to --out):
   consumer  encode the high-resolution pages densely (thumbnail + 2×2 sub-images at the encoder's native size),
             train the token-set consumer on those frozen tokens with random token dropping (keep 10-100%) as
             augmentation; --guided P: a fraction P of the batches keeps attention-guided subsets instead;
-            --reduced-from METHOD: half the batches are METHOD's token sets (saved under --consumer NAME)
+            --reduced-from METHOD: half the batches are METHOD's token sets (repeatable: one method per
+            batch; saved under --consumer NAME)
   bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median), peak tensor
             memory, page accuracy on the test pages with consumer NAME; machine line + table + JSON + plot
             into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png; with a separate --work one
@@ -310,7 +311,9 @@ def consumer_config(run: Run, enc) -> ConsumerConfig:
 
 
 def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
-                   reduced_from: str | None = None) -> None:
+                   reduced_from: list[str] | None = None) -> None:
+    """Train consumer ``name``; with ``reduced_from`` (method names) half the batches are those methods'
+    token sets of the training pages (one method per batch, uniformly)."""
     t = time.perf_counter()
     p = run.preset
     steps = steps or p.consumer_steps
@@ -325,7 +328,7 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
                        warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1,
                        out_dir=str(run.work / name), progress=run.progress, eval_every=max(1, steps // 5),
                        ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30))
-    reduced = reduced_token_sets(run, enc, reduced_from, tr) if reduced_from else None
+    reduced = [reduced_token_sets(run, enc, r, tr) for r in reduced_from] if reduced_from else None
     del enc
     model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
                                    scores=scores if guided else None, guided_prob=guided,
@@ -371,8 +374,8 @@ def methods(preset: Preset, tome_r: dict[str, ToMeConfig]) -> dict[str, tuple]:
     return m
 
 
-def accuracy(run: Run, enc, cons, method, images, labels):
-    return E.accuracy(enc, cons, method, images, labels, GRID, dtype=run.dtype)
+def page_correct(run: Run, enc, cons, method, images, labels):
+    return E.page_correct(enc, cons, method, images, labels, GRID, dtype=run.dtype)
 
 
 def timings(run: Run, enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[str, dict]:
@@ -441,11 +444,13 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
               "threads": torch.get_num_threads(), "test_pages": len(x)}
     json_path = run.out / f"bench_{consumer}.json"
     rows = result["rows"]
+    correct = {}
     for name, m in meths.items():
-        acc, ntok = accuracy(run, enc, cons, m, x, y)
+        correct[name], ntok = page_correct(run, enc, cons, m, x, y)
         e2e_mib, con_mib = peak_memory(run, enc, cons, m, x[: p.mem_batch])
-        rows[name] = {**tim[name], "accuracy": acc, "tokens_per_page": ntok, "peak_mib": e2e_mib,
-                      "consumer_peak_mib": con_mib}
+        rows[name] = {**tim[name], "accuracy": int(correct[name].sum()) / len(x), "tokens_per_page": ntok,
+                      "peak_mib": e2e_mib, "consumer_peak_mib": con_mib,
+                      "correct": "".join("1" if c else "0" for c in correct[name].tolist())}  # per test page
         log.info("%s: %s", name, rows[name])
         json_path.write_text(json.dumps(result, indent=2))  # partial results survive a time-out
     d = rows["dense"]
@@ -453,6 +458,8 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
         r["e2e_speedup"] = r["e2e_ips"] / d["e2e_ips"]
         r["consumer_speedup"] = r["consumer_ips"] / d["consumer_ips"]
         r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
+    for name, r in rows.items():  # the same pages for every method: the paired error of Δ is the honest one
+        r["accuracy_delta_se_pts"] = 100 * E.paired_delta(correct[name], correct["dense"])[1]
     result["bench_s"] = time.perf_counter() - t0
     json_path.write_text(json.dumps(result, indent=2))
     table = f"{machine_line(info)}; {len(x)} test pages; consumer {consumer}\n\n" + table_text(rows)
@@ -472,7 +479,7 @@ def table_text(rows: dict) -> str:
     for n, r in rows.items():
         lines.append(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
                      f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} "
-                     f"| {100 * r['accuracy']:.1f}% | {r['accuracy_delta_pts']:+.1f} |")
+                     f"| {100 * r['accuracy']:.1f}% | {r['accuracy_delta_pts']:+.1f} ± {r.get('accuracy_delta_se_pts', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -660,9 +667,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--extra-consumer", default=None, metavar="METHOD",
                     help="with --stage all: after the bench, if the time budget allows, train a second consumer with "
                          "--reduced-from METHOD (named consumer_<method>) and bench it too")
-    ap.add_argument("--reduced-from", default=None, metavar="METHOD",
+    ap.add_argument("--reduced-from", default=None, metavar="METHOD", action="append",
                     help="consumer: half the batches are the token sets METHOD (a table row, e.g. 'HiRED-early 20%%') "
-                         "gives for the training pages, so the consumer sees that method's features")
+                         "gives for the training pages, so the consumer sees that method's features; repeat it to mix "
+                         "several methods (one per batch: one consumer for a paired comparison)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
@@ -681,7 +689,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     n_test = args.test_pages or preset.n_test
     enc_steps, con_steps = args.encoder_steps or preset.enc.steps, args.consumer_steps or preset.consumer_steps
     log.info("machine: %s", machine_line(machine_info(run, batch)))
-    for option, name in (("--reduced-from", args.reduced_from), ("--extra-consumer", args.extra_consumer)):
+    for option, name in [*(("--reduced-from", r) for r in args.reduced_from or []), ("--extra-consumer", args.extra_consumer)]:
         if name is not None:  # a typo fails now, not after the training
             try:
                 method_by_name(run, name, option)
@@ -737,7 +745,7 @@ def extra_consumer(run: Run, args, t_start: float, first: dict, con_steps: int, 
         if need > left:
             log.warning("--extra-consumer %r skipped: %.0f s left, about %.0f s needed", args.extra_consumer, left, need)
             return None
-    stage_consumer(run, 0.0, name, con_steps, args.extra_consumer)
+    stage_consumer(run, 0.0, name, con_steps, [args.extra_consumer])
     res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,))
     res["total_s"] = time.perf_counter() - t_start
     (run.out / f"bench_{name}.json").write_text(json.dumps(res, indent=2))

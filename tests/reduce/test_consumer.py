@@ -78,3 +78,32 @@ def test_consumer_learns_from_reduced_token_sets(tmp_path):
     short = TokenSet(rt[:10], rp[:10], rpos[:10], grid=(3, 4), num_partitions=2)
     with pytest.raises(ValueError, match="same pages"):
         train_consumer(dense, labels, part, pos, cfg, tcfg, reduced=short, reduced_prob=0.5)
+
+
+def test_consumer_learns_from_several_methods_token_sets(tmp_path):
+    # two "methods" give sets of different sizes whose signal sits in different channels (0 and 1, the other
+    # channel a decoy of the opposite sign): the consumer must have been trained on both to read both
+    torch.manual_seed(0)
+    P, K, C = 96, 12, 8
+    labels = torch.randint(0, 2, (P,))
+    sign = (labels.view(-1, 1) * 2 - 1).float()
+    dense = torch.randn(P, K, C) * 0.3
+    sets = []
+    for k, ch in ((5, 0), (3, 1)):
+        rt = torch.randn(P, k, C) * 0.3
+        rt[:, :, ch] += 2 * sign
+        rt[:, :, 1 - ch] -= 0.5 * sign
+        sets.append(TokenSet(rt, torch.zeros(P, k, dtype=torch.long), torch.randint(0, 3, (P, k, 2)),
+                             grid=(3, 4), num_partitions=1))
+    part = torch.zeros(K, dtype=torch.long)
+    pos = torch.stack([torch.arange(K) // 4, torch.arange(K) % 4], -1)
+    cfg = ConsumerConfig(in_dim=C, dim=16, depth=1, heads=2, num_classes=2, num_partitions=1, grid=(3, 4))
+    tcfg = TrainConfig(epochs=50, max_steps=80, batch_size=16, lr=5e-3, out_dir=str(tmp_path), progress=False,
+                       eval_every=1000, ckpt_every=1000)
+    m, _ = train_consumer(dense, labels, part, pos, cfg, tcfg, reduced=sets, reduced_prob=1.0)
+    with torch.no_grad():
+        for s in sets:
+            assert (m.classify(s).argmax(-1) == labels).float().mean() > 0.9
+    short = TokenSet(sets[1].tokens[:10], sets[1].partition[:10], sets[1].pos[:10], grid=(3, 4), num_partitions=1)
+    with pytest.raises(ValueError, match=r"reduced\[1\].*same pages"):
+        train_consumer(dense, labels, part, pos, cfg, tcfg, reduced=[sets[0], short], reduced_prob=0.5)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from reduce_models import make
 
+from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evaluate, evit, hired, tome
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
 
@@ -96,3 +97,26 @@ def test_cuda_throughput_accuracy_and_peak_memory():
     assert 0 <= acc <= 1
     peak = evaluate.peak_mib(lambda: torch.ones(256, 1024, device=dev) * 2, dev)
     assert 1.99 < peak < 2.1
+
+
+def test_paired_delta_mean_and_standard_error():
+    ref = torch.tensor([True, True, False, False, True, False])
+    new = torch.tensor([True, False, False, True, True, True])
+    delta, se = evaluate.paired_delta(new, ref)
+    d = torch.tensor([0.0, -1, 0, 1, 0, 1])
+    assert delta == pytest.approx(d.mean().item())
+    assert se == pytest.approx(float(d.std()) / 6**0.5)
+    assert evaluate.paired_delta(ref, ref) == (0.0, 0.0)  # identical results: no difference, no error
+    with pytest.raises(ValueError, match="same images"):
+        evaluate.paired_delta(new[:3], ref)
+
+
+def test_page_correct_matches_accuracy():
+    torch.manual_seed(0)
+    m = VisionTransformer(img_size=16, patch_size=4, embed_dim=16, depth=2, num_heads=2, num_classes=0).eval()
+    cons = TokenSetConsumer(ConsumerConfig(in_dim=16, dim=16, depth=1, heads=2, num_classes=3, num_partitions=5,
+                                           grid=(4, 4))).eval()
+    x, y = torch.randn(7, 3, 32, 32), torch.randint(0, 3, (7,))
+    correct, ntok = evaluate.page_correct(m, cons, None, x, y, (2, 2), batch=3)
+    assert correct.shape == (7,) and correct.dtype == torch.bool and ntok == 80
+    assert evaluate.accuracy(m, cons, None, x, y, (2, 2), batch=3) == (int(correct.sum()) / 7, 80)

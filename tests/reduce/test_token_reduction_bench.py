@@ -70,11 +70,15 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     assert all(r["e2e_ips"] > 0 and r["consumer_ips"] > 0 and 0 <= r["accuracy"] <= 1 and r["peak_mib"] > 0
                for r in rows.values())
     assert rows["dense"]["e2e_speedup"] == 1.0 and res["test_pages"] == tr.TINY.n_test
+    for r in rows.values():  # per-page results behind each accuracy, and the paired error of Δ against dense
+        assert len(r["correct"]) == tr.TINY.n_test and r["correct"].count("1") / tr.TINY.n_test == r["accuracy"]
+        assert r["accuracy_delta_se_pts"] >= 0
+    assert rows["dense"]["accuracy_delta_se_pts"] == 0.0
     assert res["machine"]["dtype"] == "bf16 autocast" and res["machine"]["preset"] == "tiny"
     assert res["consumer_summary"]["steps"] == tr.TINY.consumer_steps
     assert res["extra"]["consumer"] == "consumer_hired_early_20"
     extra = json.loads((out / "bench_consumer_hired_early_20.json").read_text())
-    assert extra["consumer_summary"]["reduced_from"] == "HiRED-early 20%" and set(extra["rows"]) == set(rows)
+    assert extra["consumer_summary"]["reduced_from"] == ["HiRED-early 20%"] and set(extra["rows"]) == set(rows)
     files = {f.name for f in out.iterdir()}
     assert files == {"bench_consumer.json", "table_consumer.md", "bench_consumer_hired_early_20.json",
                      "table_consumer_hired_early_20.md", "plan.json", "encoder_summary.json", "token_reduction.png"}

@@ -14,6 +14,7 @@ consumer serves every reduction method; optionally some batches keep attention-g
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -110,7 +111,7 @@ def train_consumer(
     val: tuple[Tensor, Tensor] | None = None,
     scores: Tensor | None = None,
     guided_prob: float = 0.0,
-    reduced: TokenSet | None = None,
+    reduced: TokenSet | Sequence[TokenSet] | None = None,
     reduced_prob: float = 0.0,
 ) -> tuple[TokenSetConsumer, TrainResult]:
     """Train a consumer on dense token sets tokens (P, K, C) / labels (P,), with one shared layout
@@ -120,28 +121,33 @@ def train_consumer(
     (subsets like attention-guided methods keep). With ``reduced`` — the same P pages' token sets as a
     reduction method produced them (tokens (P, k, C), per-page partition (P, k) and pos (P, k, 2)) — a
     fraction ``reduced_prob`` of the batches uses those instead, so the consumer also sees features the
-    method computed (e.g. HiRED-early's, encoded without the dropped tokens). ``val`` = (tokens,
-    labels) is scored on all tokens."""
+    method computed (e.g. HiRED-early's, encoded without the dropped tokens); with several methods' sets
+    (a sequence), each such batch takes one of them uniformly at random. ``val`` = (tokens, labels) is
+    scored on all tokens."""
     if not 0.0 < min_keep <= 1.0:
         raise ValueError(f"min_keep={min_keep} is outside (0, 1]")
     if not 0.0 <= guided_prob <= 1.0 or (guided_prob > 0 and scores is None):
         raise ValueError(f"guided_prob={guided_prob} must be in [0, 1] and needs scores")
-    if not 0.0 <= reduced_prob <= 1.0 or (reduced_prob > 0 and reduced is None):
+    reduced = [] if reduced is None else [reduced] if isinstance(reduced, TokenSet) else list(reduced)
+    if not 0.0 <= reduced_prob <= 1.0 or (reduced_prob > 0 and not reduced):
         raise ValueError(f"reduced_prob={reduced_prob} must be in [0, 1] and needs reduced token sets")
-    if reduced is not None and len(reduced.tokens) != len(tokens):
-        raise ValueError(f"reduced holds {len(reduced.tokens)} token sets but tokens {len(tokens)}: give the same pages")
+    for j, r in enumerate(reduced):
+        if len(r.tokens) != len(tokens):
+            raise ValueError(f"reduced[{j}] holds {len(r.tokens)} token sets but tokens {len(tokens)}: give the same pages")
     torch.manual_seed(tcfg.seed)
     model = TokenSetConsumer(cfg)
     K = tokens.shape[1]
 
-    extra = [] if reduced is None else [reduced.tokens, reduced.partition, reduced.pos]
+    extra = [t for r in reduced for t in (r.tokens, r.partition, r.pos)]
+    first_reduced = 2 + (scores is not None)  # index of reduced[0]'s tokens in a batch
     ds = _TokenSets(tokens, labels, *([] if scores is None else [scores]), *extra)
 
     def loss_fn(m: nn.Module, batch) -> Tensor:
         x, y = batch[0], batch[1]
         B = x.shape[0]
-        if reduced is not None and float(torch.rand(())) < reduced_prob:
-            rt, rp, rpos = batch[-3:]
+        if reduced and float(torch.rand(())) < reduced_prob:
+            j = int(torch.randint(len(reduced), ())) if len(reduced) > 1 else 0
+            rt, rp, rpos = batch[first_reduced + 3 * j : first_reduced + 3 * j + 3]
             return F.cross_entropy(m(rt, rp, rpos), y, label_smoothing=tcfg.label_smoothing)
         k = int(torch.randint(max(1, int(min_keep * K)), K + 1, ()))
         # random numbers come from the CPU generator (the same stream on every device), then move to x's device

@@ -74,19 +74,37 @@ def precision(device: torch.device | str, dtype: torch.dtype | None) -> contextl
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, consumer: nn.Module, method: Method, images: Tensor, labels: Tensor,
-             grid: tuple[int, int], batch: int = 50, dtype: torch.dtype | None = None) -> tuple[float, float]:
-    """(accuracy of ``consumer`` on the token sets, mean tokens per image). images (n, C, H, W) and
-    labels (n,) on any device; each batch runs on the encoder's device under ``precision(dtype)``."""
+def page_correct(model: nn.Module, consumer: nn.Module, method: Method, images: Tensor, labels: Tensor,
+                 grid: tuple[int, int], batch: int = 50, dtype: torch.dtype | None = None) -> tuple[Tensor, float]:
+    """(correct (n,) bool on the CPU: the consumer's prediction on each image's token set is its label, mean
+    tokens per image). images (n, C, H, W) and labels (n,) on any device; each batch runs on the encoder's
+    device under ``precision(dtype)``. Per-image results allow paired comparisons between methods."""
     dev = model_device(model)
-    correct, ntok = 0, 0
+    correct, ntok = [], 0
     with applied(model, method), precision(dev, dtype):
         for i in range(0, len(images), batch):
             ts = encode(model, method, images[i : i + batch].to(dev), grid)
-            pred = consumer.classify(ts).argmax(-1).cpu()
-            correct += int((pred == labels[i : i + batch].cpu()).sum())
+            correct.append(consumer.classify(ts).argmax(-1).cpu() == labels[i : i + batch].cpu())
             ntok += len(ts) * ts.tokens.shape[0]
-    return correct / len(images), ntok / len(images)
+    return torch.cat(correct), ntok / len(images)
+
+
+def accuracy(model: nn.Module, consumer: nn.Module, method: Method, images: Tensor, labels: Tensor,
+             grid: tuple[int, int], batch: int = 50, dtype: torch.dtype | None = None) -> tuple[float, float]:
+    """(accuracy of ``consumer`` on the token sets, mean tokens per image); see :func:`page_correct`."""
+    correct, ntok = page_correct(model, consumer, method, images, labels, grid, batch, dtype)
+    return int(correct.sum()) / len(correct), ntok
+
+
+def paired_delta(correct: Tensor, reference: Tensor) -> tuple[float, float]:
+    """(accuracy difference, its standard error) of per-image results ``correct`` against ``reference``,
+    both (n,) bool on the same images: mean and SE of the paired differences (in fractions, not points)."""
+    if correct.shape != reference.shape or correct.ndim != 1:
+        raise ValueError(f"paired_delta needs two (n,) results on the same images, got {tuple(correct.shape)} "
+                         f"and {tuple(reference.shape)}")
+    d = correct.float() - reference.float()
+    se = d.std(unbiased=True).item() / len(d) ** 0.5 if len(d) > 1 else float("nan")
+    return d.mean().item(), se
 
 
 @torch.no_grad()
