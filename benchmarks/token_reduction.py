@@ -417,9 +417,10 @@ def machine_line(info: dict) -> str:
 
 
 def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None,
-                plot_with: tuple[str, ...] = ()) -> dict:
-    """Bench every method with consumer ``consumer``; the plot also shows the benches of ``plot_with``
-    (consumer names whose bench JSON is in --out)."""
+                plot_with: tuple[str, ...] = (), also: tuple[str, ...] = ()) -> dict:
+    """Bench every method with consumer ``consumer``, plus the rows named in ``also`` (see
+    :func:`method_by_name`); the plot also shows the benches of ``plot_with`` (consumer names whose bench
+    JSON is in --out)."""
     t0 = time.perf_counter()
     p = run.preset
     enc, cons = load_encoder(run), load_consumer(run, consumer)
@@ -435,6 +436,7 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
              target, best)
     meths = methods(p, {best: cands[best]})
+    meths.update({name: method_by_name(run, name, "--also") for name in also if name not in meths})
     tim = timings(run, enc, cons, meths, x, repeats, batch)
     summary = run.work / consumer / "summary.json"
     result = {"machine": info, "consumer": consumer,
@@ -671,6 +673,8 @@ def main(argv: list[str] | None = None) -> dict | None:
                     help="consumer: half the batches are the token sets METHOD (a table row, e.g. 'HiRED-early 20%%') "
                          "gives for the training pages, so the consumer sees that method's features; repeat it to mix "
                          "several methods (one per batch: one consumer for a paired comparison)")
+    ap.add_argument("--also", default=None, metavar="METHOD", action="append",
+                    help="bench: one more row (repeatable), e.g. 'ToMe r=[24,14,8,4]' besides the schedule the probe picks")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
@@ -689,7 +693,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     n_test = args.test_pages or preset.n_test
     enc_steps, con_steps = args.encoder_steps or preset.enc.steps, args.consumer_steps or preset.consumer_steps
     log.info("machine: %s", machine_line(machine_info(run, batch)))
-    for option, name in [*(("--reduced-from", r) for r in args.reduced_from or []), ("--extra-consumer", args.extra_consumer)]:
+    for option, name in [*(("--reduced-from", r) for r in args.reduced_from or []), *(("--also", r) for r in args.also or []),
+                         ("--extra-consumer", args.extra_consumer)]:
         if name is not None:  # a typo fails now, not after the training
             try:
                 method_by_name(run, name, option)
@@ -717,7 +722,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         if args.stage in ("consumer", "all"):
             stage_consumer(run, args.guided, args.consumer, con_steps, args.reduced_from)
         if args.stage in ("bench", "all"):
-            result = stage_bench(run, repeats, batch, args.consumer, n_test)
+            result = stage_bench(run, repeats, batch, args.consumer, n_test, also=tuple(args.also or ()))
             result["total_s"] = time.perf_counter() - t_start
             (run.out / f"bench_{args.consumer}.json").write_text(json.dumps(result, indent=2))
             log.info("total %.0f s", result["total_s"])
@@ -746,7 +751,7 @@ def extra_consumer(run: Run, args, t_start: float, first: dict, con_steps: int, 
             log.warning("--extra-consumer %r skipped: %.0f s left, about %.0f s needed", args.extra_consumer, left, need)
             return None
     stage_consumer(run, 0.0, name, con_steps, [args.extra_consumer])
-    res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,))
+    res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,), also=tuple(args.also or ()))
     res["total_s"] = time.perf_counter() - t_start
     (run.out / f"bench_{name}.json").write_text(json.dumps(res, indent=2))
     log.info("total %.0f s", res["total_s"])

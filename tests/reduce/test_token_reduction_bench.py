@@ -63,8 +63,9 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     (at most 7 files: the GPU machine returns 8, one is the log), caches and weights into --work."""
     out, work = tmp_path / "out", tmp_path / "work"
     res = tr.main(["--size", "tiny", "--dtype", "bf16", "--time-budget", "300", "--out", str(out), "--work",
-                   str(work), "--extra-consumer", "HiRED-early 20%"])
+                   str(work), "--extra-consumer", "HiRED-early 20%", "--also", "ToMe r=[2,1,0,0,0,0,0,0,0,0,0,0]"])
     rows = res["rows"]
+    assert rows["ToMe r=[2,1,0,0,0,0,0,0,0,0,0,0]"]["tokens_per_page"] == 5 * (16 - 3)  # --also: one more row, here a ToMe schedule
     assert list(rows)[:9] == list(tr.methods(tr.TINY, {})) and res["tome_choice"] in tr.TINY.tome_candidates
     assert rows["dense"]["tokens_per_page"] == 5 * 16 and rows["HiRED 20%"]["tokens_per_page"] == 16
     assert all(r["e2e_ips"] > 0 and r["consumer_ips"] > 0 and 0 <= r["accuracy"] <= 1 and r["peak_mib"] > 0
