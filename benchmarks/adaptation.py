@@ -72,7 +72,9 @@ def adapt(model, pages, labels, cfg: DemoConfig, steps: int, lr: float, out: Pat
 
 def page_accuracy(model, cfg: DemoConfig) -> dict[str, float]:
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
-    return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False).accuracy
+    device = next(model.parameters()).device  # the engine trains on CUDA when there is one
+    return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
+                                      device=device).accuracy
             for name, split in (("easy", frb.easy_split()), ("hard", frb.hard_split()))}
 
 
@@ -204,7 +206,7 @@ def _with_labels(model, labels):
         def forward(self, x):
             y = self.m(x)
             pad = y.new_full((y.shape[0], len(frb.FONT_NAMES)), -1e4)
-            idx = torch.tensor([frb.FONT_NAMES.index(n) for n in labels])
+            idx = torch.tensor([frb.FONT_NAMES.index(n) for n in labels], device=y.device)
             pad[:, idx] = y
             return pad
 
