@@ -70,12 +70,25 @@ def adapt(model, pages, labels, cfg: DemoConfig, steps: int, lr: float, out: Pat
     return time.perf_counter() - t
 
 
-def page_accuracy(model, cfg: DemoConfig) -> dict[str, float]:
+def score_splits(score: str) -> dict[str, list]:
+    """The pages an arm is scored on: FRB easy/hard ("test"), or for choosing settings without touching them
+    ("val") ``frb.protocol_val_split`` — training-vocabulary sentences and title-case phrases rendered exactly
+    like easy and hard, all 15 fonts."""
+    if score == "test":
+        return {"easy": frb.easy_split(), "hard": frb.hard_split()}
+    if score == "val":
+        val = frb.protocol_val_split()
+        return {"val_sentence": [x for x in val if x.split == "val-sentence"],
+                "val_title": [x for x in val if x.split == "val-title"]}
+    raise ValueError(f"--score must be test or val, got {score!r}")
+
+
+def page_accuracy(model, cfg: DemoConfig, score: str = "test") -> dict[str, float]:
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
     device = next(model.parameters()).device  # the engine trains on CUDA when there is one
     return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
                                       device=device).accuracy
-            for name, split in (("easy", frb.easy_split()), ("hard", frb.hard_split()))}
+            for name, split in score_splits(score).items()}
 
 
 def backbone_params(model: nn.Module) -> int:
@@ -100,6 +113,8 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=DemoConfig.heads)
     ap.add_argument("--patch", type=int, default=DemoConfig.patch, help="patch size on the 96×96 crops")
     ap.add_argument("--base-lr", type=float, default=DemoConfig.lr, help="learning rate of the base training")
+    ap.add_argument("--score", choices=("test", "val"), default="test",
+                    help="pages to score: FRB easy/hard (test) or frb.protocol_val_split (val: for choosing lrs)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -144,7 +159,7 @@ def main() -> None:
         log.info("base trained in %.0f s", base_s)
 
     rows = {}
-    base_acc = page_accuracy(_with_labels(base, known), cfg)
+    base_acc = page_accuracy(_with_labels(base, known), cfg, args.score)
     log.info("base (10-way head, on all 15 fonts' pages): %s", base_acc)
     for arm in args.arms.split(","):
         torch.manual_seed(args.seed if args.adapt_seed is None else args.adapt_seed)
@@ -165,8 +180,8 @@ def main() -> None:
         else:
             raise SystemExit(f"unknown arm {arm!r}; use full, lora, lora_mlp")
         aseed = args.seed if args.adapt_seed is None else args.adapt_seed
-        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}", aseed)
-        acc = page_accuracy(model, cfg)
+        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}", aseed)
+        acc = page_accuracy(model, cfg, args.score)
         rows[arm] = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
                      "backbone_params": backbone_params(model), "train_s": secs, **acc}
         log.info("%s: %s", arm, rows[arm])
@@ -180,13 +195,15 @@ def main() -> None:
 
     print(f"\nbase: {args.base_steps} steps on {len(known_pages)} pages of the 10 known fonts"
           f" ({base_s:.0f} s); base page accuracy with its 10-way head on all 15 fonts: "
-          f"easy {base_acc['easy']:.1%}, hard {base_acc['hard']:.1%}")
+          + ", ".join(f"{k} {v:.1%}" for k, v in base_acc.items()))
     print(f"adaptation: {args.adapt_steps} steps × batch {cfg.batch_size} on {len(all_pages)} pages of 15 fonts\n")
-    print("| arm | lr | trainable values | adapter / backbone | FRB easy | FRB hard | train s |")
+    names = list(base_acc)
+    print("| arm | lr | trainable values | adapter / backbone | " + " | ".join(names) + " | train s |")
     print("|---|---|---|---|---|---|---|")
     for arm, r in rows.items():
         share = f"{r['adapter_params'] / r['backbone_params']:.2%}" if r["adapter_params"] else "100% (all)"
-        print(f"| {arm} | {r['lr']:g} | {r['trainable']:,} | {share} | {r['easy']:.1%} | {r['hard']:.1%} | {r['train_s']:.0f} |")
+        print(f"| {arm} | {r['lr']:g} | {r['trainable']:,} | {share} | " + " | ".join(f"{r[k]:.1%}" for k in names)
+              + f" | {r['train_s']:.0f} |")
     if vitb:
         print(f"\nViT-B/16, LoRA rank {args.rank} on qkv ({args.parts}): {vitb['adapter_params']:,} / "
               f"{vitb['backbone_params']:,} = {vitb['share']:.2%} of the backbone")
