@@ -29,7 +29,7 @@ from .data.frb_eval import (
     evaluate_multiple_choice,
     letter_exemplars,
 )
-from .engine import TrainConfig, Trainer, TrainResult
+from .engine import TrainConfig, Trainer, TrainResult, model_device
 from .models.tiled import TiledClassifier
 from .models.vit import VisionTransformer
 from .report import (
@@ -157,7 +157,7 @@ def train_crop_classifier(
     vy = torch.stack([val_ds[i][1] for i in range(len(val_ds))])
 
     def eval_fn(m: torch.nn.Module) -> dict:
-        dev = next(m.parameters()).device  # the engine may have moved the model to CUDA
+        dev = model_device(m)  # the engine may have moved the model to CUDA
         pred = torch.cat([m(vx[i : i + 256].to(dev)).argmax(-1).cpu() for i in range(0, len(vx), 256)])
         return {"val_crop_accuracy": (pred == vy).float().mean().item()}
 

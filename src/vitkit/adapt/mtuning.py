@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.clip import CLIP
-from .prompts import CoOp, CoOpConfig
+from .prompts import CoOp, CoOpConfig, train_prompts
 
 log = logging.getLogger(__name__)
 
@@ -252,22 +252,12 @@ class MTuning(nn.Module):
         return curves
 
 
+
 def _tune(params: list[Tensor], batch_loss: Callable[[Tensor, Tensor], Tensor], features: Tensor, labels: Tensor,
           steps: int, lr: float, batch_size: int, seed: int) -> list[float]:
-    """AdamW + cosine on ``params`` over random feature batches (sampled with ``seed``); → loss curve."""
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    gen = torch.Generator().manual_seed(seed)
-    curve = []
-    for _ in range(steps):
-        idx = torch.randint(len(features), (min(batch_size, len(features)),), generator=gen)
-        loss = batch_loss(features[idx], labels[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        curve.append(loss.item())
-    return curve
+    """:func:`~vitkit.adapt.prompts.train_prompts` with ``batch_loss(features, labels)`` as the loss; → loss curve."""
+    return train_prompts(batch_loss, params, features, labels, steps=steps, lr=lr, batch_size=batch_size, seed=seed,
+                         loss_fn=lambda loss, _labels: loss)
 
 
 __all__ = ["CLOSED_RULES", "MTuning", "MTuningConfig", "joint_known_logits", "local_targets", "mtuning_loss",

@@ -72,6 +72,12 @@ def cosine_with_warmup(step: int, total: int, warmup: int, min_ratio: float) -> 
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
 class StepBatchSampler(Sampler[list[int]]):
     """Index lists for this process, micro-batch by micro-batch, from optimiser step ``start`` on.
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import config_from_dict
+from ..engine import model_device
 from ..models.attention import Attention
 from .quantizers import GRANULARITIES, METHODS, ActQuantizer, Log2Quantizer, WeightQuantizer, check_bits
 
@@ -169,12 +170,6 @@ def remove(model: nn.Module) -> list[str]:
     if hasattr(model, "quant_config"):
         del model.quant_config
     return restored
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def quantizer_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..engine import TrainConfig, Trainer, TrainResult
+from ..engine import TrainConfig, Trainer, TrainResult, model_device
 from ..models.vit import Block, ViTConfig
 from .partitions import TokenSet
 
@@ -166,7 +166,7 @@ def train_consumer(
 
         @torch.no_grad()
         def eval_fn(m: nn.Module) -> dict:
-            dev = next(m.parameters()).device  # the engine may have moved the model to CUDA
+            dev = model_device(m)  # the engine may have moved the model to CUDA
             part_d, pos_d = partition.to(dev), pos.to(dev)
             pred = torch.cat([
                 m(vx[i : i + 64].to(dev), part_d.expand(len(vx[i : i + 64]), -1),

@@ -19,6 +19,7 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
+from ..engine import model_device
 from . import hired
 from .partitions import TokenSet, encode_partitions, partition
 from .wiring import vision_tower
@@ -49,12 +50,6 @@ def encode(model: nn.Module, method: Method, images: Tensor, grid: tuple[int, in
         return hired.encode(model, images)
     vis = vision_tower(model)
     return encode_partitions(model, partition(images, grid, vis.cfg.img_size, vis.patch_size))
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of ``model``'s first parameter (CPU for a model without parameters)."""
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 def synchronize(device: torch.device | str) -> None:
