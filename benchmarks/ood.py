@@ -6,7 +6,9 @@ Mahalanobis / MoLAR, and score held-out pages: in = known-font validation + easy
 out = pages in the 5 unknown fonts (never seen in training). Then time MoLAR's scoring against
 KNN over all training features (same tile features, one process, interleaved, median).
 
-    OMP_NUM_THREADS=1 python benchmarks/ood.py [--steps 450] [--crops-per-page 40] [--reuse]
+    OMP_NUM_THREADS=1 python benchmarks/ood.py [--steps 450] [--crops-per-page 40] [--reuse] [--molar-seeds 5]
+
+Every detector's AUROC is also given as a difference from KNN's with its paired (DeLong) standard error.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from vitkit import load, save
 from vitkit.data import frb
 from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
+from vitkit.ood import metrics
 from vitkit.ood.detectors import make_detector
 from vitkit.ood.openset import Features, crop_features, evaluate, fit_detectors, tile_features
 from vitkit.ood.report import ood_section
@@ -38,6 +41,10 @@ def _save_features(path: Path, *parts: Features) -> None:
 def _load_features(path: Path) -> list[Features]:
     t = load_file(str(path))
     return [Features(*(t[f"{i}.{k}"] for k in ("features", "logits", "labels", "owner"))) for i in range(3)]
+
+
+def _molar_label(budget: int, seed: int) -> str:
+    return f"molar (budget {budget})" if seed == 0 else f"molar (budget {budget}, seed {seed})"
 
 
 def _timed(fn, x) -> float:
@@ -59,6 +66,8 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse OUT/model and OUT/features.safetensors if present")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--crop-views", action="store_true", help="also MoLAR with another crop of the page as 2nd view")
+    ap.add_argument("--molar-seeds", type=int, default=1,
+                    help="fit MoLAR with seeds 0..N-1 per budget (k-means starts and head init) and report their spread")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -104,7 +113,8 @@ def main() -> None:
              "mahalanobis": {}}
     budgets = [int(b) for b in a.budgets.split(",")]
     for b in budgets:
-        specs[f"molar (budget {b})"] = {"name": "molar", "budget": b}
+        for seed in range(a.molar_seeds):
+            specs[_molar_label(b, seed)] = {"name": "molar", "budget": b, "seed": seed}
     fit_s = {}
     dets = {}
     for label, spec in specs.items():
@@ -118,18 +128,34 @@ def main() -> None:
             dets[label] = make_detector("molar", budget=b).fit(train.features, train.labels, groups=train.owner)
             fit_s[label] = time.perf_counter() - t
     res = evaluate(dets, fin, fout)
-    print(f"\n{'detector':28s} {'AUROC':>7s} {'FPR95':>7s} {'AUPR-in':>8s} {'AUPR-out':>8s} "
+    knn_label = f"knn (k={a.k}, all N)"
+    ref = res[knn_label]
+    for r in res.values():  # paired over the same pages (DeLong): is a detector's AUROC above KNN's?
+        r["auroc_minus_knn"], r["auroc_minus_knn_se"] = metrics.auroc_delta(
+            r["page_scores_in"], r["page_scores_out"], ref["page_scores_in"], ref["page_scores_out"])
+    print(f"\n{'detector':34s} {'AUROC':>7s} {'Δ vs KNN ± SE':>15s} {'FPR95':>7s} {'AUPR-in':>8s} {'AUPR-out':>8s} "
           f"{'tile AUROC':>10s} {'fit s':>6s}")
     for name, r in res.items():
-        print(f"{name:28s} {r['auroc']:7.4f} {r['fpr95']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:8.4f} "
+        delta = f"{r['auroc_minus_knn']:+.4f} ± {r['auroc_minus_knn_se']:.4f}"
+        print(f"{name:34s} {r['auroc']:7.4f} {delta:>15s} {r['fpr95']:7.4f} {r['aupr_in']:8.4f} {r['aupr_out']:8.4f} "
               f"{r['tile_auroc']:10.4f} {fit_s[name]:6.1f}")
+    over_seeds = {}
+    if a.molar_seeds > 1:
+        for b in budgets:
+            au = [res[_molar_label(b, s)]["auroc"] for s in range(a.molar_seeds)]
+            dl = [res[_molar_label(b, s)]["auroc_minus_knn"] for s in range(a.molar_seeds)]
+            over_seeds[b] = {"auroc_mean": statistics.mean(au), "auroc_sd": statistics.stdev(au),
+                             "minus_knn_mean": statistics.mean(dl), "seeds_at_or_above_knn": sum(d >= 0 for d in dl)}
+            print(f"MoLAR budget {b} over {a.molar_seeds} seeds: AUROC {over_seeds[b]['auroc_mean']:.4f} ± "
+                  f"{over_seeds[b]['auroc_sd']:.4f} (sd); − KNN {over_seeds[b]['minus_knn_mean']:+.4f}; "
+                  f"{over_seeds[b]['seeds_at_or_above_knn']}/{a.molar_seeds} seeds ≥ KNN")
 
     # timing: score all test tiles, KNN over all N training features vs MoLAR's exemplars, interleaved
     q = torch.cat([fin.features, fout.features])
-    knn = dets[f"knn (k={a.k}, all N)"]
+    knn = dets[knn_label]
     timing = {}
     for b in budgets:
-        mol = dets[f"molar (budget {b})"]
+        mol = dets[_molar_label(b, 0)]
         tk, tm = [], []
         knn.score(q[:64]), mol.score(q[:64])  # warm-up
         for _ in range(a.repeats):
@@ -146,7 +172,8 @@ def main() -> None:
           f"(KNN {timing[budgets[0]]['knn_s'] / len(q) * 1e3:.3f} ms, MoLAR {timing[budgets[0]]['molar_s'] / len(q) * 1e3:.4f} ms per tile)")
     summary = {"args": vars(a), "closed_set_page_accuracy": closed_acc, "n_train_features": len(train.features),
                "n_tiles_in": len(fin.features), "n_tiles_out": len(fout.features), "n_pages_in": fin.n_pages,
-               "n_pages_out": fout.n_pages, "fit_s": fit_s, "timing": timing, "backbone_ms_per_tile": back * 1e3,
+               "n_pages_out": fout.n_pages, "fit_s": fit_s, "timing": timing,
+               "molar_over_seeds": over_seeds, "backbone_ms_per_tile": back * 1e3,
                "results": {k: {m: v for m, v in r.items() if not m.startswith("page_scores")} for k, r in res.items()},
                "wall_s": time.perf_counter() - t0}
     out.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,56 @@ def test_bad_input():
         M.fpr_at_tpr([1.0], [0.0], tpr=0.0)
     with pytest.raises(ValueError, match="known_correct"):
         M.oscr([1.0, 2.0], [True], [0.0])
+
+
+def naive_delong(ai, ao, bi, bo):
+    # DeLong by definition: the kernel matrix psi(x_i, y_j) for each detector, its row and column means
+    def psi(si, so):
+        return (si[:, None] > so[None, :]) + 0.5 * (si[:, None] == so[None, :])
+    pa, pb = psi(ai, ao), psi(bi, bo)
+    v10 = np.stack([pa.mean(1), pb.mean(1)])  # (2, m)
+    v01 = np.stack([pa.mean(0), pb.mean(0)])  # (2, n)
+    s10, s01 = np.cov(v10), np.cov(v01)
+    c = np.array([1.0, -1.0])
+    return pa.mean() - pb.mean(), float(np.sqrt(c @ s10 @ c / len(ai) + c @ s01 @ c / len(ao)))
+
+
+def test_auroc_delta_matches_the_definition_with_ties():
+    rng = np.random.default_rng(0)
+    ai, ao = rng.integers(0, 6, 40).astype(float), rng.integers(0, 5, 30).astype(float)  # many ties
+    bi, bo = ai + rng.normal(0, 2, 40).round(), ao + rng.normal(0, 2, 30).round()
+    d, se = M.auroc_delta(ai, ao, bi, bo)
+    rd, rse = naive_delong(ai, ao, bi, bo)
+    assert d == pytest.approx(rd, abs=1e-12) and se == pytest.approx(rse, rel=1e-9)
+    assert d == pytest.approx(M.auroc(ai, ao) - M.auroc(bi, bo), abs=1e-12)
+
+
+def test_auroc_delta_of_a_detector_with_itself_is_exactly_zero():
+    g = torch.Generator().manual_seed(1)
+    si, so = torch.randn(50, generator=g) + 1, torch.randn(20, generator=g)
+    assert M.auroc_delta(si, so, si, so) == (0.0, 0.0)
+    # a monotone transform ranks the same: still zero
+    assert M.auroc_delta(si, so, si.exp(), so.exp())[0] == 0.0
+
+
+def test_auroc_delta_se_matches_the_spread_over_repeated_experiments():
+    # two correlated detectors of different quality; the DeLong SE of one experiment should predict the
+    # standard deviation of the difference over many independent experiments
+    rng = np.random.default_rng(2)
+    deltas, ses = [], []
+    for _ in range(300):
+        zi, zo = rng.normal(1.0, 1, 120), rng.normal(0.0, 1, 80)  # shared signal: makes the pairing matter
+        ai, ao = zi + rng.normal(0, 0.5, 120), zo + rng.normal(0, 0.5, 80)
+        bi, bo = zi + rng.normal(0, 1.0, 120), zo + rng.normal(0, 1.0, 80)
+        d, se = M.auroc_delta(ai, ao, bi, bo)
+        deltas.append(d)
+        ses.append(se)
+    assert np.mean(deltas) > 3 * np.std(deltas) / np.sqrt(len(deltas))  # a is better on average
+    assert np.mean(ses) == pytest.approx(np.std(deltas, ddof=1), rel=0.2)
+
+
+def test_auroc_delta_rejects_unpaired_inputs():
+    with pytest.raises(ValueError, match="same samples"):
+        M.auroc_delta([1, 2, 3], [0, 1], [1, 2], [0, 1])
+    with pytest.raises(ValueError, match="at least 2"):
+        M.auroc_delta([1], [0, 1], [1], [0, 1])
