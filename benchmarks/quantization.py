@@ -110,6 +110,15 @@ def crop_predictions(model, x, bs: int = 200) -> torch.Tensor:
     return torch.cat([model(x[i : i + bs].to(dev)).argmax(-1).cpu() for i in range(0, len(x), bs)])
 
 
+def channel_spreads(model, x) -> dict:
+    """Max / median per-channel input range of every quantized Linear on crops ``x``, and the largest per
+    layer kind (qkv and fc1 read LayerNorm outputs, fc2 the GELU output, proj the attention output)."""
+    per_layer = {n: quant.channel_spread(r) for n, r in quant.linear_input_ranges(model, x).items()}
+    kinds = {k: max(v for n, v in per_layer.items() if n.endswith(k)) for k in ("qkv", "proj", "fc1", "fc2")
+             if any(n.endswith(k) for n in per_layer)}
+    return {"per_layer": per_layer, "max_by_kind": kinds}
+
+
 def crop_accuracy(model, x, y, bs: int = 200) -> float:
     """Share of crops x (n, 3, S, S) classified as y (n,)."""
     return (crop_predictions(model, x, bs) == y).float().mean().item()
@@ -161,6 +170,8 @@ def part_accuracy(args) -> dict:
         base |= frb_accuracy(model, crop)
     res["rows"].append(base)
     log.info("fp32: %s", base)
+    res["channel_spread"] = channel_spreads(model, cx)
+    log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
     calib, synth_s = calibration_sets(args, model, cx)
     res["synthesis_s"] = synth_s
     if args.part == "synth":
@@ -561,6 +572,10 @@ def table_markdown(res: dict) -> str:
             f"{100 * fp32:.1f}% on {res['val_crops']} validation crops; {res['n_calib']} calibration images; "
             f"synthesis {res['synth_steps']} steps ({res['synth_precision']}); training {res['train_steps']} steps "
             f"({res['train_precision']}); calibration and evaluation {res['eval_precision']}")
+    if res.get("channel_spread"):
+        kinds = ", ".join(f"{k} {v:.1f}" for k, v in res["channel_spread"]["max_by_kind"].items())
+        head += (f"; widest input channel over the median channel (real calibration crops), worst layer per kind: "
+                 f"{kinds}")
     skipped = f"\n\nskipped (time budget): {res['skipped']}" if res.get("skipped") else ""
     return head + "\n\n" + "\n".join(lines) + skipped
 
@@ -612,6 +627,9 @@ def run_sized(args, preset: Preset) -> dict:
         fp32_pred = crop_predictions(model, data["vx"])
     res["rows"][0]["crop_acc"] = (fp32_pred == data["vy"]).float().mean().item()
     log.info("fp32 validation crop accuracy %.4f", res["rows"][0]["crop_acc"])
+    with fp32_precision(False):
+        res["channel_spread"] = channel_spreads(model, data["cx"])
+    log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
     calib, res["synthesis_s"] = synthesize_sources(model, preset, args.sources, data["cx"], steps["synth"], args,
                                                    work / "calib")
     write_results(res, out)
@@ -724,6 +742,9 @@ def print_tables(res: dict) -> None:
                 line += f" {r['easy']:9.1%} {r['hard']:9.1%}"
             print(line)
         print("synthesis s:", {k: round(v, 1) for k, v in acc["synthesis_s"].items()})
+        if "channel_spread" in acc:
+            print("widest input channel over the median channel, worst layer per kind:",
+                  {k: round(v, 1) for k, v in acc["channel_spread"]["max_by_kind"].items()})
     if "speed" in res:
         sp = res["speed"]
         print("\nint8 W8A8 vs fp32 (ms per call, median; speed-up = median of per-repeat ratios)")

@@ -100,6 +100,9 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     table = (out / "quant_tiny.md").read_text()
     assert table.count("| W4A4 | per token |") == 2 and table.count("| W4A4 | per tensor |") == 2  # both tables
     assert table.count("| W4A4 | per tensor, minmax |") == 2 and table.count("| W8A8 |") == 4
+    spread = res["channel_spread"]  # is there an outlier channel for W4A4 to struggle with? (in the table's head)
+    assert len(spread["per_layer"]) == 4 * qb.TINY.model.depth and min(spread["per_layer"].values()) >= 1.0
+    assert list(spread["max_by_kind"]) == ["qkv", "proj", "fc1", "fc2"] and "widest input channel" in table
     return res
 
 

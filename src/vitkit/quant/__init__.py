@@ -5,6 +5,7 @@ SPDFQ), block reconstruction, real int8 execution and quantized checkpoints.
     info = quant.quantize(model, quant.QuantConfig(w_bits=4, a_bits=4), source="spdfq")
     quant.remove(model)                      # back to the float model
     quant.to_int8(model); quant.save_quantized(model, "runs/int8")   # real W8A8
+    quant.linear_input_ranges(model, images)  # per-channel input ranges: are there outlier channels?
 """
 
 from .calibrate import SOURCES, calibration_images, quantize
@@ -12,6 +13,7 @@ from .int8 import Int8Linear, to_int8
 from .ptq import QuantConfig, QuantLinear, apply, calibrate, quant_disabled, reconstruct_blocks, remove
 from .quantizers import ActQuantizer, Log2Quantizer, WeightQuantizer, parse_bits
 from .serialize import load_quantized, save_quantized
+from .stats import channel_spread, linear_input_ranges
 
 __all__ = [
     "SOURCES",
@@ -24,6 +26,8 @@ __all__ = [
     "apply",
     "calibrate",
     "calibration_images",
+    "channel_spread",
+    "linear_input_ranges",
     "load_quantized",
     "parse_bits",
     "quant_disabled",
