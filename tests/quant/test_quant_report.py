@@ -17,5 +17,7 @@ def test_demo_section_builds(make_vit):
     assert sec.id == "quantization" and "W4A4" in sec.html and "int8" in sec.html
     m = ctx.metrics["quantization"]
     assert len(m["val_crop_accuracy"]) == 8 and m["file_bytes"]["int8"] < m["file_bytes"]["fp32"]
+    assert set(m["channel_spread"]) == {"qkv", "proj", "fc1", "fc2"} and min(m["channel_spread"].values()) >= 1.0
+    assert "Outlier channels" in sec.html and f"qkv ×{m['channel_spread']['qkv']:.1f}" in sec.html
     assert not any(n.endswith("attn_map_fn") for n, _ in model.named_modules())  # model left float
     assert all(isinstance(b.attn.qkv, torch.nn.Linear) for b in model.blocks)
