@@ -113,10 +113,9 @@ def crop_predictions(model, x, bs: int = 200) -> torch.Tensor:
 def channel_spreads(model, x) -> dict:
     """Max / median per-channel input range of every quantized Linear on crops ``x``, and the largest per
     layer kind (qkv and fc1 read LayerNorm outputs, fc2 the GELU output, proj the attention output)."""
-    per_layer = {n: quant.channel_spread(r) for n, r in quant.linear_input_ranges(model, x).items()}
-    kinds = {k: max(v for n, v in per_layer.items() if n.endswith(k)) for k in ("qkv", "proj", "fc1", "fc2")
-             if any(n.endswith(k) for n in per_layer)}
-    return {"per_layer": per_layer, "max_by_kind": kinds}
+    ranges = quant.linear_input_ranges(model, x)
+    return {"per_layer": {n: quant.channel_spread(r) for n, r in ranges.items()},
+            "max_by_kind": quant.spread_by_kind(ranges)}
 
 
 def crop_accuracy(model, x, y, bs: int = 200) -> float:

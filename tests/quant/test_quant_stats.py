@@ -16,6 +16,9 @@ def test_channel_absmax_and_spread_on_a_known_tensor():
     assert stats.channel_spread(r) == pytest.approx(4.0 / 3.0)
     assert stats.channel_spread(torch.ones(7)) == 1.0
     assert stats.channel_spread(torch.tensor([0.0, 0.0, 1.0])) == float("inf")
+    by_kind = stats.spread_by_kind({"blocks.0.attn.qkv": torch.tensor([1.0, 2.0, 8.0]),
+                                    "blocks.0.mlp.fc1": torch.ones(4), "blocks.1.attn.qkv": torch.tensor([1.0, 1.0, 3.0])})
+    assert by_kind == {"qkv": 4.0, "fc1": 1.0}
 
 
 def test_linear_input_ranges_are_the_inputs_the_blocks_feed_their_linears(vit, images):

@@ -13,7 +13,7 @@ from .int8 import Int8Linear, to_int8
 from .ptq import QuantConfig, QuantLinear, apply, calibrate, quant_disabled, reconstruct_blocks, remove
 from .quantizers import ActQuantizer, Log2Quantizer, WeightQuantizer, parse_bits
 from .serialize import load_quantized, save_quantized
-from .stats import channel_spread, linear_input_ranges
+from .stats import channel_spread, linear_input_ranges, spread_by_kind
 
 __all__ = [
     "SOURCES",
@@ -35,5 +35,6 @@ __all__ = [
     "reconstruct_blocks",
     "remove",
     "save_quantized",
+    "spread_by_kind",
     "to_int8",
 ]

@@ -43,7 +43,7 @@ def demo_section(ctx, spdfq_steps: int = 30, n_calib: int = 8, val_pages: int = 
     from ..report import Section, table
     from ..report.plots import image_grid
     from . import QuantConfig, apply, calibrate, calibration_images, remove, save_quantized, to_int8
-    from .stats import channel_spread, linear_input_ranges
+    from .stats import linear_input_ranges, spread_by_kind
 
     t0 = time.perf_counter()
     model = ctx.model.eval()
@@ -58,10 +58,7 @@ def demo_section(ctx, spdfq_steps: int = 30, n_calib: int = 8, val_pages: int = 
                                                            pixel_range=rng, msr_every=2),
     }
     rows = [("fp32", "-", _acc(model, vx, vy))]
-    spread: dict[str, float] = {}
-    for name, r in linear_input_ranges(model, real_x).items():
-        kind = name.rsplit(".", 1)[-1]
-        spread[kind] = max(spread.get(kind, 1.0), channel_spread(r))
+    spread = spread_by_kind(linear_input_ranges(model, real_x))
     for w, a in ((8, 8), (4, 4)):
         for name, imgs in calib.items():
             apply(model, QuantConfig(w_bits=w, a_bits=a, recon_steps=recon_steps))

@@ -6,7 +6,7 @@ data-free W4A4 methods fight), most channels are left with one or two levels. Th
 measure that spread, so a quantization result can be read against it.
 
     ranges = linear_input_ranges(model, images)       # {"blocks.0.attn.qkv": (C_in,), ...}
-    {name: channel_spread(r) for name, r in ranges.items()}
+    spread_by_kind(ranges)                            # {"qkv": 2.1, "proj": 2.0, "fc1": 2.2, "fc2": 20.6}
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..engine import model_device
 from .ptq import DEFAULT_TARGETS, _batches
 
-__all__ = ["channel_absmax", "channel_spread", "linear_input_ranges"]
+__all__ = ["channel_absmax", "channel_spread", "linear_input_ranges", "spread_by_kind"]
 
 
 def channel_absmax(x: Tensor) -> Tensor:
@@ -63,3 +63,13 @@ def linear_input_ranges(model: nn.Module, images: Tensor, *, targets: str = DEFA
             h.remove()
         model.train(was_training)
     return {n: ranges[n] for n, _ in layers if n in ranges}
+
+
+def spread_by_kind(ranges: dict[str, Tensor]) -> dict[str, float]:
+    """The worst :func:`channel_spread` per layer kind (the last part of the name: qkv, proj, fc1, fc2),
+    in the order the kinds first appear."""
+    worst: dict[str, float] = {}
+    for name, r in ranges.items():
+        kind = name.rsplit(".", 1)[-1]
+        worst[kind] = max(worst.get(kind, 1.0), channel_spread(r))
+    return worst
