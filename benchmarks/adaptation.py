@@ -34,7 +34,7 @@ from vitkit.data import frb
 from vitkit.data.crops import InkCropDataset, pil_to_tensor
 from vitkit.data.frb_eval import evaluate_classifier
 from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
-from vitkit.engine import TrainConfig, Trainer
+from vitkit.engine import TrainConfig, Trainer, model_device
 from vitkit.models.tiled import TiledClassifier
 
 log = logging.getLogger("adaptation")
@@ -85,7 +85,7 @@ def score_splits(score: str) -> dict[str, list]:
 
 def page_accuracy(model, cfg: DemoConfig, score: str = "test") -> dict[str, float]:
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
-    device = next(model.parameters()).device  # the engine trains on CUDA when there is one
+    device = model_device(model)  # the engine trains on CUDA when there is one
     return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
                                       device=device).accuracy
             for name, split in score_splits(score).items()}

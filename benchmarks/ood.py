@@ -69,6 +69,8 @@ def main() -> None:
     ap.add_argument("--molar-seeds", type=int, default=1,
                     help="fit MoLAR with seeds 0..N-1 per budget (k-means starts and head init) and report their spread")
     a = ap.parse_args()
+    if a.molar_seeds < 1:
+        ap.error(f"--molar-seeds must be at least 1, got {a.molar_seeds}")
     torch.set_num_threads(a.threads)
     out = Path(a.out)
     t0 = time.perf_counter()

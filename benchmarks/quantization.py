@@ -71,6 +71,7 @@ from vitkit import quant
 from vitkit.data import frb
 from vitkit.data.crops import InkCropDataset
 from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
+from vitkit.engine import model_device
 
 log = logging.getLogger("quantization")
 
@@ -106,7 +107,7 @@ def demo_data(crop: int, seed: int = 0, val_pages: int = 150, calib_pages: int =
 @torch.no_grad()
 def crop_predictions(model, x, bs: int = 200) -> torch.Tensor:
     """Predicted classes (n,) of crops x (n, 3, S, S), on the CPU; batches go to the model's device."""
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     return torch.cat([model(x[i : i + bs].to(dev)).argmax(-1).cpu() for i in range(0, len(x), bs)])
 
 
@@ -489,7 +490,7 @@ def synthesize_sources(model, preset: Preset, sources, cx, steps: int, args, cac
     unless ``args.synth_fp32``."""
     calib, secs = {}, {}
     cache.mkdir(parents=True, exist_ok=True)
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     for src in sources:
         path = cache / f"{src}_n{preset.n_calib}_s{steps}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}.pt"
         if path.exists():

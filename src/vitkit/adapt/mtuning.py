@@ -252,7 +252,6 @@ class MTuning(nn.Module):
         return curves
 
 
-
 def _tune(params: list[Tensor], batch_loss: Callable[[Tensor, Tensor], Tensor], features: Tensor, labels: Tensor,
           steps: int, lr: float, batch_size: int, seed: int) -> list[float]:
     """:func:`~vitkit.adapt.prompts.train_prompts` with ``batch_loss(features, labels)`` as the loss; → loss curve."""
