@@ -27,6 +27,9 @@ Presets (--size):
          every token: half the encoder runs at full width, the selection uses a mid-depth map; the row
          "@block 10" selects where HiRED does), EViT at blocks 3, 6, 9 (the paper's 4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
          (constant r = 16 is impossible: 196 tokens leave 20 before the last block).
+  deep   the small geometry (pages, crops, consumer) with a 12-block encoder (width 64, 3,000 steps, lr 1e-3) and
+         vitb's layer choices (HiRED phase 2 at block 10, HiRED-early at 5, EViT at 3, 6, 9; ToMe r ∈ {3, 4, 4
+         decreasing, 5 decreasing}); consumer 3,000 steps; 1,500 test pages: depth on a CPU, ≈ 1 h at 1 thread.
   tiny   the vitb code path at tiny dims (12 blocks of width 32, 32-px crops, 64-px pages, a few steps) for tests.
 
 vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 TFLOP/s dense peak, assumed
@@ -127,6 +130,16 @@ VITB = Preset(
                      "ToMe r=16 decreasing": ToMeConfig(r=16, schedule="decreasing")},
     enc_train_pages=1500,
 )
+DEEP = Preset(  # the small geometry with a 12-block encoder: ViT-B's layer choices at a CPU-trainable width
+    "deep",
+    enc=DemoConfig(crop=96, patch=12, dim=64, depth=12, heads=4, steps=3000, batch_size=64, lr=1e-3, seed=0),
+    pages=PageConfig(), bench_pages=PageConfig(size=(192, 192), block_width=(0.45, 0.75)),
+    n_train=1500, n_val=150, n_test=1500, consumer=dict(dim=64, depth=4, heads=4), consumer_steps=3000,
+    consumer_batch=16, consumer_lr=1e-3, mem_batch=32, batch=8, repeats=7, early_layer=5, evit_layers=(3, 6, 9),
+    tome_candidates={"ToMe r=3": ToMeConfig(r=3), "ToMe r=4": ToMeConfig(r=4),
+                     "ToMe r=4 decreasing": ToMeConfig(r=4, schedule="decreasing"),
+                     "ToMe r=5 decreasing": ToMeConfig(r=5, schedule="decreasing")},
+)
 TINY = Preset(
     "tiny",
     enc=DemoConfig(crop=32, patch=8, dim=32, depth=12, heads=2, steps=6, batch_size=16, lr=1e-3, seed=0),
@@ -137,7 +150,7 @@ TINY = Preset(
     tome_candidates={"ToMe r=1": ToMeConfig(r=1), "ToMe r=1 decreasing": ToMeConfig(r=1, schedule="decreasing")},
     enc_train_pages=24,
 )
-PRESETS = {p.name: p for p in (SMALL, VITB, TINY)}
+PRESETS = {p.name: p for p in (SMALL, DEEP, VITB, TINY)}
 
 
 @dataclass
@@ -279,17 +292,22 @@ def tome_rows(run: Run) -> dict[str, ToMeConfig]:
 
 def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
     """(module, config) of the reduction row ``method_name`` (a row of :func:`methods`, a ToMe candidate of
-    the preset, or "ToMe r=<json int or list>"); ValueError naming ``option`` and the allowed names otherwise."""
+    the preset, "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers); ValueError naming
+    ``option`` and the allowed names otherwise."""
     tome_r = tome_rows(run)
-    if method_name.startswith("ToMe r=") and method_name not in tome_r:
-        try:
-            tome_r = {method_name: ToMeConfig(r=json.loads(method_name.split("=", 1)[1]))}
-        except ValueError:
-            tome_r = {}
     rows = methods(run.preset, tome_r)
+    try:
+        if method_name.startswith("ToMe r=") and method_name not in rows:
+            rows[method_name] = (tome, ToMeConfig(r=json.loads(method_name.split("=", 1)[1])))
+        elif method_name.startswith("EViT keep ") and method_name not in rows:
+            rows[method_name] = (evit, EViTConfig(layers=run.preset.evit_layers,
+                                                  keep_rate=float(method_name.split()[-1])))
+    except ValueError:
+        pass
     if method_name not in rows or rows[method_name] is None:
         raise ValueError(f"{option} {method_name!r}: not a reduction method; use one of "
-                         f"{[n for n, m in rows.items() if m is not None]} or 'ToMe r=<int or list>'")
+                         f"{[n for n, m in rows.items() if m is not None]}, 'ToMe r=<int or list>' or "
+                         "'EViT keep <rate in (0, 1]>'")
     return rows[method_name]
 
 
@@ -643,7 +661,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "plot", "all"])
     ap.add_argument("--size", default="small", choices=sorted(PRESETS),
-                    help="preset: small = the CPU figures in RESULTS.md; vitb = ViT-B/16 for a GPU; tiny = smoke test")
+                    help="preset: small = the CPU figures in RESULTS.md; deep = small with a 12-block encoder (CPU); "
+                         "vitb = ViT-B/16 for a GPU; tiny = smoke test")
     ap.add_argument("--out", default="runs/token_reduction", help="results: JSON, table, plot (and the cache "
                     "unless --work is given)")
     ap.add_argument("--work", default=None, help="cache for pages, encoder and consumers (default: --out)")

@@ -58,6 +58,22 @@ def test_vitb_rows_run_on_a_12_block_encoder_with_vitb_token_grid(tr):
     assert all(b.token_hook is None and b.attn.readout is None for b in enc.blocks)
 
 
+def test_deep_preset_is_small_geometry_with_vitb_layer_choices_and_every_row_runs(tr):
+    """deep = small's pages, crops and consumer with a 12-block encoder; every row (ToMe candidates included:
+    their schedules must fit 64 tokens per partition over 12 blocks) applies and runs on 192-px pages."""
+    p, s = tr.DEEP, tr.SMALL
+    assert (p.enc.crop, p.enc.patch, p.enc.dim, p.enc.depth) == (96, 12, 64, 12)
+    assert (p.pages, p.bench_pages, p.consumer) == (s.pages, s.bench_pages, s.consumer)
+    assert (p.early_layer, p.evit_layers) == (tr.VITB.early_layer, tr.VITB.evit_layers)
+    enc = VisionTransformer(img_size=96, patch_size=12, embed_dim=16, depth=12, num_heads=2, num_classes=15).eval()
+    cons = TokenSetConsumer(ConsumerConfig(in_dim=16, dim=16, depth=1, heads=2, num_partitions=5, grid=(8, 8))).eval()
+    rows = {**tr.methods(p, {}), **{n: (tr.tome, c) for n, c in p.tome_candidates.items()}}
+    assert "HiRED-early 20% @block 10" in rows
+    res = E.throughput(enc, cons, rows, torch.rand(2, 3, 192, 192) * 2 - 1, tr.GRID, repeats=1)
+    assert res["dense"]["tokens"] == 5 * 64 and res["HiRED-early 20%"]["tokens"] == 64
+    assert all(0 < r["tokens"] < 5 * 64 for n, r in res.items() if n != "dense")
+
+
 def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     """--size tiny with bf16 autocast, a time budget and an extra consumer: every stage, results into --out
     (at most 7 files: the GPU machine returns 8, one is the log), caches and weights into --work."""
@@ -98,6 +114,17 @@ def test_a_misspelt_method_fails_before_any_training(tr, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--extra-consumer 'HiRED early'" in err and "HiRED-early 20%" in err
     assert not (tmp_path / "encoder").exists()
+
+
+def test_extra_rows_by_name_parse_tome_schedules_and_evit_rates(tr):
+    run = tr.Run(preset=tr.DEEP)
+    mod, cfg = tr.method_by_name(run, "EViT keep 0.6", "--also")
+    assert mod is tr.evit and cfg.keep_rate == 0.6 and cfg.layers == (3, 6, 9)
+    mod, cfg = tr.method_by_name(run, "ToMe r=[4,2]", "--also")
+    assert mod is tr.tome and cfg.r == [4, 2]
+    for bad in ("EViT keep 1.5", "EViT keep half", "ToMe r=x"):
+        with pytest.raises(ValueError, match=r"--also .*EViT keep <rate in \(0, 1\]>"):
+            tr.method_by_name(run, bad, "--also")
 
 
 def test_render_pages_chunks_equal_one_pass(tr):
