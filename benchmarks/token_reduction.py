@@ -523,7 +523,7 @@ def plot(results: dict[str, dict], path: Path, info: dict | None = None) -> bool
     for k, rows in enumerate(results.values()):
         marker = "os^"[k % 3]
         for n, r in rows.items():
-            c = colors.setdefault(n, f"C{len(colors) % 10}")
+            c = colors.setdefault(n, matplotlib.colormaps["tab20"](len(colors) % 20))  # 11+ rows: 10 colours repeat
             ax.scatter(r["e2e_ips"], 100 * r["accuracy"], color=c, marker=marker,
                        label=n if k == 0 else None)
             if k == 0:
