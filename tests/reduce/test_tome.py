@@ -76,6 +76,8 @@ def test_merging_sizes_bias_and_source(backbone):
     for b in range(2):  # a row's representative index is one of its sources
         for row, orig in enumerate(st.index[b].tolist()):
             assert src[b, orig] == row
+    # the hook consumes the keys: none outlives its block (a stored k keeps the block's whole qkv output alive)
+    assert all("keys" not in blk.attn.last for blk in vis.blocks)
     tome.remove(backbone)
     assert torch.equal(encode(backbone, x), dense)
 

@@ -134,7 +134,8 @@ def _hook(attn: nn.Module, r: int, layer: int, cfg: ToMeConfig):
         if r > n // 2:
             raise ValueError(f"r={r} at block {layer} is larger than the tokens left allow: {n} patch tokens → "
                              f"r must be in [0, {n // 2}]; lower r")
-        metric = attn.last["keys"].mean(1)[:, p:]  # (B, n, d)
+        # popped: a stored k is a view that keeps the block's whole qkv output alive until the next forward
+        metric = attn.last.pop("keys").mean(1)[:, p:]  # (B, n, d)
         unm, src, dst = bipartite_soft_matching(metric, r)
         size = state.size if state.size is not None else x.new_ones(B, N, 1)
         merged, new_size = merge(x[:, p:], size[:, p:], unm, src, dst)
