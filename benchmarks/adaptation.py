@@ -105,7 +105,9 @@ def main() -> None:
     ap.add_argument("--lr-lora", type=float, default=2e-3)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--parts", default="qkv", help="qkv slices LoRA adapts")
-    ap.add_argument("--arms", default="full,lora", help="comma list of: full, lora, lora_mlp")
+    ap.add_argument("--arms", default="full,lora",
+                    help="comma list of: full, lora, lora_mlp (LoRA on fc1, fc2 too), lora_embed (diagnostic: LoRA on "
+                         "qkv plus the whole patch embedding trained)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--adapt-seed", type=int, default=None, help="seed of the adaptation runs (default --seed)")
     ap.add_argument("--dim", type=int, default=DemoConfig.dim, help="backbone width (LoRA's share ≈ 2·parts·rank / (12·dim))")
@@ -170,15 +172,16 @@ def main() -> None:
             lr = args.lr_full
             trainable = sum(p.numel() for p in model.parameters())
             adapter = 0
-        elif arm in ("lora", "lora_mlp"):
+        elif arm in ("lora", "lora_mlp", "lora_embed"):
             lr = args.lr_lora
-            targets = ("qkv",) if arm == "lora" else ("qkv", "fc1", "fc2")
+            targets = ("qkv", "fc1", "fc2") if arm == "lora_mlp" else ("qkv",)
+            save = ("head", "patch_embed") if arm == "lora_embed" else ("head",)
             lora.apply(model, lora.LoraConfig(rank=args.rank, alpha=2 * args.rank, targets=targets,
-                                              qkv_parts=args.parts, modules_to_save=("head",)))
+                                              qkv_parts=args.parts, modules_to_save=save))
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
         else:
-            raise SystemExit(f"unknown arm {arm!r}; use full, lora, lora_mlp")
+            raise SystemExit(f"unknown arm {arm!r}; use full, lora, lora_mlp, lora_embed")
         aseed = args.seed if args.adapt_seed is None else args.adapt_seed
         secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}", aseed)
         acc = page_accuracy(model, cfg, args.score)
