@@ -83,12 +83,17 @@ def score_splits(score: str) -> dict[str, list]:
     raise ValueError(f"--score must be test or val, got {score!r}")
 
 
-def page_accuracy(model, cfg: DemoConfig, score: str = "test") -> dict[str, float]:
+def page_results(model, cfg: DemoConfig, score: str = "test") -> dict:
+    """Split name → ``ProtocolResult`` (accuracy, per-font accuracy, per-page predictions) of ``model``."""
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
     device = model_device(model)  # the engine trains on CUDA when there is one
     return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
-                                      device=device).accuracy
+                                      device=device)
             for name, split in score_splits(score).items()}
+
+
+def page_accuracy(model, cfg: DemoConfig, score: str = "test") -> dict[str, float]:
+    return {name: r.accuracy for name, r in page_results(model, cfg, score).items()}
 
 
 def backbone_params(model: nn.Module) -> int:
@@ -184,10 +189,15 @@ def main() -> None:
             raise SystemExit(f"unknown arm {arm!r}; use full, lora, lora_mlp, lora_embed")
         aseed = args.seed if args.adapt_seed is None else args.adapt_seed
         secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}", aseed)
-        acc = page_accuracy(model, cfg, args.score)
+        res = page_results(model, cfg, args.score)
         rows[arm] = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
-                     "backbone_params": backbone_params(model), "train_s": secs, **acc}
+                     "backbone_params": backbone_params(model), "train_s": secs,
+                     **{name: r.accuracy for name, r in res.items()}}
         log.info("%s: %s", arm, rows[arm])
+        # per font and per page (same pages in every arm and seed: paired comparisons between arms)
+        rows[arm]["per_font"] = {name: {f: float(a) for f, a in r.per_class.items()} for name, r in res.items()}
+        rows[arm]["predictions"] = {name: [int(p) for p in r.predictions] for name, r in res.items()}
+        rows[arm]["targets"] = {name: [int(t) for t in r.targets] for name, r in res.items()}
 
     vb = create_model("vit_base_patch16_224") if "vit_base_patch16_224" in __import__("vitkit").list_models() else None
     vitb = None
