@@ -29,7 +29,7 @@ Presets (--size):
          (constant r = 16 is impossible: 196 tokens leave 20 before the last block).
   deep   the small geometry (pages, crops, consumer) with a 12-block encoder (width 64, 3,000 steps, lr 1e-3) and
          vitb's layer choices (HiRED phase 2 at block 10, HiRED-early at 5, EViT at 3, 6, 9; ToMe r ∈ {3, 4, 4
-         decreasing, 5 decreasing}); consumer 3,000 steps; 1,500 test pages: depth on a CPU, ≈ 1 h at 1 thread.
+         decreasing, 5 decreasing}); consumer 3,000 steps; 1,500 test pages: depth on a CPU, ≈ 30 min at 1 thread.
   tiny   the vitb code path at tiny dims (12 blocks of width 32, 32-px crops, 64-px pages, a few steps) for tests.
 
 vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 TFLOP/s dense peak, assumed
