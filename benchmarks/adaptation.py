@@ -38,6 +38,9 @@ from vitkit.engine import TrainConfig, Trainer, model_device
 from vitkit.models.tiled import TiledClassifier
 
 log = logging.getLogger("adaptation")
+# LoRA arms → (LoRA targets, modules trained in full besides the adapters)
+LORA_ARMS = {"lora": (("qkv",), ("head",)), "lora_mlp": (("qkv", "fc1", "fc2"), ("head",)),
+             "lora_embed": (("qkv",), ("head", "patch_embed"))}  # lora_embed: a diagnostic
 
 
 def new_head(model: VisionTransformer, old_labels: list[str], labels: list[str]) -> None:
@@ -124,6 +127,9 @@ def main() -> None:
                     help="pages to score: FRB easy/hard (test) or frb.protocol_val_split (val: for choosing lrs)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    unknown = [a for a in args.arms.split(",") if a != "full" and a not in LORA_ARMS]
+    if unknown:
+        ap.error(f"--arms: unknown arm(s) {unknown}; use full, {', '.join(LORA_ARMS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
@@ -168,8 +174,9 @@ def main() -> None:
     rows = {}
     base_acc = page_accuracy(_with_labels(base, known), cfg, args.score)
     log.info("base (10-way head, on all 15 fonts' pages): %s", base_acc)
+    aseed = args.seed if args.adapt_seed is None else args.adapt_seed
     for arm in args.arms.split(","):
-        torch.manual_seed(args.seed if args.adapt_seed is None else args.adapt_seed)
+        torch.manual_seed(aseed)
         model = build_model(cfg, known)
         model.load_state_dict(base.state_dict())
         new_head(model, known, list(frb.FONT_NAMES))
@@ -177,27 +184,24 @@ def main() -> None:
             lr = args.lr_full
             trainable = sum(p.numel() for p in model.parameters())
             adapter = 0
-        elif arm in ("lora", "lora_mlp", "lora_embed"):
+        else:
             lr = args.lr_lora
-            targets = ("qkv", "fc1", "fc2") if arm == "lora_mlp" else ("qkv",)
-            save = ("head", "patch_embed") if arm == "lora_embed" else ("head",)
+            targets, save = LORA_ARMS[arm]
             lora.apply(model, lora.LoraConfig(rank=args.rank, alpha=2 * args.rank, targets=targets,
                                               qkv_parts=args.parts, modules_to_save=save))
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
-        else:
-            raise SystemExit(f"unknown arm {arm!r}; use full, lora, lora_mlp, lora_embed")
-        aseed = args.seed if args.adapt_seed is None else args.adapt_seed
         secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}", aseed)
         res = page_results(model, cfg, args.score)
-        rows[arm] = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
-                     "backbone_params": backbone_params(model), "train_s": secs,
-                     **{name: r.accuracy for name, r in res.items()}}
-        log.info("%s: %s", arm, rows[arm])
-        # per font and per page (same pages in every arm and seed: paired comparisons between arms)
-        rows[arm]["per_font"] = {name: {f: float(a) for f, a in r.per_class.items()} for name, r in res.items()}
-        rows[arm]["predictions"] = {name: [int(p) for p in r.predictions] for name, r in res.items()}
-        rows[arm]["targets"] = {name: [int(t) for t in r.targets] for name, r in res.items()}
+        summary = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
+                   "backbone_params": backbone_params(model), "train_s": secs,
+                   **{name: r.accuracy for name, r in res.items()}}
+        log.info("%s: %s", arm, summary)
+        # + per font and per page (the same pages in every arm and seed: paired comparisons between arms)
+        rows[arm] = {**summary,
+                     "per_font": {name: {f: float(a) for f, a in r.per_class.items()} for name, r in res.items()},
+                     "predictions": {name: [int(p) for p in r.predictions] for name, r in res.items()},
+                     "targets": {name: [int(t) for t in r.targets] for name, r in res.items()}}
 
     vb = create_model("vit_base_patch16_224") if "vit_base_patch16_224" in __import__("vitkit").list_models() else None
     vitb = None
