@@ -6,7 +6,9 @@ Stages (each cached under --work, which defaults to --out):
             train the token-set consumer on those frozen tokens with random token dropping (keep 10-100%) as
             augmentation; --guided P: a fraction P of the batches keeps attention-guided subsets instead;
             --reduced-from METHOD: half the batches are METHOD's token sets (repeatable: one method per
-            batch; saved under --consumer NAME)
+            batch; saved under --consumer NAME); --consumer-dim/--consumer-depth/--consumer-heads: another size
+            than the preset's, e.g. wider and deeper than the encoder so that it dominates the cost, as the
+            paper's language model does; --consumer-seed: another training seed
   bench     per method: consumer-side and end-to-end images/s (interleaved repeats, median), peak tensor
             memory, page accuracy on the test pages with consumer NAME; machine line + table + JSON + plot
             into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png; with a separate --work one
@@ -329,7 +331,7 @@ def consumer_config(run: Run, enc) -> ConsumerConfig:
 
 
 def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
-                   reduced_from: list[str] | None = None) -> None:
+                   reduced_from: list[str] | None = None, seed: int = 0) -> None:
     """Train consumer ``name``; with ``reduced_from`` (method names) half the batches are those methods'
     token sets of the training pages (one method per batch, uniformly)."""
     t = time.perf_counter()
@@ -343,7 +345,7 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
     log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
     ccfg = consumer_config(run, enc)
     tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=p.consumer_batch, lr=p.consumer_lr,
-                       warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1,
+                       warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1, seed=seed,
                        out_dir=str(run.work / name), progress=run.progress, eval_every=max(1, steps // 5),
                        ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30))
     reduced = [reduced_token_sets(run, enc, r, tr) for r in reduced_from] if reduced_from else None
@@ -355,7 +357,7 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
                run.work / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
     _write_summary(run, name, {
-        "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "steps": result.steps,
+        "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "seed": seed, "steps": result.steps,
         "train_s": time.perf_counter() - t, "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None,
         "history": result.history if run.out != run.work else None})
     log.info("%s: %d steps in %.0f s, dense val accuracy %s", name, result.steps, time.perf_counter() - t,
@@ -681,6 +683,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--consumer", default="consumer", help="consumer folder name under --work")
     ap.add_argument("--encoder-steps", type=int, default=None, help="encoder training steps (default: the preset's)")
     ap.add_argument("--consumer-steps", type=int, default=None, help="consumer training steps (default: the preset's)")
+    ap.add_argument("--consumer-seed", type=int, default=0, help="consumer: initialisation and batch order seed")
+    for key in ("dim", "depth", "heads"):
+        ap.add_argument(f"--consumer-{key}", type=int, default=None,
+                        help=f"consumer {key} when training one (default: the preset's; the bench reads it from "
+                             "the saved consumer). A consumer wider or deeper than the encoder puts most of the cost "
+                             "after the encoder, as a language model does")
     ap.add_argument("--test-pages", type=int, default=None, help="test pages (1 page = 100/N accuracy points)")
     ap.add_argument("--time-budget", type=float, default=None, metavar="S",
                     help="with --stage all: measure a few training steps and lower the step counts so that the "
@@ -704,6 +712,17 @@ def main(argv: list[str] | None = None) -> dict | None:
         ap.error("--time-budget needs --stage all and a positive number of seconds")
     torch.set_num_threads(args.threads)
     preset = PRESETS[args.size]
+    sizes = {k: getattr(args, f"consumer_{k}") for k in ("dim", "depth", "heads")}
+    if any(v is not None for v in sizes.values()):
+        if args.stage not in ("consumer", "all"):
+            ap.error("--consumer-dim/--consumer-depth/--consumer-heads set the consumer to train: use them with "
+                     "--stage consumer or all")
+        consumer = {**preset.consumer, **{k: v for k, v in sizes.items() if v is not None}}
+        try:
+            ConsumerConfig(**consumer)
+        except ValueError as e:
+            ap.error(f"--consumer-*: {e}")
+        preset = replace(preset, consumer=consumer)
     run = Run(preset, work=Path(args.work or args.out), out=Path(args.out), device=torch.device(args.device),
               dtype=torch.bfloat16 if args.dtype == "bf16" else None, progress=args.progress, workers=args.workers)
     run.work.mkdir(parents=True, exist_ok=True)
@@ -739,7 +758,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             stage_encoder(run, enc_steps, rendered)
             rendered = None
         if args.stage in ("consumer", "all"):
-            stage_consumer(run, args.guided, args.consumer, con_steps, args.reduced_from)
+            stage_consumer(run, args.guided, args.consumer, con_steps, args.reduced_from, args.consumer_seed)
         if args.stage in ("bench", "all"):
             result = stage_bench(run, repeats, batch, args.consumer, n_test, also=tuple(args.also or ()))
             result["total_s"] = time.perf_counter() - t_start

@@ -79,7 +79,8 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     (at most 7 files: the GPU machine returns 8, one is the log), caches and weights into --work."""
     out, work = tmp_path / "out", tmp_path / "work"
     res = tr.main(["--size", "tiny", "--dtype", "bf16", "--time-budget", "300", "--out", str(out), "--work",
-                   str(work), "--extra-consumer", "HiRED-early 20%", "--also", "ToMe r=[2,1,0,0,0,0,0,0,0,0,0,0]"])
+                   str(work), "--extra-consumer", "HiRED-early 20%", "--also", "ToMe r=[2,1,0,0,0,0,0,0,0,0,0,0]",
+                   "--consumer-dim", "48", "--consumer-heads", "4"])
     rows = res["rows"]
     assert rows["ToMe r=[2,1,0,0,0,0,0,0,0,0,0,0]"]["tokens_per_page"] == 5 * (16 - 3)  # --also: one more row, here a ToMe schedule
     assert list(rows)[:9] == list(tr.methods(tr.TINY, {})) and res["tome_choice"] in tr.TINY.tome_candidates
@@ -93,6 +94,9 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     assert rows["dense"]["accuracy_delta_se_pts"] == 0.0
     assert res["machine"]["dtype"] == "bf16 autocast" and res["machine"]["preset"] == "tiny"
     assert res["consumer_summary"]["steps"] == tr.TINY.consumer_steps
+    # --consumer-dim/--consumer-heads: a consumer wider than the encoder (width 32), read back by the bench
+    assert res["consumer_summary"]["config"]["dim"] == 48 and res["consumer_summary"]["config"]["heads"] == 4
+    assert res["consumer_summary"]["config"]["depth"] == tr.TINY.consumer["depth"]
     assert res["extra"]["consumer"] == "consumer_hired_early_20"
     extra = json.loads((out / "bench_consumer_hired_early_20.json").read_text())
     assert extra["consumer_summary"]["reduced_from"] == ["HiRED-early 20%"] and set(extra["rows"]) == set(rows)
@@ -106,6 +110,17 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     assert plan["encoder_s_per_step"] >= max(plan["encoder_compute_s"], plan["encoder_data_s"])
     table = (out / "table_consumer.md").read_text()
     assert table.startswith("CPU (") and "| HiRED-early 20% |" in table
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--consumer-dim", "50", "--consumer-heads", "4"], "not divisible by heads 4"),
+    (["--consumer-depth", "0"], "depth must be ≥ 1"),
+    (["--consumer-dim", "64", "--stage", "bench"], "with --stage consumer or all"),
+])
+def test_bad_consumer_sizes_fail_before_any_training(tr, tmp_path, capsys, argv, says):
+    with pytest.raises(SystemExit):
+        tr.main(["--size", "tiny", "--out", str(tmp_path), *argv])
+    assert says in capsys.readouterr().err and not (tmp_path / "encoder").exists()
 
 
 def test_a_misspelt_method_fails_before_any_training(tr, tmp_path, capsys):

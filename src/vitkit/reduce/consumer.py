@@ -44,6 +44,8 @@ class ConsumerConfig:
         for name in ("in_dim", "dim", "depth", "heads", "num_classes", "num_partitions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ConsumerConfig.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.dim % self.heads:
+            raise ValueError(f"ConsumerConfig.dim {self.dim} is not divisible by heads {self.heads}")
 
 
 class TokenSetConsumer(nn.Module):
