@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     ap.add_argument("--consumer", default="consumer", help="consumer folder name under --work")
     ap.add_argument("--encoder-steps", type=int, default=None, help="encoder training steps (default: the preset's)")
     ap.add_argument("--consumer-steps", type=int, default=None, help="consumer training steps (default: the preset's)")
-    ap.add_argument("--consumer-seed", type=int, default=0, help="consumer: initialisation and batch order seed")
+    ap.add_argument("--consumer-seed", type=int, default=0, help="consumer training: initialisation and batch order seed")
     for key in ("dim", "depth", "heads"):
         ap.add_argument(f"--consumer-{key}", type=int, default=None,
                         help=f"consumer {key} when training one (default: the preset's; the bench reads it from "
