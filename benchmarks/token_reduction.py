@@ -15,6 +15,8 @@ Stages (each cached under --work, which defaults to --out):
             token_reduction.png for all consumers of the run). --extra-consumer METHOD (with --stage all): then,
             if the time budget allows, a consumer trained with --reduced-from METHOD is trained and benched too
   plot      accuracy vs throughput for the benches of both consumers → benchmarks/token_reduction.png
+  pool      several benches of the same pages (e.g. consumer seeds, --bench-json FILE repeated) in one table: each
+            row's Δ against dense, and each --pair "A|B", as the paired difference averaged over the benches
 
 Presets (--size):
   small  (default; the CPU figures in RESULTS.md) encoder 96×96 crops, patch 12, width 64, 4 blocks, 1,500 steps
@@ -505,6 +507,51 @@ def table_text(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def _page_results(rows: dict, name: str) -> torch.Tensor:
+    return torch.tensor([c == "1" for c in rows[name]["correct"]], dtype=torch.float)
+
+
+def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
+    """Several benches of the same test pages (e.g. one per consumer seed; ``benches`` = label → the "rows" of a
+    bench JSON) in one table: each row's speed-ups and accuracy per bench, and its Δ against dense as the paired
+    difference per page averaged over the benches, ± its standard error over pages; then the same for each
+    (A, B) in ``pairs``. Rows missing from any bench are left out."""
+    runs = list(benches.values())
+    n = {len(r["dense"]["correct"]) for r in runs}
+    if len(n) != 1:
+        raise ValueError(f"the benches scored different numbers of test pages {sorted(n)}: pool benches of the same pages")
+    names = [k for k in runs[0] if all(k in r for r in runs)]
+    for a, b in pairs:
+        for k in (a, b):
+            if k not in names:
+                raise ValueError(f"--pair {a}|{b}: no row {k!r} in every bench; rows: {names}")
+
+    def delta(a: str, b: str) -> tuple[float, float]:
+        mean = [torch.stack([_page_results(r, k) for r in runs]).mean(0) for k in (a, b)]
+        d, se = E.paired_delta(*mean)
+        return 100 * d, 100 * se
+
+    def each(key: str, k: str, fmt: str) -> str:
+        return " / ".join(format(r[k][key] * (100 if key == "accuracy" else 1), fmt) for r in runs)
+
+    labels = " / ".join(benches)
+    lines = [f"benches: {labels}; {n.pop()} test pages", "",
+             f"| method | tokens/page | consumer × dense | end-to-end × dense | accuracy | Δ pts ± paired SE (mean of {len(runs)}) |",
+             "|---|---|---|---|---|---|"]
+    for k in names:
+        d, se = delta(k, "dense")
+        lines.append(f"| {k} | {runs[0][k]['tokens_per_page']:.0f} | {each('consumer_speedup', k, '.2f')} | "
+                     f"{each('e2e_speedup', k, '.2f')} | {each('accuracy', k, '.1f')}% | {d:+.1f} ± {se:.1f} |")
+    if pairs:
+        lines += ["", "| A − B | Δ pts ± paired SE | per bench | end-to-end × dense, A / B |", "|---|---|---|---|"]
+    for a, b in pairs:
+        d, se = delta(a, b)
+        per = " / ".join(f"{100 * (_page_results(r, a) - _page_results(r, b)).mean().item():+.1f}" for r in runs)
+        lines.append(f"| {a} − {b} | {d:+.1f} ± {se:.1f} | {per} | "
+                     + ", ".join(f"{r[a]['e2e_speedup']:.2f} / {r[b]['e2e_speedup']:.2f}" for r in runs) + " |")
+    return "\n".join(lines)
+
+
 def print_table(rows: dict) -> None:
     print(table_text(rows))
 
@@ -661,7 +708,7 @@ def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_
 def main(argv: list[str] | None = None) -> dict | None:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "plot", "all"])
+    ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "plot", "pool", "all"])
     ap.add_argument("--size", default="small", choices=sorted(PRESETS),
                     help="preset: small = the CPU figures in RESULTS.md; deep = small with a 12-block encoder (CPU); "
                          "vitb = ViT-B/16 for a GPU; tiny = smoke test")
@@ -702,7 +749,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                          "several methods (one per batch: one consumer for a paired comparison)")
     ap.add_argument("--also", default=None, metavar="METHOD", action="append",
                     help="bench: one more row (repeatable), e.g. 'ToMe r=[24,14,8,4]' besides the schedule the probe picks")
+    ap.add_argument("--bench-json", default=None, metavar="FILE", action="append",
+                    help="--stage pool: a bench JSON (repeatable; the same test pages, e.g. one per consumer seed)")
+    ap.add_argument("--pair", default=None, metavar="A|B", action="append",
+                    help="--stage pool: also the paired difference of row A − row B (repeatable)")
     args = ap.parse_args(argv)
+    if args.stage == "pool":
+        return stage_pool(ap, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -769,6 +822,32 @@ def main(argv: list[str] | None = None) -> dict | None:
     finally:
         close_pool()
     return result
+
+
+def stage_pool(ap: argparse.ArgumentParser, args) -> dict:
+    """``--stage pool``: :func:`pooled_text` of the ``--bench-json`` files, printed and written to
+    ``--out/table_pooled.md``."""
+    if not args.bench_json or len(args.bench_json) < 2:
+        ap.error("--stage pool needs two or more --bench-json FILE (benches of the same test pages)")
+    pairs = []
+    for pair in args.pair or []:
+        if pair.count("|") != 1:
+            ap.error(f"--pair {pair!r}: write two row names separated by one '|', e.g. 'HiRED 20%|ToMe r=12'")
+        pairs.append(tuple(pair.split("|")))
+    benches = {}
+    for f in args.bench_json:
+        try:
+            benches[f] = json.loads(Path(f).read_text())["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            ap.error(f"--bench-json {f}: not a readable bench JSON with 'rows' ({e})")
+    try:
+        text = pooled_text(benches, pairs)
+    except ValueError as e:
+        ap.error(str(e))
+    print(text, flush=True)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    (Path(args.out) / "table_pooled.md").write_text(text + "\n")
+    return {"table": text}
 
 
 def extra_consumer_name(method_name: str) -> str:

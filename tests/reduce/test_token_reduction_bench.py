@@ -225,3 +225,46 @@ def test_fit_steps_lowers_the_encoder_first_and_never_raises(tr):
     e, c = tr.fit_steps(60, 0.1, 0.05, 2000, 1500)  # the encoder at its floor (400 = 40 s), the consumer gets 20 s
     assert (e, c) == (400, 400)
     assert tr.fit_steps(1, 0.1, 0.05, 2000, 1500) == (400, 300)  # both at their floor
+
+
+def _bench_json(path, correct: dict[str, str], speed: float = 2.0):
+    rows = {k: {"tokens_per_page": 8, "consumer_speedup": speed, "e2e_speedup": speed, "accuracy": c.count("1") / len(c),
+                "correct": c} for k, c in correct.items()}
+    path.write_text(json.dumps({"rows": rows}))
+    return str(path)
+
+
+def test_pool_averages_paired_differences_over_benches(tr, tmp_path, capsys):
+    """--stage pool: Δ of each row against dense and of each --pair is the per-page difference averaged over the
+    benches (by hand: A − B = (+2/4 + 0/4) / 2 = +25 points; A − dense = (+1/4 − 1/4) / 2 = 0)."""
+    one = _bench_json(tmp_path / "a.json", {"dense": "1100", "A": "1110", "B": "0100"})
+    two = _bench_json(tmp_path / "b.json", {"dense": "1110", "A": "1100", "B": "1100", "C": "1111"})
+    res = tr.main(["--stage", "pool", "--out", str(tmp_path / "out"), "--bench-json", one, "--bench-json", two,
+                   "--pair", "A|B"])
+    table = res["table"]
+    assert "| A | 8 | 2.00 / 2.00 | 2.00 / 2.00 | 75.0 / 50.0% | +0.0 ± " in table
+    assert "| A − B | +25.0 ± " in table and "| +50.0 / +0.0 |" in table
+    assert "| C |" not in table  # only in one bench
+    assert (tmp_path / "out" / "table_pooled.md").read_text().strip() == table and table in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, says", [
+    ([], "two or more --bench-json"),
+    (["--pair", "A-B"], "--pair 'A-B'"),
+    (["--pair", "A|Z"], "no row 'Z' in every bench"),
+])
+def test_pool_rejects_bad_input(tr, tmp_path, capsys, argv, says):
+    one = _bench_json(tmp_path / "a.json", {"dense": "10", "A": "11"})
+    two = _bench_json(tmp_path / "b.json", {"dense": "10", "A": "01"})
+    files = [] if not argv else ["--bench-json", one, "--bench-json", two]
+    with pytest.raises(SystemExit):
+        tr.main(["--stage", "pool", "--out", str(tmp_path), *files, *argv])
+    assert says in capsys.readouterr().err
+
+
+def test_pool_rejects_benches_of_different_pages(tr, tmp_path, capsys):
+    one = _bench_json(tmp_path / "a.json", {"dense": "10", "A": "11"})
+    two = _bench_json(tmp_path / "b.json", {"dense": "101", "A": "011"})
+    with pytest.raises(SystemExit):
+        tr.main(["--stage", "pool", "--out", str(tmp_path), "--bench-json", one, "--bench-json", two])
+    assert "different numbers of test pages" in capsys.readouterr().err
