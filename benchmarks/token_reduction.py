@@ -507,10 +507,6 @@ def table_text(rows: dict) -> str:
     return "\n".join(lines)
 
 
-def _page_results(rows: dict, name: str) -> torch.Tensor:
-    return torch.tensor([c == "1" for c in rows[name]["correct"]], dtype=torch.float)
-
-
 def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
     """Several benches of the same test pages (e.g. one per consumer seed; ``benches`` = label → the "rows" of a
     bench JSON) in one table: each row's speed-ups and accuracy per bench, and its Δ against dense as the paired
@@ -525,17 +521,17 @@ def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
         for k in (a, b):
             if k not in names:
                 raise ValueError(f"--pair {a}|{b}: no row {k!r} in every bench; rows: {names}")
+    # row → (benches, pages) of 0/1: each page's result under each bench
+    correct = {k: torch.tensor([[c == "1" for c in r[k]["correct"]] for r in runs], dtype=torch.float) for k in names}
 
     def delta(a: str, b: str) -> tuple[float, float]:
-        mean = [torch.stack([_page_results(r, k) for r in runs]).mean(0) for k in (a, b)]
-        d, se = E.paired_delta(*mean)
+        d, se = E.paired_delta(correct[a].mean(0), correct[b].mean(0))
         return 100 * d, 100 * se
 
     def each(key: str, k: str, fmt: str) -> str:
         return " / ".join(format(r[k][key] * (100 if key == "accuracy" else 1), fmt) for r in runs)
 
-    labels = " / ".join(benches)
-    lines = [f"benches: {labels}; {n.pop()} test pages", "",
+    lines = [f"benches: {' / '.join(benches)}; {n.pop()} test pages", "",
              f"| method | tokens/page | consumer × dense | end-to-end × dense | accuracy | Δ pts ± paired SE (mean of {len(runs)}) |",
              "|---|---|---|---|---|---|"]
     for k in names:
@@ -546,7 +542,7 @@ def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
         lines += ["", "| A − B | Δ pts ± paired SE | per bench | end-to-end × dense, A / B |", "|---|---|---|---|"]
     for a, b in pairs:
         d, se = delta(a, b)
-        per = " / ".join(f"{100 * (_page_results(r, a) - _page_results(r, b)).mean().item():+.1f}" for r in runs)
+        per = " / ".join(f"{100 * x:+.1f}" for x in (correct[a] - correct[b]).mean(1).tolist())
         lines.append(f"| {a} − {b} | {d:+.1f} ± {se:.1f} | {per} | "
                      + ", ".join(f"{r[a]['e2e_speedup']:.2f} / {r[b]['e2e_speedup']:.2f}" for r in runs) + " |")
     return "\n".join(lines)
