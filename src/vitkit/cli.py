@@ -111,29 +111,35 @@ def predict_cmd(
     ] = None,
     template: Annotated[str, typer.Option(help="CLIP zero-shot prompt template with {}.")] = "a photo of a {}.",
 ) -> None:
-    """Classify images: top-k classes with probabilities (CLIP: zero-shot over --labels)."""
+    """Classify images: top-k classes with probabilities (CLIP: zero-shot over --labels).
+
+    A model saved with a page pipeline (the font classifier of `vitkit demo`) reads each image as a
+    whole page of any size, exactly as the demo scored the benchmark; other models use their
+    preprocessing (resize, crop, normalise).
+    """
     import torch
 
     from .data import load_image, preprocess_batch
     from .models.clip import CLIP, ZeroShotClassifier
+    from .predict import classify_images
 
     try:
         model = _load(source)
+        pictures = [load_image(p) for p in images]
         if isinstance(model, CLIP):
             if not labels:
                 raise ValueError("a CLIP model needs --labels 'cat,dog,…' for zero-shot prediction")
             names = [s.strip() for s in labels.split(",") if s.strip()]
-            classifier = ZeroShotClassifier(model, names, [template])
+            with torch.inference_mode():
+                probs = ZeroShotClassifier(model, names, [template])(
+                    preprocess_batch(pictures, model.preprocess)).softmax(-1)
         else:
             if not model.cfg.num_classes:
                 raise ValueError(f"{source} has no classification head (features only): nothing to predict")
             names = model.cfg.labels or [f"class {i}" for i in range(model.cfg.num_classes)]
-            classifier = model
-        batch = preprocess_batch([load_image(p) for p in images], model.preprocess)
+            probs = classify_images(model, pictures)
     except _USER_ERRORS as e:
         _fail(e)
-    with torch.inference_mode():
-        probs = classifier(batch).softmax(-1)
     k = min(topk, probs.shape[1])
     values, indices = probs.topk(k, dim=-1)
     for path, vals, idx in zip(images, values, indices, strict=True):
@@ -180,11 +186,16 @@ def data_frb_cmd(
     n_train: Annotated[int, typer.Option(min=0, help="Training images (text disjoint from easy/hard).")] = 6000,
     n_val: Annotated[int, typer.Option(min=0, help="Validation images.")] = 750,
     seed: Annotated[int, typer.Option(help="Seed of the train/val generators.")] = 0,
+    layout: Annotated[str, typer.Option(help="Layout of easy/hard: 'paper' (the paper's generator, JPEG files) "
+                                             "or 'canvas440' (vitkit's first 440×240 reading, PNG).")] = "paper",
 ) -> None:
     """Write the Font Recognition Benchmark: easy (150), hard (225), train and val splits."""
     from .data import frb
 
-    manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed)
+    try:
+        manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed, layout=layout)
+    except _USER_ERRORS as e:
+        _fail(e)
     for split, path in manifests.items():
         out.print(f"{split:>5}: {path}")
 

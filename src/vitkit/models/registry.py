@@ -81,6 +81,6 @@ def create_model(name: str, pretrained: bool | str | Path = False, **overrides) 
     size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size
     model.preprocess = default_preprocess(cfg, size)
     if pretrained:
-        _, _, sd, _, _ = read_checkpoint(pretrained)
+        sd = read_checkpoint(pretrained)[2]
         load_into(model, sd, str(pretrained))
     return model
