@@ -24,7 +24,7 @@ import torch
 
 from . import __version__
 from .data import frb
-from .data.crops import InkCropDataset, fit_page, normalize_pages, pil_to_tensor, prepare_page
+from .data.crops import InkCropDataset, fit_page, normalize_pages, pil_to_tensor, scale_text
 from .data.frb_eval import (
     PAPER_RESULTS,
     embed_samples,
@@ -67,12 +67,12 @@ class DemoConfig:
     batch_size: int = 64
     lr: float = 2e-3
     drop_path: float = 0.0
-    # every page (training and evaluation) is rescaled so its text's core height is this many pixels
-    # (frb's hard split at size 40 stays at its own scale); None reads pages at their own scale
-    text_height: float | None = REFERENCE_TEXT_HEIGHT
-    # font sizes of the training/validation pages: most around the benchmark's 32 (easy) and 40 (hard),
-    # a share over a wide range so pages drawn 0.5×–2× as large (upsampled soft glyphs, downsampled sharp
-    # ones) are seen too
+    # every page (training and evaluation) is resampled so its text's core height in px is in this band; the
+    # default (h, h) brings all to h (see models.tiled.REFERENCE_TEXT_HEIGHT); None reads pages at their own scale
+    text_height: tuple[float, float] | None = REFERENCE_TEXT_HEIGHT
+    # font sizes of the training/validation pages: most around the benchmark's 32 (easy) and 40 (hard), a
+    # share over a wide range so pages drawn 0.5×–2× as large (upsampled soft glyphs, downsampled sharp
+    # ones) are seen too; all are resampled to text_height, as the page classifier will resample any page
     size_range: tuple[int, int] = (30, 44)
     wide_size_range: tuple[int, int] = (14, 84)
     wide_share: float = 0.3
@@ -129,15 +129,15 @@ def extra_sections() -> list[tuple[str, SectionBuilder]]:
 
 def frb_pages(
     samples: Sequence[frb.FRBSample], fonts: Sequence[str] | None = None, *,
-    text_height: float | None = None, canvas: tuple[int, int] | None = None,
+    text_height: tuple[float, float] | None = None, canvas: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grey pages ``(P, 1, H, W)`` in [0, 1] and labels ``(P,)`` for FRB samples.
 
     With ``fonts`` (e.g. :data:`frb.KNOWN_FONTS`), only samples in those fonts are kept and labels
     become indices into ``fonts``; otherwise labels are indices into :data:`frb.FONT_NAMES`. With
-    ``text_height``, each page is first rescaled to that text scale (as a
-    :class:`~vitkit.models.tiled.PagePolicy` reads pages). Pages of different sizes are cut or padded
-    to ``canvas`` ``(H, W)`` around their ink (default: the largest page).
+    ``text_height`` (a band of core heights, see :func:`vitkit.data.crops.scale_text`), pages are brought
+    to that text scale as a :class:`~vitkit.models.tiled.PagePolicy` reads them. Pages of different sizes
+    are cut or padded to ``canvas`` ``(H, W)`` around their ink (default: the largest page).
     """
     if fonts is not None:
         pos = {name: i for i, name in enumerate(fonts)}
@@ -147,15 +147,21 @@ def frb_pages(
         labels = [s.label for s in samples]
     if not samples:
         raise ValueError(f"no FRB samples in fonts {list(fonts or [])}")
-    sizes = {s.image.size for s in samples}
-    if text_height is None and canvas is None and len(sizes) == 1:  # one size: normalise in batches
-        x = torch.stack([pil_to_tensor(s.image) for s in samples])
-        grey = torch.cat([normalize_pages(x[i : i + 64]) for i in range(0, len(x), 64)])
-        return grey, torch.tensor(labels)
-    pages = [prepare_page(pil_to_tensor(s.image), text_height_px=text_height, min_size=1)[0] for s in samples]
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(samples):
+        by_size.setdefault(s.image.size, []).append(i)
+    grey: list[torch.Tensor] = [torch.empty(0)] * len(samples)
+    for idx in by_size.values():  # normalise pages of one size in batches
+        for j in range(0, len(idx), 64):
+            part = idx[j : j + 64]
+            x = normalize_pages(torch.stack([pil_to_tensor(samples[i].image) for i in part]))
+            for i, g in zip(part, x, strict=True):
+                grey[i] = scale_text(g, text_height)[0]
+    if canvas is None and len({tuple(g.shape) for g in grey}) == 1:
+        return torch.stack(grey), torch.tensor(labels)
     if canvas is None:
-        canvas = (max(p.shape[-2] for p in pages), max(p.shape[-1] for p in pages))
-    return torch.stack([fit_page(p, canvas) for p in pages]), torch.tensor(labels)
+        canvas = (max(g.shape[-2] for g in grey), max(g.shape[-1] for g in grey))
+    return torch.stack([fit_page(g, canvas) for g in grey]), torch.tensor(labels)
 
 
 def training_pages(cfg: DemoConfig, n: int, split: str) -> list[frb.FRBSample]:

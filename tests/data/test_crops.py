@@ -248,14 +248,14 @@ def test_text_height_is_scale_equivariant_and_text_independent():
 def test_prepare_page_reads_any_page():
     # one short word on a 70-px canvas, white on black
     word = frb.render_text("Vera", "Arial", canvas=(120, 70), size=40, fg=(255, 255, 255), bg=(0, 0, 0))
-    grey, f = crops.prepare_page(pil_to_tensor(word), text_height_px=15.0, min_size=96)
+    grey, f = crops.prepare_page(pil_to_tensor(word), text_height_px=(15.0, 15.0), min_size=96)
     assert grey.shape[-2] >= 96 and grey.shape[-1] >= 96 and (grey[0] < crops.INK).any()
     assert grey[0, 0, 0] == 1.0  # padded with background; the inversion was undone
     assert crops.text_height(grey) == pytest.approx(15.0, rel=0.1)
     # a 3,000-px scan with small text: shrunk or grown to the reference scale, never refused
     scan = torch.ones(3, 3000, 2200)
     scan[:, 100:3000:40, 200:2000] = 0.0
-    grey, f = crops.prepare_page(scan, text_height_px=15.0, min_size=96)
+    grey, f = crops.prepare_page(scan, text_height_px=(15.0, 15.0), min_size=96)
     assert 0 < f and grey.shape[-1] == round(2200 * f)
     # None keeps the page's own scale
     grey, f = crops.prepare_page(pil_to_tensor(word), text_height_px=None, min_size=8)
@@ -269,3 +269,15 @@ def test_fit_page_centres_the_ink():
     assert out.shape == (1, 40, 40) and int((out < crops.INK).sum()) == 200  # the ink is kept whole
     big = crops.fit_page(page, (100, 400))
     assert big.shape == (1, 100, 400) and int((big < crops.INK).sum()) == 200 and big[0, 0, 0] == 1.0
+
+
+def test_scale_text_leaves_pages_inside_the_band_untouched():
+    page = _grey(frb.render_text("Quick brown fox jumps", "Vera", canvas=(500, 120), size=40))
+    h = crops.text_height(page)
+    same, f = crops.scale_text(page, (h - 2, h + 2))
+    assert f == 1.0 and torch.equal(same, page)  # pixel for pixel
+    up, f = crops.scale_text(page, (2 * h, 3 * h))
+    assert f == pytest.approx(2.0) and crops.text_height(up) == pytest.approx(2 * h, rel=0.1)
+    down, f = crops.scale_text(page, (h / 3, h / 2))
+    assert f == pytest.approx(0.5) and crops.text_height(down) == pytest.approx(h / 2, rel=0.1)
+    assert crops.scale_text(page, None) == (page, 1.0)

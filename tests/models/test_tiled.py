@@ -198,7 +198,7 @@ def test_policy_rescales_pages_to_one_text_scale():
     """A page drawn at half or twice the size is read from (nearly) the same tiles."""
     from PIL import Image
 
-    policy = PagePolicy(tile=48, stride=24, min_ink_pixels=10, text_height=10.0)
+    policy = PagePolicy(tile=48, stride=24, min_ink_pixels=10, text_height=(10.0, 10.0))
     clf = TiledClassifier(FakeBackbone(), policy=policy)
     page = frb.render_text("Quick brown fox", "Vera", canvas=(300, 80), size=28)
     base = clf._page_tiles(pil_to_tensor(page))

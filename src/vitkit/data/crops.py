@@ -211,22 +211,35 @@ def pad_page(grey: Tensor, min_size: int) -> Tensor:
     return torch.nn.functional.pad(grey, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), value=1.0)
 
 
-def prepare_page(rgb: Tensor, *, text_height_px: float | None, min_size: int,
+def scale_text(grey: Tensor, text_height_px: tuple[float, float] | None,
+               max_factor: float = 8.0) -> tuple[Tensor, float]:
+    """Rescale a normalised page ``(1, H, W)`` so its text's core height lies in ``text_height_px = (lo, hi)``.
+
+    A page whose core height (:func:`text_height`) is already inside the band is left untouched,
+    pixel for pixel (resampling would blur the glyph details that tell near-twin fonts apart); one
+    below or above it is resampled to the nearest edge. ``(h, h)`` brings every page to ``h``;
+    ``None`` leaves every page at its own scale. The factor is clamped to ``[1 / max_factor,
+    max_factor]``. Returns the page and the factor applied.
+    """
+    if text_height_px is None:
+        return grey, 1.0
+    lo, hi = text_height_px
+    h = text_height(grey)
+    if h is None or lo <= h <= hi:
+        return grey, 1.0
+    factor = float(min(max(min(max(h, lo), hi) / h, 1.0 / max_factor), max_factor))
+    return rescale_page(grey, factor), factor
+
+
+def prepare_page(rgb: Tensor, *, text_height_px: tuple[float, float] | None, min_size: int,
                  max_factor: float = 8.0) -> tuple[Tensor, float]:
     """One RGB page ``(3, H, W)`` in [0, 1] → normalised grey ``(1, H', W')`` at the reference text scale.
 
-    Normalises (:func:`normalize_pages`), rescales so the text's core height
-    (:func:`text_height`) becomes ``text_height_px`` (``None``: keep the page's own scale; the
-    factor is clamped to ``[1 / max_factor, max_factor]``), and pads with background to at least
-    ``min_size`` per side. Returns the page and the factor applied.
+    Normalises (:func:`normalize_pages`), brings the text's core height into the band
+    ``text_height_px`` (:func:`scale_text`) and pads with background to at least ``min_size`` per
+    side. Returns the page and the factor applied.
     """
-    grey = normalize_pages(rgb.unsqueeze(0))[0]
-    factor = 1.0
-    if text_height_px is not None:
-        h = text_height(grey)
-        if h is not None:
-            factor = float(min(max(text_height_px / h, 1.0 / max_factor), max_factor))
-            grey = rescale_page(grey, factor)
+    grey, factor = scale_text(normalize_pages(rgb.unsqueeze(0))[0], text_height_px, max_factor)
     return pad_page(grey, min_size), factor
 
 
