@@ -58,7 +58,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
 
 from ..progress import progress_bar
 from . import scene_paint as paint
@@ -287,11 +289,10 @@ def render_many(n: int, *, seed: int = 0, size: int = 224, config: SceneConfig =
     return arrays
 
 
-class SceneDataset:
+class SceneDataset(Dataset):
     """Multi-label classification over scenes: item i → (image (3, H, W) float32 in [0, 1], multi-hot (C,)).
 
-    A ``torch.utils.data.Dataset`` (map-style; duck-typed so that importing this module needs no
-    torch). ``transform`` replaces the default uint8 → float conversion (it receives the (H, W, 3)
+    A map-style ``torch.utils.data.Dataset``. ``transform`` replaces the default uint8 → float conversion (it receives the (H, W, 3)
     uint8 array). ``cache=True`` keeps rendered images in memory (N·H·W·3 bytes).
     """
 
@@ -318,8 +319,6 @@ class SceneDataset:
         return render_scene(self.seed, self.start + i, size=self.size, config=self.config)
 
     def __getitem__(self, i: int):
-        import torch
-
         if self._cache is not None and i in self._cache:
             image, target = self._cache[i]
         else:

@@ -16,8 +16,8 @@ def wsss_cmd(
     backbone: Annotated[
         str | None, typer.Option(help="A vitkit.load source to fine-tune (default: vitkit's ViT from scratch).")
     ] = None,
-    train: Annotated[int, typer.Option(min=1, help="Training scenes (image labels only).")] = 1500,
-    val: Annotated[int, typer.Option(min=1, help="Validation scenes (scored against exact masks).")] = 300,
+    train: Annotated[int, typer.Option(min=1, help="Training scenes (image labels only).")] = 1200,
+    val: Annotated[int, typer.Option(min=1, help="Validation scenes (scored against exact masks).")] = 200,
     seed: Annotated[int, typer.Option(min=0, help="Seed of scenes, initialisation and data order.")] = 0,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: metrics.json, report.html, checkpoints.")] = Path(
         "runs/wsss"),

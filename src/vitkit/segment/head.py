@@ -24,7 +24,7 @@ class HeadConfig:
     """Training of the segmentation head."""
 
     layers: int = 2  # last blocks whose patch tokens are concatenated
-    epochs: int = 8
+    epochs: int = 5
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 1e-4

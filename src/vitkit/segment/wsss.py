@@ -51,11 +51,11 @@ class WSSSConfig:
 
     method: str = "cam"  # cam | more | vpl
     backbone: str | None = None  # None = vitkit ViT from scratch; else a vitkit.load source (fine-tuned)
-    train: int = 1500  # training scenes (image labels only)
-    val: int = 300  # validation scenes (exact masks, for val_miou)
+    train: int = 1200  # training scenes (image labels only)
+    val: int = 200  # validation scenes (exact masks, for val_miou)
     seed: int = 0  # scenes, initialisation and training order
     size: int = 96  # scene side in pixels (a loaded backbone sees it resized to whole patches)
-    patch: int = 8  # from-scratch ViT: patch size, width, depth, heads
+    patch: int = 12  # from-scratch ViT: patch size (8 × 8 patches at 96 px), width, depth, heads
     dim: int = 64
     depth: int = 4
     heads: int = 4
