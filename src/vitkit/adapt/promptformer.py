@@ -207,7 +207,7 @@ class FedMVP(nn.Module):
 
     def remove(self) -> PromptFormer:
         """Take the hook out; returns the generator."""
-        if self.clip.visual.embed_hook is not self._embed_hook:
+        if self.clip.visual.embed_hook != self._embed_hook:  # bound methods: equal, not identical
             raise ValueError("FedMVP's hook is not on this CLIP any more (removed twice, or replaced)")
         self.clip.visual.embed_hook = None
         return self.generator

@@ -107,6 +107,7 @@ class BundleConfig:
     test_crops: int = 4  # ink crops per test page (page prediction = mean softmax)
     clip: ff.AttributeClipConfig = field(default_factory=ff.AttributeClipConfig)
     clip_pages_per_font: int = 40  # base-font pages the CLIP is trained on (its own seed stream)
+    test_pages_per_font: int = 0  # 0 = all 25 FRB easy + hard pages per font; fewer for quick tests
     seed: int = 0
 
 
@@ -156,7 +157,12 @@ def prepare_bundle(cfg: BundleConfig, out: str | Path, clip: CLIP | None = None)
         clients.append({"fonts": fonts, "crops": crops, "labels": labels.repeat_interleave(cfg.crops_per_page),
                         "features": _features(clip, crops), "flip_features": _features(clip, crops, flip=True)})
         log.info("bundle: client %d: %d pages of %s → %d crops", c, len(samples), fonts, len(crops))
-    test = frb.easy_split() + frb.hard_split()
+    if cfg.test_pages_per_font:  # the first easy sentences (then font names) of every font, rendered as FRB does
+        texts = (frb.EASY_SENTENCES + frb.FONT_NAMES)[: cfg.test_pages_per_font]
+        test = [frb.FRBSample(frb.render_text(t, y), y, name, t, "test") for y, name in enumerate(frb.FONT_NAMES)
+                for t in texts]
+    else:
+        test = frb.easy_split() + frb.hard_split()
     pages, labels = _pages(test, frb.FONT_NAMES)
     crops = ff.fixed_crops(pages, cfg.test_crops, S, seed=99)
     data = {
