@@ -143,3 +143,19 @@ def test_font_attributes_split_and_client_shards():
     for f in frb.FONT_NAMES:  # every description fits the text context
         ids = tok(list(attrs[f].description))["input_ids"]
         assert (ids == tok.eos_token_id).any(-1).all()
+
+
+def test_momentum_sgd_matches_torch_sgd():
+    from vitkit.adapt.promptformer import MomentumSGD, cosine_lr
+
+    w0 = torch.randn(5, 3)
+    a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    ours, ref = MomentumSGD([a], lr=0.1, momentum=0.9), torch.optim.SGD([b], lr=0.1, momentum=0.9)
+    for step in range(4):
+        x = torch.randn(3)
+        for p, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            ((p @ x) ** 2).sum().backward()
+            opt.step()
+        torch.testing.assert_close(a, b)
+    assert cosine_lr(1.0, 0, 10) == 1.0 and abs(cosine_lr(1.0, 10, 10)) < 1e-12 and cosine_lr(1.0, 5, 10) == 0.5

@@ -32,6 +32,7 @@ text tower (they do not depend on the image) and L2-normalised before the projec
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -280,6 +281,36 @@ class FedMVP(nn.Module):
         return [p for p in self.generator.parameters() if p.requires_grad]
 
 
+class MomentumSGD:
+    """SGD with momentum (dampening 0, no Nesterov), the update of ``torch.optim.SGD``.
+
+    Own code because constructing the first ``torch.optim`` optimizer of a process imports TorchDynamo,
+    which costs seconds; a Flower ClientApp run as a process starts afresh every round.
+    """
+
+    def __init__(self, params: list[nn.Parameter], lr: float, momentum: float = 0.9) -> None:
+        self.params, self.lr, self.momentum = list(params), lr, momentum
+        self.bufs: list[Tensor | None] = [None] * len(self.params)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for i, p in enumerate(self.params):
+            if p.grad is None:
+                continue
+            b = self.bufs[i]
+            self.bufs[i] = b = p.grad.clone() if b is None else b.mul_(self.momentum).add_(p.grad)
+            p.add_(b, alpha=-self.lr)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+def cosine_lr(lr: float, step: int, total: int) -> float:
+    """Cosine decay from ``lr`` at step 0 to 0 at ``total``."""
+    return lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
 def train_fedmvp(model: FedMVP, images: Tensor, labels: Tensor, frozen_flipped: Tensor, *, steps: int, lr: float,
                  batch_size: int, momentum: float = 0.9, seed: int = 0, total_steps: int | None = None,
                  step_offset: int = 0, on_step: Callable[[int, float], None] | None = None) -> list[float]:
@@ -292,23 +323,21 @@ def train_fedmvp(model: FedMVP, images: Tensor, labels: Tensor, frozen_flipped: 
     """
     total = total_steps or steps
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.trainable_parameters(), lr=lr, momentum=momentum)
+    opt = MomentumSGD(model.trainable_parameters(), lr=lr, momentum=momentum)
     losses: list[float] = []
     model.train()
     for s in range(steps):
-        t = step_offset + s
-        for group in opt.param_groups:
-            group["lr"] = lr * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * min(t, total) / total)).item())
+        opt.lr = cosine_lr(lr, step_offset + s, total)
         idx = torch.randint(len(images), (min(batch_size, len(images)),), generator=g)
         loss, _ = model.loss(images[idx], labels[idx], frozen_flipped[idx])
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
         if on_step is not None:
             on_step(s, losses[-1])
         if model.maybe_switch(sum(losses) / len(losses)):
-            opt = torch.optim.SGD(model.trainable_parameters(), lr=lr, momentum=momentum)
+            opt = MomentumSGD(model.trainable_parameters(), lr=lr, momentum=momentum)
     model.eval()
     return losses
 
@@ -317,9 +346,11 @@ __all__ = [
     "CrossAttention",
     "FedMVP",
     "LORA_NAME",
+    "MomentumSGD",
     "PromptFormer",
     "PromptFormerConfig",
     "consistency_loss",
+    "cosine_lr",
     "description_logits",
     "fedmvp_loss",
     "geglu",

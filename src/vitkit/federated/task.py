@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..adapt import fedfonts as ff
-from ..adapt.promptformer import FedMVP, PromptFormerConfig, train_fedmvp
+from ..adapt.promptformer import FedMVP, MomentumSGD, PromptFormerConfig, cosine_lr, train_fedmvp
 from ..adapt.prompts import CoOp, CoOpConfig
 from ..data import frb
 from ..models.clip import CLIP
@@ -244,16 +243,14 @@ def local_train(cfg: FedConfig, model, client: dict, server_round: int, partitio
                             step_offset=offset, on_step=die)
     # CoOp: the prompts of the client's classes only; features of the frozen tower are cached
     model.set_classnames(client["fonts"])
-    opt = torch.optim.SGD([model.ctx], lr=cfg.lr, momentum=cfg.momentum)
+    opt = MomentumSGD([model.ctx], lr=cfg.lr, momentum=cfg.momentum)
     g = torch.Generator().manual_seed(seed)
     losses = []
     for s in range(steps):
-        t = offset + s
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * 0.5 * (1 + math.cos(math.pi * min(t, total) / total))
+        opt.lr = cosine_lr(cfg.lr, offset + s, total)
         idx = torch.randint(len(client["features"]), (min(cfg.batch_size, len(client["features"])),), generator=g)
         loss = F.cross_entropy(model.logits(client["features"][idx]), client["labels"][idx])
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
