@@ -89,11 +89,12 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench/federated")
     ap.add_argument("--seeds", default="1,2", help="federated seeds (prompt init, batches, dropout draws)")
     ap.add_argument("--clients", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=10)
-    ap.add_argument("--local-steps", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--local-steps", type=int, default=8)
     ap.add_argument("--lr-mvp", type=float, default=0.003)
     ap.add_argument("--lr-coop", type=float, default=0.003)
     ap.add_argument("--lora-rank", type=int, default=0)
+    ap.add_argument("--alphas", default="10", help="FedMVP consistency weights to run (compare stage; paper: 10)")
     ap.add_argument("--methods", default="fedmvp,fedcoop,local")
     ap.add_argument("--fault-method", default="fedmvp")
     ap.add_argument("--poison-scale", type=float, default=-4.0)
@@ -119,12 +120,15 @@ def main() -> None:
 
     if args.stage == "compare":
         table = zero_shot(bundle)
-        for method in args.methods.split(","):
-            rows = [run_inprocess(replace(base, method=method, seed=s, lr=lr[method], out=str(out / f"{method}_s{s}")))
-                    for s in seeds]
-            table[method] = summarise(rows)
-            table[method]["runs"] = rows
-            log.info("%s done (%.0f s so far)", method, time.perf_counter() - t0)
+        arms = [(m, a) for m in args.methods.split(",") for a in ([float(x) for x in args.alphas.split(",")]
+                                                                  if m != "fedcoop" else [10.0])]
+        for method, alpha in arms:
+            name = method if alpha == 10.0 else f"{method} (α={alpha:g})"
+            rows = [run_inprocess(replace(base, method=method, seed=s, lr=lr[method], alpha=alpha,
+                                          out=str(out / f"{method}_a{alpha:g}_s{s}"))) for s in seeds]
+            table[name] = summarise(rows)
+            table[name]["runs"] = rows
+            log.info("%s done (%.0f s so far)", name, time.perf_counter() - t0)
         print_table(f"base-to-new, {args.clients} clients × {args.rounds} rounds × {args.local_steps} steps, "
                     f"seeds {seeds}", table)
         if "fedmvp" in table and "fedcoop" in table:

@@ -151,7 +151,7 @@ def test_momentum_sgd_matches_torch_sgd():
     w0 = torch.randn(5, 3)
     a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
     ours, ref = MomentumSGD([a], lr=0.1, momentum=0.9), torch.optim.SGD([b], lr=0.1, momentum=0.9)
-    for step in range(4):
+    for _ in range(4):
         x = torch.randn(3)
         for p, opt in ((a, ours), (b, ref)):
             opt.zero_grad()

@@ -56,6 +56,7 @@ class FedConfig:
     seed: int = 0
     n_ctx: int = 4  # FedCoOp context tokens
     lora_rank: int = 0  # FedMVP: rank-8 LoRA on the cross-attention when > 0
+    alpha: float = 10.0  # FedMVP: weight of the flip-consistency loss (paper: 10)
     trimmed_beta: float = 0.2  # FedTrimmedAvg: fraction cut at each end
     krum_malicious: int = 1  # Krum: assumed number of malicious clients
     dropout: float = 0.0  # probability that a client drops out of a round (fails before training)
@@ -205,7 +206,7 @@ def build_model(cfg: FedConfig, clip: CLIP, data: dict):
     if cfg.method == "fedcoop":
         return CoOp(clip, data["base"], CoOpConfig(n_ctx=cfg.n_ctx))
     # own copy: the bundle's CLIP is cached per process and may serve several models (server and clients)
-    return FedMVP(copy.deepcopy(clip), cfg=PromptFormerConfig(lora_rank=cfg.lora_rank))
+    return FedMVP(copy.deepcopy(clip), cfg=PromptFormerConfig(lora_rank=cfg.lora_rank, alpha=cfg.alpha))
 
 
 def get_state(model) -> dict[str, Tensor]:
