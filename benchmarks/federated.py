@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from vitkit.federated.runner import run_inprocess, run_processes, run_simulation_engine
+from vitkit.federated.runner import run_inprocess, run_processes, run_simulation_process
 from vitkit.federated.task import (
     BundleConfig,
     FedConfig,
@@ -166,7 +166,7 @@ def main() -> None:
     else:
         table = {}
         cfg = replace(base, method="fedmvp", rounds=args.timing_rounds, seed=seeds[0], lr=lr["fedmvp"])
-        runners = {"inprocess": run_inprocess, "simulation": run_simulation_engine, "processes": run_processes}
+        runners = {"inprocess": run_inprocess, "simulation": run_simulation_process, "processes": run_processes}
         for mode in args.modes.split(","):
             t = time.perf_counter()
             try:

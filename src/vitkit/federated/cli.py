@@ -59,7 +59,7 @@ def run_cmd(
             if mode == "processes":
                 result = runner.run_processes(cfg)
             elif mode == "simulation":
-                result = runner.run_simulation_engine(cfg)
+                result = runner.run_simulation_process(cfg)
             else:
                 result = runner.run_inprocess(cfg)
     except (*_USER_ERRORS, TimeoutError) as e:

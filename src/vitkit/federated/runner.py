@@ -79,6 +79,30 @@ def run_simulation_engine(cfg: FedConfig, num_cpus: int = 2) -> dict:
     return _read_result(out)
 
 
+def run_simulation_process(cfg: FedConfig, *, timeout: float = 900.0, num_cpus: int = 2) -> dict:
+    """:func:`run_simulation_engine` in a child process whose ray processes (GCS, raylet, workers) are all
+    ended afterwards by :class:`ProcessGroup` — ray leaves them behind when its start-up fails."""
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").unlink(missing_ok=True)
+    path = cfg.save(out / "config.json")
+    src = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ, PYTHONPATH=src + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
+    group = ProcessGroup(out, env)
+    try:
+        p = group.start("simulation", [sys.executable, "-m", "vitkit.federated.runner", "simulation", str(path),
+                                       str(num_cpus)])
+        t0 = time.time()
+        while p.poll() is None and not (out / "result.json").exists():
+            if time.time() - t0 > timeout:
+                raise TimeoutError(f"the simulation did not finish within {timeout:.0f} s (log: {out / 'simulation.log'})")
+            group.watch()
+            time.sleep(0.5)
+        return _read_result(out)
+    finally:
+        group.close()
+
+
 def _read_result(out: Path) -> dict:
     path = out / "result.json"
     if not path.exists():
@@ -284,4 +308,12 @@ def run_processes(cfg: FedConfig, *, timeout: float = 900.0, keep_home: bool = F
             shutil.rmtree(home, ignore_errors=True)
 
 
-__all__ = ["ProcessGroup", "free_port", "run_inprocess", "run_processes", "run_simulation_engine"]
+__all__ = ["ProcessGroup", "free_port", "run_inprocess", "run_processes", "run_simulation_engine",
+           "run_simulation_process"]
+
+
+if __name__ == "__main__":  # the child of run_simulation_process: python -m vitkit.federated.runner simulation CFG N
+    logging.basicConfig(level=logging.INFO)
+    if len(sys.argv) != 4 or sys.argv[1] != "simulation":
+        sys.exit("usage: python -m vitkit.federated.runner simulation CONFIG.json NUM_CPUS")
+    run_simulation_engine(FedConfig.load(sys.argv[2]), num_cpus=int(sys.argv[3]))
