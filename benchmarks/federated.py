@@ -98,6 +98,8 @@ def main() -> None:
     ap.add_argument("--methods", default="fedmvp,fedcoop,local")
     ap.add_argument("--fault-method", default="fedmvp")
     ap.add_argument("--poison-scale", type=float, default=-4.0)
+    ap.add_argument("--fault-kinds", default="availability,poison", help="faults stage: which groups of runs")
+    ap.add_argument("--fault-strategies", default="fedavg,fedmedian,krum,fedtrimmedavg")
     ap.add_argument("--timing-rounds", type=int, default=3)
     ap.add_argument("--modes", default="inprocess,simulation,processes")
     ap.add_argument("--json", default=None)
@@ -139,17 +141,17 @@ def main() -> None:
 
     elif args.stage == "faults":
         m = args.fault_method
-        runs = {
-            "clean (FedAvg)": {},
-            "30% dropout": {"dropout": 0.3},
-            "1 client killed in round 3": {"kill_client": 4, "kill_round": 3},
-            "30% dropout + 1 killed": {"dropout": 0.3, "kill_client": 4, "kill_round": 3},
-        }
-        for strat in ("fedavg", "fedmedian", "krum", "fedtrimmedavg"):
-            if strat != "fedavg":
-                runs[f"clean ({strat})"] = {"strategy": strat}
-            runs[f"1 of 5 poisoned ×{args.poison_scale:g} ({strat})"] = {"strategy": strat, "poison_client": 0,
-                                                                          "poison_scale": args.poison_scale}
+        kinds = args.fault_kinds.split(",")
+        runs = {"clean (FedAvg)": {}}
+        if "availability" in kinds:
+            runs.update({"30% dropout": {"dropout": 0.3}, "1 client killed in round 3": {"kill_client": 4, "kill_round": 3},
+                         "30% dropout + 1 killed": {"dropout": 0.3, "kill_client": 4, "kill_round": 3}})
+        if "poison" in kinds:
+            for strat in args.fault_strategies.split(","):
+                if strat != "fedavg":
+                    runs[f"clean ({strat})"] = {"strategy": strat}
+                runs[f"1 of 5 poisoned ×{args.poison_scale:g} ({strat})"] = {"strategy": strat, "poison_client": 0,
+                                                                              "poison_scale": args.poison_scale}
         table = {}
         for name, kw in runs.items():
             rows = [run_inprocess(replace(base, method=m, seed=s, lr=lr[m], out=str(out / "faults" / f"{len(table)}_s{s}"),
