@@ -143,3 +143,14 @@ def test_two_clients_as_real_processes(bundle, tmp_path):
     res = run_processes(cfg, timeout=300)
     assert res["participation"]["2"]["ok"] == 2
     assert 0.0 <= res["hm"] <= 1.0
+
+
+def test_cli_rejects_a_bad_mode_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+
+    r = CliRunner().invoke(app, ["federated", "run", "--mode", "cloud", "--bundle", str(tmp_path / "b")])
+    assert r.exit_code == 2
+    assert "--mode must be one of" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "b").exists()  # nothing was written
