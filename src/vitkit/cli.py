@@ -48,11 +48,16 @@ def _load(source: str):
 def models_cmd() -> None:
     """List the built-in architecture names (usable with `create_model` and as SOURCE)."""
     from .models.clip import CLIPConfig
+    from .models.hybrid import HybridConfig
     from .models.registry import list_models, model_config
 
     table = Table("name", "kind", "dim", "depth", "heads", "patch", "input")
     for name in list_models():
         cfg = model_config(name)
+        if isinstance(cfg, HybridConfig):  # a CNN trunk: its "patch" is the trunk's stride
+            table.add_row(name, cfg.family, str(cfg.dim), str(cfg.depth), str(cfg.num_heads), f"stride {cfg.stride}",
+                          f"{cfg.img_size[0]}×{cfg.img_size[1]}")
+            continue
         v = cfg.vision if isinstance(cfg, CLIPConfig) else cfg
         kind = "clip" if isinstance(cfg, CLIPConfig) else v.family
         table.add_row(name, kind, str(v.embed_dim), str(v.depth), str(v.num_heads), str(v.patch_size),
