@@ -166,34 +166,48 @@ class Cost:
     seconds: float
 
 
+def _leaves(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
+
+
 def input_layer(model: nn.Module) -> nn.Module:
-    """The first module with its own parameters (the patch embedding, the CNN stem): every full forward
-    runs it once and every full backward reaches its output once."""
-    for m in model.modules():
-        if any(True for _ in m.parameters(recurse=False)) and not list(m.children()):
-            return m
-    raise ValueError(f"{type(model).__name__} has no parameterised layer to count passes on")
+    """The first module with its own parameters (the patch embedding, the CNN stem): every full
+    forward runs it once."""
+    leaves = _leaves(model)
+    if not leaves:
+        raise ValueError(f"{type(model).__name__} has no parameterised layer to count passes on")
+    return leaves[0]
 
 
-def measure_cost(fn: Callable[[], object], model: nn.Module, layer: nn.Module | None = None) -> Cost:
-    """Run ``fn()`` once; count forwards through ``layer`` (default :func:`input_layer` of ``model``)
-    and backward passes reaching its output, and time the call."""
+def output_layer(model: nn.Module) -> nn.Module:
+    """The last module with its own parameters (the classification head): every backward pass from
+    the prediction starts at its output."""
+    return _leaves(model)[-1]
+
+
+def measure_cost(fn: Callable[[], object], model: nn.Module, *, first: nn.Module | None = None,
+                 last: nn.Module | None = None) -> Cost:
+    """Run ``fn()`` once; count forwards through ``first`` (default :func:`input_layer`), backward
+    passes that start at the output of ``last`` (default :func:`output_layer`), and time the call."""
     count = {"f": 0, "b": 0}
 
     def on_grad(_):
         count["b"] += 1
 
-    def on_forward(module, args, out):
+    def on_first(module, args, out):
         count["f"] += 1
-        t = out[0] if isinstance(out, tuple) else out
-        if isinstance(t, Tensor) and t.requires_grad:
-            t.register_hook(on_grad)
 
-    h = (layer or input_layer(model)).register_forward_hook(on_forward)
+    def on_last(module, args, out):
+        if isinstance(out, Tensor) and out.requires_grad:
+            out.register_hook(on_grad)
+
+    hooks = [(first or input_layer(model)).register_forward_hook(on_first),
+             (last or output_layer(model)).register_forward_hook(on_last)]
     try:
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
     finally:
-        h.remove()
+        for h in hooks:
+            h.remove()
     return Cost(count["f"], count["b"], dt)
