@@ -194,16 +194,42 @@ def data_frb_cmd(
         out.print(f"{split:>5}: {path}")
 
 
+
+@data_app.command("scenes")
+def data_scenes_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (PNG images and maps + scenes.jsonl).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="How many scenes.")] = 1000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed; scene i of seed s depends only on (s, i).")] = 0,
+    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 224,
+    style: Annotated[str, typer.Option(help="Domain style: textured | flat | outline.")] = "textured",
+    weather: Annotated[str, typer.Option(help="clear | fog | night | rain (computed from depth).")] = "clear",
+    fog_beta: Annotated[float, typer.Option(min=0.0, help="Fog density β (1/m), t = exp(−β·depth).")] = 0.05,
+    target: Annotated[
+        str | None, typer.Option(help="Context-dependent target: camouflaged | salient | defects | lesions.")
+    ] = None,
+) -> None:
+    """Render scenes with exact ground truth: image, semantic, instance, part and depth maps."""
+    from .data.scenes import SceneConfig, write_scenes
+
+    try:
+        config = SceneConfig(style=style, weather=weather, fog_beta=fog_beta, target=target)
+        manifest = write_scenes(out_dir, n, seed=seed, size=size, config=config)
+    except _USER_ERRORS as e:
+        _fail(e)
+    out.print(f"{n} scenes: {manifest}")
+
 # the method commands live next to their methods (they import helpers from this module, hence the end)
 from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
 from .ood.cli import ood_app  # noqa: E402 - issue 6
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
 from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
+from .segment.cli import segment_app  # noqa: E402
 
 app.command("adapt")(adapt_cmd)
 app.add_typer(ood_app, name="ood")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
+app.add_typer(segment_app, name="segment")
 
 
 def main() -> None:  # pragma: no cover - entry point
