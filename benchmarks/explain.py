@@ -31,8 +31,13 @@ from torch.utils.data import TensorDataset
 
 from vitkit.data.scenes import CLASS_NAMES, render_many
 from vitkit.engine.trainer import TrainConfig, Trainer
-from vitkit.explain import explain
-from vitkit.explain.metrics import deletion_auc, energy_in_mask, insertion_auc, measure_cost, pointing_game
+from vitkit.explain.metrics import (
+    deletion_auc,
+    energy_in_mask,
+    explain_with_cost,
+    insertion_auc,
+    pointing_game,
+)
 from vitkit.models.hybrid import HybridCNNTransformer, HybridConfig, hybrid_loss
 from vitkit.models.vit import VisionTransformer, ViTConfig
 
@@ -132,9 +137,8 @@ def evaluate_maps(model: nn.Module, method: str, data: dict, its: list, args, se
             grid = (args.size // args.patch,) * 2
             maps, cost = torch.rand(1, *grid, generator=g), None
         else:
-            res = {}
-            cost = measure_cost(lambda: res.setdefault("e", explain(model, x, method, target=t)), model)
-            maps = res["e"].maps
+            e, cost = explain_with_cost(model, x, method, target=t)
+            maps = e.maps
         mask = data["sem"][i : i + 1] == c + 1  # semantic ids are 1-based
         out["pointing"].append(float(pointing_game(maps, mask)[0]))
         out["energy"].append(float(energy_in_mask(maps, mask)[0]))
@@ -164,7 +168,10 @@ def linear_probe(source: str, train_data: dict, args) -> nn.Module | None:
         return None
     vis = model if isinstance(model, VisionTransformer) else model.visual
     side = vis.patch_size * (args.size // args.patch)
-    resize = (lambda x: F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False))
+
+    def resize(x: Tensor) -> Tensor:
+        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+
     with torch.no_grad():
         feats = torch.cat([vis.forward_head(vis.forward_features(resize(train_data["x"][i : i + 50])), pre_logits=True)
                            for i in range(0, len(train_data["x"]), 50)])

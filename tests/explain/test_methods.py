@@ -209,3 +209,21 @@ def test_cost_counts_passes() -> None:
     for method, fb in (("rollout", (1, 0)), ("gradcam", (1, 1)), ("chefer", (1, 1))):
         c = measure_cost(lambda m=method: explain(model, x, m), model)
         assert (c.forwards, c.backwards) == fb, method
+
+
+def test_lam_reads_class_token_maps_from_the_predicting_forward() -> None:
+    from vitkit.segment.cam import PatchClassifier
+    from vitkit.segment.more import MoRe
+
+    torch.manual_seed(5)
+    backbone = VisionTransformer(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2))
+    model = MoRe(PatchClassifier(backbone, num_classes=4, aux_layer=-2)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        parts = model.forward_parts(x)
+    e = explain(model, x, "lam", target=2)
+    assert torch.allclose(e.maps, parts["lam"][:, 2], atol=1e-6) and torch.allclose(e.logits, parts["logits"])
+    c = measure_cost(lambda: explain(model, x, "lam"), model, first=backbone.patch_embed.proj)
+    assert (c.forwards, c.backwards) == (1, 0)
+    flipped = explain(model, x, "lam", target=2, flip=True)
+    assert flipped.forwards == 2 and (flipped.maps >= e.maps - 1e-6).all()

@@ -10,7 +10,13 @@ from torch.utils.data import TensorDataset
 import vitkit
 from vitkit.engine.trainer import TrainConfig, Trainer
 from vitkit.explain import explain
-from vitkit.models.hybrid import HybridCNNTransformer, HybridConfig, WindowAttention, evidence_loss, hybrid_loss
+from vitkit.models.hybrid import (
+    HybridCNNTransformer,
+    HybridConfig,
+    WindowAttention,
+    evidence_loss,
+    hybrid_loss,
+)
 
 
 def tiny(**kw) -> HybridCNNTransformer:

@@ -6,6 +6,7 @@ Methods (one module each; all return an :class:`Explanation` with maps on the pa
 * ``gradcam`` (:mod:`.gradcam`): Grad-CAM on a block's patch tokens, one forward + one backward.
 * ``chefer`` (:mod:`.chefer`): gradient-weighted attention rollout, one forward + one backward.
 * ``evidence`` (:mod:`.evidence`): the hybrid CNN-Transformer's own evidence maps, one forward.
+* ``lam`` (:mod:`.lam`): MoRe's localisation attention maps (class tokens · patch tokens), one forward.
 
 Every ViT variant (ViT, DeiT, DINOv2 with registers, CLIP's vision tower through a classifier
 wrapping it) and token-reduced models (EViT, ToMe with source tracing; HiRED is refused) work;
@@ -20,6 +21,7 @@ from .capture import Explanation
 from .chefer import explain_chefer
 from .evidence import explain_evidence
 from .gradcam import explain_gradcam, grad_cam
+from .lam import explain_lam
 from .rollout import explain_rollout, rollout
 
 METHODS = {
@@ -27,6 +29,7 @@ METHODS = {
     "gradcam": explain_gradcam,
     "chefer": explain_chefer,
     "evidence": explain_evidence,
+    "lam": explain_lam,
 }
 
 
@@ -46,9 +49,11 @@ def explain(model: nn.Module, x: Tensor, method: str = "rollout", target=None, *
 
 
 def default_method(model: nn.Module) -> str:
-    """``evidence`` for a model with evidence maps, else ``rollout``."""
-    return "evidence" if hasattr(model, "evidence") else "rollout"
+    """``evidence`` for a model with evidence maps, ``lam`` for a MoRe model, else ``rollout``."""
+    if hasattr(model, "evidence"):
+        return "evidence"
+    return "lam" if hasattr(model, "class_tokens") else "rollout"
 
 
 __all__ = ["METHODS", "Explanation", "default_method", "explain", "explain_chefer", "explain_evidence",
-           "explain_gradcam", "explain_rollout", "grad_cam", "rollout"]
+           "explain_gradcam", "explain_lam", "explain_rollout", "grad_cam", "rollout"]

@@ -211,3 +211,12 @@ def measure_cost(fn: Callable[[], object], model: nn.Module, *, first: nn.Module
         for h in hooks:
             h.remove()
     return Cost(count["f"], count["b"], dt)
+
+
+def explain_with_cost(model: nn.Module, x: Tensor, method: str, target=None, **kwargs):
+    """``(explanation, Cost)`` of :func:`vitkit.explain.explain` on x with ``method``."""
+    from . import explain
+
+    res = []
+    cost = measure_cost(lambda: res.append(explain(model, x, method, target=target, **kwargs)), model)
+    return res[0], cost
