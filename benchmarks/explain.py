@@ -233,10 +233,12 @@ def main(argv=None) -> int:
         vit = build_vit(args)
         hyb = build_hybrid(args, n_params(vit))
         r: dict = {"params": {"vit": n_params(vit), "hybrid": n_params(hyb)}, "hybrid_config": hyb.cfg.to_dict()}
+        print(f"seed {seed}: training ViT ({r['params']['vit']:,}) and hybrid ({r['params']['hybrid']:,})", flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             r["train_s"] = {"vit": train(vit, bce_loss, train_data, args, seed, Path(tmp) / "vit"),
                             "hybrid": train(hyb, hybrid_loss(multilabel=True), train_data, args, seed, Path(tmp) / "hyb")}
         r["accuracy"] = {"vit": classify(vit, test_data), "hybrid": classify(hyb, test_data)}
+        print(f"seed {seed}: trained in {r['train_s']}; explaining {len(its)} items", flush=True)
         per = {f"vit/{m}": evaluate_maps(vit, m, test_data, its, args, seed) for m in (*VIT_METHODS, "random")}
         per |= {f"hybrid/{m}": evaluate_maps(hyb, m, test_data, its, args, seed) for m in ("evidence", "random")}
         if args.pretrained:
@@ -250,8 +252,8 @@ def main(argv=None) -> int:
                                                                 "del_mean", "ins_mean")} for m in VIT_METHODS}
         report["seeds"][str(seed)] = r
         print_seed(seed, r)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1))
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=1))  # after every seed: a killed run keeps its seeds
     print_spread(report)
     print(f"wrote {args.json}")
     return 0
