@@ -71,7 +71,7 @@ def build_vit(args) -> VisionTransformer:
 
 def build_hybrid(args, target: int) -> HybridCNNTransformer:
     """The hybrid with the same grid as the ViT (stride = patch) whose width brings it closest to ``target`` params."""
-    stages = int(math.log2(args.patch)) - 1  # stem stride 2, then ×2 per further stage
+    stages = int(math.log2(args.patch))  # stem stride 2, then ×2 per further stage: stride 2^stages
     best = None
     for dim in range(32, 4 * args.dim + 1, 8):
         if dim % args.heads:
@@ -80,6 +80,7 @@ def build_hybrid(args, target: int) -> HybridCNNTransformer:
         cfg = HybridConfig(img_size=args.size, num_classes=len(CLASS_NAMES), trunk_widths=w, trunk_depths=(1,) * stages,
                            dim=dim, depth=args.hybrid_depth, num_heads=args.heads, window=args.window,
                            labels=list(CLASS_NAMES))
+        assert cfg.stride == args.patch, (cfg.stride, args.patch)
         p = n_params(HybridCNNTransformer(cfg))
         if best is None or abs(p - target) < abs(best[0] - target):
             best = (p, cfg)
