@@ -153,7 +153,20 @@ def evaluate_maps(model: nn.Module, method: str, data: dict, its: list, args, se
     return out
 
 
-def paired(a: list[float], b: list[float]) -> tuple[float, float]:
+CURVE_KEYS = ("pointing", "energy", "del_blur", "ins_blur", "del_mean", "ins_mean")
+
+
+def gain_over_random(per: dict, name: str) -> dict[str, tuple[list[float], list[float]]]:
+    """(better, worse) item lists per metric so that better − worse > 0 means ahead of the model's random map."""
+    rnd = per[name.split("/")[0] + "/random"]
+    out = {}
+    for k in CURVE_KEYS:
+        a, b = per[name][k], rnd[k]
+        out[k] = (b, a) if k.startswith("del") else (a, b)  # deletion: lower is better
+    return out
+
+
+def paired(a, b) -> tuple[float, float]:
     d = np.asarray(a) - np.asarray(b)
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else float("nan")
 
@@ -249,8 +262,14 @@ def main(argv=None) -> int:
                 per |= {f"pretrained/{m}": evaluate_maps(probe, m, test_data, its, args, seed) for m in VIT_METHODS}
         r["methods"] = {k: summarise(v) for k, v in per.items()}
         r["paired"] = {f"hybrid/evidence - vit/{m}": {k: paired(per["hybrid/evidence"][k], per[f"vit/{m}"][k])
-                                                      for k in ("pointing", "energy", "del_blur", "ins_blur",
-                                                                "del_mean", "ins_mean")} for m in VIT_METHODS}
+                                                      for k in CURVE_KEYS} for m in VIT_METHODS}
+        # raw AUCs sit on each model's own score scale; the gain over the same model's random map does not
+        gains = {k: gain_over_random(per, k) for k in per if not k.endswith("/random")}
+        r["gain_over_random"] = {k: {m: paired(*g[m]) for m in g} for k, g in gains.items()}
+        r["paired_gain"] = {f"hybrid/evidence - vit/{m}": {c: paired(np.subtract(*gains["hybrid/evidence"][c]),
+                                                                     np.subtract(*gains[f"vit/{m}"][c]))
+                                                           for c in CURVE_KEYS[2:]} for m in VIT_METHODS}
+        r["items"] = per
         report["seeds"][str(seed)] = r
         print_seed(seed, r)
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -274,6 +293,11 @@ def print_seed(seed: int, r: dict) -> None:
               f"{m['backwards']:3.0f}")
     for k, d in r["paired"].items():
         print(f"  {k:<34} " + "  ".join(f"{n} {mu:+.3f}±{se:.3f}" for n, (mu, se) in d.items()))
+    print("  gain over the same model's random map (deletion: random − method), paired:")
+    for k, d in r["gain_over_random"].items():
+        print(f"  {k:<34} " + "  ".join(f"{n} {mu:+.3f}±{se:.3f}" for n, (mu, se) in d.items()))
+    for k, d in r["paired_gain"].items():
+        print(f"  gain {k:<29} " + "  ".join(f"{n} {mu:+.3f}±{se:.3f}" for n, (mu, se) in d.items()))
 
 
 def print_spread(report: dict) -> None:
