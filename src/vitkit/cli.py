@@ -84,9 +84,20 @@ def info_cmd(
     except _USER_ERRORS as e:
         _fail(e)
     from .models.clip import CLIP
+    from .models.hybrid import HybridCNNTransformer
 
     visual = model.visual if isinstance(model, CLIP) else model
     cfg = visual.cfg
+    if isinstance(model, HybridCNNTransformer):  # a CNN trunk + windowed attention: no patches or prefix tokens
+        table = Table(title=f"{source}", show_header=False)
+        table.add_row("kind", "hybrid CNN-Transformer (evidence maps)")
+        table.add_row("parameters", f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+        table.add_row("input", f"{cfg.img_size[0]}×{cfg.img_size[1]}, stride {cfg.stride}")
+        table.add_row("trunk", f"widths {list(cfg.trunk_widths)}, blocks {list(cfg.trunk_depths)}")
+        table.add_row("width / depth / heads / window", f"{cfg.dim} / {cfg.depth} / {cfg.num_heads} / {cfg.window}")
+        table.add_row("head", f"{cfg.num_classes} evidence maps" if cfg.num_classes else "none (features)")
+        out.print(table)
+        return
     n_params = sum(p.numel() for p in model.parameters())
     table = Table(title=f"{source}", show_header=False)
     table.add_row("kind", "CLIP (image + text)" if isinstance(model, CLIP) else f"vision ({cfg.family})")

@@ -56,3 +56,17 @@ def test_report_section_renders_metrics_and_overlays() -> None:
     assert "pointing game" in sec.html and "0.500" in sec.html and "12.0" in sec.html
     assert sec.html.count("<img") == 6 and "a &lt;b&gt;" in sec.html
     assert "Explanations" in Report("t").add(sec).render()
+
+
+def test_info_models_and_module_entry_point_know_the_hybrid() -> None:
+    import subprocess
+    import sys
+
+    res = runner.invoke(app, ["info", "hybrid_test"])
+    assert res.exit_code == 0 and "evidence maps" in res.output
+    res = runner.invoke(app, ["models"])
+    assert res.exit_code == 0 and "hybrid_test" in res.output
+    # `python -m vitkit.cli` imports vitkit.cli twice (as __main__ too): the explain command must not cycle
+    p = subprocess.run([sys.executable, "-m", "vitkit.cli", "explain", "--help"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0 and "--method" in p.stdout

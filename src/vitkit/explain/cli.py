@@ -8,8 +8,6 @@ from typing import Annotated
 
 import typer
 
-from ..cli import _USER_ERRORS, _fail, _load, err, out
-
 
 def class_index(name: str | None, names: list[str]) -> int | None:
     """The class ``name`` (a label, or an index) among ``names``; None = explain the top class."""
@@ -39,6 +37,7 @@ def explain_cmd(
 ) -> None:
     """Explain a model's prediction: one overlay PNG per image and method, and OUT/scores.json with the
     explained class, its probability, the top classes and each method's passes and time."""
+    from ..cli import _USER_ERRORS, _fail, _load, err, out  # at call time: vitkit.cli imports this module
     from ..data import load_image, preprocess_batch
     from ..models.clip import CLIP, ZeroShotClassifier
     from ..progress import progress_bar
