@@ -48,11 +48,16 @@ def _load(source: str):
 def models_cmd() -> None:
     """List the built-in architecture names (usable with `create_model` and as SOURCE)."""
     from .models.clip import CLIPConfig
+    from .models.hybrid import HybridConfig
     from .models.registry import list_models, model_config
 
     table = Table("name", "kind", "dim", "depth", "heads", "patch", "input")
     for name in list_models():
         cfg = model_config(name)
+        if isinstance(cfg, HybridConfig):  # a CNN trunk: its "patch" is the trunk's stride
+            table.add_row(name, cfg.family, str(cfg.dim), str(cfg.depth), str(cfg.num_heads), f"stride {cfg.stride}",
+                          f"{cfg.img_size[0]}×{cfg.img_size[1]}")
+            continue
         v = cfg.vision if isinstance(cfg, CLIPConfig) else cfg
         kind = "clip" if isinstance(cfg, CLIPConfig) else v.family
         table.add_row(name, kind, str(v.embed_dim), str(v.depth), str(v.num_heads), str(v.patch_size),
@@ -79,9 +84,20 @@ def info_cmd(
     except _USER_ERRORS as e:
         _fail(e)
     from .models.clip import CLIP
+    from .models.hybrid import HybridCNNTransformer
 
     visual = model.visual if isinstance(model, CLIP) else model
     cfg = visual.cfg
+    if isinstance(model, HybridCNNTransformer):  # a CNN trunk + windowed attention: no patches or prefix tokens
+        table = Table(title=f"{source}", show_header=False)
+        table.add_row("kind", "hybrid CNN-Transformer (evidence maps)")
+        table.add_row("parameters", f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+        table.add_row("input", f"{cfg.img_size[0]}×{cfg.img_size[1]}, stride {cfg.stride}")
+        table.add_row("trunk", f"widths {list(cfg.trunk_widths)}, blocks {list(cfg.trunk_depths)}")
+        table.add_row("width / depth / heads / window", f"{cfg.dim} / {cfg.depth} / {cfg.num_heads} / {cfg.window}")
+        table.add_row("head", f"{cfg.num_classes} evidence maps" if cfg.num_classes else "none (features)")
+        out.print(table)
+        return
     n_params = sum(p.numel() for p in model.parameters())
     table = Table(title=f"{source}", show_header=False)
     table.add_row("kind", "CLIP (image + text)" if isinstance(model, CLIP) else f"vision ({cfg.family})")
@@ -226,6 +242,7 @@ def data_scenes_cmd(
 
 # the method commands live next to their methods (they import helpers from this module, hence the end)
 from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
+from .explain.cli import explain_cmd  # noqa: E402
 from .federated.cli import federated_app  # noqa: E402 - imports flwr only when a run starts
 from .ood.cli import ood_app  # noqa: E402 - issue 6
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
@@ -233,6 +250,7 @@ from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
 from .segment.cli import segment_app  # noqa: E402
 
 app.command("adapt")(adapt_cmd)
+app.command("explain")(explain_cmd)
 app.add_typer(ood_app, name="ood")
 app.add_typer(federated_app, name="federated")
 app.command("quantize")(quantize_cmd)

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .clip import CLIP, CLIPConfig, TextConfig
+from .hybrid import HybridCNNTransformer, HybridConfig
 from .vit import VisionTransformer, ViTConfig
 
 _IMAGENET = dict(family="vit")
@@ -51,13 +52,24 @@ _CLIP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+# the evidence-map CNN-Transformer (models/hybrid.py); stride = stem_stride · 2^(stages − 1)
+_HYBRID: dict[str, dict[str, Any]] = {
+    "hybrid_test": dict(img_size=32, trunk_widths=(8, 16), trunk_depths=(1, 1), dim=32, depth=1, num_heads=2,
+                        window=4, num_classes=10),
+    "hybrid_resnet_small_224": dict(trunk_widths=(64, 128, 256), trunk_depths=(2, 2, 2), dim=256, depth=2,
+                                    num_heads=8, window=8),
+}
+
+
 def list_models() -> list[str]:
-    return sorted(_VIT) + sorted(_CLIP)
+    return sorted({**_VIT, **_HYBRID}) + sorted(_CLIP)
 
 
-def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig:
+def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | HybridConfig:
     if name in _VIT:
         return ViTConfig(**{**_VIT[name], **overrides})
+    if name in _HYBRID:
+        return HybridConfig(**{**_HYBRID[name], **overrides})
     if name in _CLIP:
         v, t = _CLIP[name]
         return CLIPConfig(ViTConfig(**{**v, **overrides.pop("vision", {})}), TextConfig(**{**t, **overrides.pop("text", {})}))
@@ -75,7 +87,12 @@ def create_model(name: str, pretrained: bool | str | Path = False, **overrides) 
             "vitkit.load('hf-hub:org/name') to download one explicitly"
         )
     cfg = model_config(name, **overrides)
-    model = CLIP(cfg) if isinstance(cfg, CLIPConfig) else VisionTransformer(cfg)
+    if isinstance(cfg, CLIPConfig):
+        model = CLIP(cfg)
+    elif isinstance(cfg, HybridConfig):
+        model = HybridCNNTransformer(cfg)
+    else:
+        model = VisionTransformer(cfg)
     from ..weights.load import default_preprocess, load_into, read_checkpoint
 
     size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..data.transforms import PreprocessConfig
 from ..models.clip import CLIP, CLIPConfig
+from ..models.hybrid import HybridCNNTransformer, HybridConfig
 from ..models.tiled import PagePolicy
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
@@ -41,11 +42,12 @@ def _apply_overrides(cfg, overrides: dict, where: str):
         for part in ("vision", "text"):
             d[part].update(overrides.get(part, {}))
         return CLIPConfig.from_dict(d)
-    known = {f.name for f in fields(ViTConfig)}
+    kind = type(cfg)
+    known = {f.name for f in fields(kind)}
     bad = sorted(set(overrides) - known)
     if bad:
         raise ValueError(f"{where}: unknown config overrides {bad}; allowed: {sorted(known)}")
-    return ViTConfig.from_dict({**cfg.to_dict(), **overrides})
+    return kind.from_dict({**cfg.to_dict(), **overrides})
 
 
 def build(arch: str, cfg: ViTConfig | CLIPConfig) -> nn.Module:
@@ -53,7 +55,9 @@ def build(arch: str, cfg: ViTConfig | CLIPConfig) -> nn.Module:
         return CLIP(cfg)  # type: ignore[arg-type]
     if arch == "vit":
         return VisionTransformer(cfg)  # type: ignore[arg-type]
-    raise CheckpointError(f"unknown architecture {arch!r} (expected 'vit' or 'clip')")
+    if arch == "hybrid":
+        return HybridCNNTransformer(cfg)  # type: ignore[arg-type]
+    raise CheckpointError(f"unknown architecture {arch!r} (expected 'vit', 'clip' or 'hybrid')")
 
 
 def load_into(model: nn.Module, sd: dict[str, Tensor], where: str, strict: bool = True) -> None:
@@ -81,7 +85,8 @@ def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict |
         raise CheckpointError(f"{where}: vitkit format {version} is newer than this vitkit ({FORMAT_VERSION}); upgrade")
     arch = meta.get("arch")
     try:
-        cfg = CLIPConfig.from_dict(meta["config"]) if arch == "clip" else ViTConfig.from_dict(meta["config"])
+        kind = {"clip": CLIPConfig, "hybrid": HybridConfig}.get(arch, ViTConfig)
+        cfg = kind.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid vitkit config ({e})") from e
     return arch, cfg, meta.get("preprocess"), meta.get("pipeline")
@@ -207,7 +212,7 @@ def save(model: VisionTransformer | CLIP, directory: str | Path) -> Path:
     """Write a vitkit checkpoint: ``config.json`` + ``model.safetensors`` (+ tokenizer files)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arch = "clip" if isinstance(model, CLIP) else "vit"
+    arch = "clip" if isinstance(model, CLIP) else "hybrid" if isinstance(model, HybridCNNTransformer) else "vit"
     meta = {
         "format_version": FORMAT_VERSION,
         "arch": arch,
