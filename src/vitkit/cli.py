@@ -216,12 +216,14 @@ def data_scenes_cmd(
 # the method commands live next to their methods (they import helpers from this module, hence the end)
 from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
 from .ood.cli import ood_app  # noqa: E402 - issue 6
+from .pretrain.cli import pretrain_app  # noqa: E402
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
 from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
 from .segment.cli import segment_app  # noqa: E402
 
 app.command("adapt")(adapt_cmd)
 app.add_typer(ood_app, name="ood")
+app.add_typer(pretrain_app, name="pretrain")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
 app.add_typer(segment_app, name="segment")
