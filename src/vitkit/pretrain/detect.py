@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from ..engine.trainer import Trainer, TrainConfig
+from ..engine.trainer import TrainConfig, Trainer
 from ..models.vit import VisionTransformer, ViTConfig
 from ..ood.metrics import auroc
 from .manip import MANIPULATIONS, ManipulationDataset

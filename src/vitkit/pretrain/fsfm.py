@@ -25,7 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vit import VisionTransformer
-from .mae import MAEConfig, PixelDecoder, check_encoder, decoder_blocks, encode_visible, fill_masked, masked_mse
+from .mae import (
+    MAEConfig,
+    PixelDecoder,
+    check_encoder,
+    decoder_blocks,
+    encode_visible,
+    fill_masked,
+    masked_mse,
+)
 from .mae import patch_targets as pixel_targets
 from .masking import crfr_p_mask, mask_to_ids
 

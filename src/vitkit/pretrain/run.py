@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ..engine.trainer import Trainer, TrainConfig
+from ..engine.trainer import TrainConfig, Trainer
 from ..models.vit import VisionTransformer, ViTConfig
 from ..weights.load import save as save_model
 from .data import pretrain_dataset
