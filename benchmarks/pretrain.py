@@ -47,7 +47,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pretrain-steps", type=int, default=200)
     p.add_argument("--pretrain-batch", type=int, default=32)
     p.add_argument("--pretrain-lr", type=float, default=1e-3)
-    p.add_argument("--finetune-steps", type=int, default=150)
+    p.add_argument("--finetune-steps", type=int, default=100)
     p.add_argument("--finetune-batch", type=int, default=32)
     p.add_argument("--finetune-lr", type=float, default=5e-4)
     p.add_argument("--n-train", type=int, default=1024)
@@ -93,7 +93,7 @@ def do_finetune(a, arm: str, seed: int) -> dict | None:
     dcfg = DetectorConfig(train_kind=a.train_kind, n_train=a.n_train, n_test=a.n_test, steps=a.finetune_steps,
                           batch_size=a.finetune_batch, lr=a.finetune_lr, seed=seed, out_dir=str(run / "detector"))
     t = time.perf_counter()
-    finetune_detector(model, dcfg)
+    finetune_detector(model, dcfg, resume=True)
     t_ft = time.perf_counter() - t
     aucs = cross_manipulation_auc(model, MANIPULATIONS, n_test=a.n_test, seed=seed + 500)
     unseen = [aucs[k] for k in MANIPULATIONS if k != a.train_kind]

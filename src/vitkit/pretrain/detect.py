@@ -55,15 +55,16 @@ def detector_from(encoder: VisionTransformer | None, encoder_cfg: ViTConfig) -> 
     return model
 
 
-def finetune_detector(model: VisionTransformer, cfg: DetectorConfig) -> VisionTransformer:
-    """Fine-tune ``model`` (2 classes) on real vs ``cfg.train_kind`` scenes at the model's input size."""
+def finetune_detector(model: VisionTransformer, cfg: DetectorConfig, *, resume: bool = False) -> VisionTransformer:
+    """Fine-tune ``model`` (2 classes) on real vs ``cfg.train_kind`` scenes at the model's input size;
+    ``resume`` continues from the checkpoint in ``cfg.out_dir`` if there is one."""
     size = model.cfg.img_size[0]
     train = ManipulationDataset(cfg.n_train, kinds=[cfg.train_kind], seed=cfg.seed, size=size)
     tcfg = TrainConfig(epochs=math.ceil(cfg.steps / (cfg.n_train // cfg.batch_size)), batch_size=cfg.batch_size,
                        lr=cfg.lr, warmup_steps=cfg.warmup_steps, label_smoothing=0.0, seed=cfg.seed,
-                       max_steps=cfg.steps, ckpt_every=cfg.steps, out_dir=cfg.out_dir, progress=cfg.progress,
+                       max_steps=cfg.steps, ckpt_every=max(1, min(50, cfg.steps)), out_dir=cfg.out_dir, progress=cfg.progress,
                        log_every=min(50, cfg.steps))
-    Trainer(model, train, tcfg).fit()
+    Trainer(model, train, tcfg).fit(resume=resume)
     return model.eval()
 
 
@@ -71,10 +72,11 @@ def finetune_detector(model: VisionTransformer, cfg: DetectorConfig) -> VisionTr
 def detection_scores(model: VisionTransformer, data: Dataset, batch: int = 64) -> Tensor:
     """P(manipulated) (N,) for every item of ``data``."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     for lo in range(0, len(data), batch):
-        x = torch.stack([data[i][0] for i in range(lo, min(lo + batch, len(data)))])
-        out.append(model(x).softmax(-1)[:, 1])
+        x = torch.stack([data[i][0] for i in range(lo, min(lo + batch, len(data)))]).to(device)
+        out.append(model(x).float().softmax(-1)[:, 1].cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
