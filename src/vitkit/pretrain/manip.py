@@ -27,10 +27,12 @@ from torch.utils.data import Dataset
 from ..data.scenes import render_scene
 
 MANIPULATIONS = ("copy", "move", "recolour", "inpaint", "splice")
+MIN_PART = 0.03  # smallest part manipulated, as a fraction of the image (smaller ones are a pixel or two at 48 px)
 
 
-def _pick_part(parts: np.ndarray, rng: np.random.Generator, min_px: int) -> np.ndarray:
-    """Mask of a random part with ≥ ``min_px`` pixels (else the largest part, else a random blob)."""
+def _pick_part(parts: np.ndarray, rng: np.random.Generator, min_frac: float = MIN_PART) -> np.ndarray:
+    """Mask of a random part covering ≥ ``min_frac`` of the image (else the largest part, else a disc)."""
+    min_px = max(4, int(min_frac * parts.size))
     ids, counts = np.unique(parts[parts > 0], return_counts=True)
     ok = ids[counts >= min_px]
     if len(ok):
@@ -77,12 +79,12 @@ def diffuse_fill(img: np.ndarray, mask: np.ndarray, iters: int = 60) -> np.ndarr
 
 
 def manip_copy(img, parts, rng, **_):
-    m = _pick_part(parts, rng, 12)
+    m = _pick_part(parts, rng)
     return _paste(img, m, *_shift(m, rng))
 
 
 def manip_move(img, parts, rng, **_):
-    m = _pick_part(parts, rng, 12)
+    m = _pick_part(parts, rng)
     filled = diffuse_fill(img, m)
     out, changed = _paste(filled, m, *_shift(m, rng))
     out[changed] = img[m]  # _paste moved the filled pixels: put the original part at its new place
@@ -90,7 +92,7 @@ def manip_move(img, parts, rng, **_):
 
 
 def manip_recolour(img, parts, rng, **_):
-    m = _pick_part(parts, rng, 12)
+    m = _pick_part(parts, rng)
     out = img.copy()
     perm = [(1, 2, 0), (2, 0, 1)][int(rng.integers(2))]
     out[m] = img[m][:, perm]
@@ -98,13 +100,13 @@ def manip_recolour(img, parts, rng, **_):
 
 
 def manip_inpaint(img, parts, rng, **_):
-    m = _pick_part(parts, rng, 12)
+    m = _pick_part(parts, rng)
     return diffuse_fill(img, m), m
 
 
 def manip_splice(img, parts, rng, *, donor: np.ndarray, **_):
     H, W = parts.shape
-    s = max(4, int(rng.integers(H // 5, H // 3 + 1)))
+    s = max(4, int(rng.integers(H // 4, H // 2 + 1)))
     y, x = int(rng.integers(0, H - s + 1)), int(rng.integers(0, W - s + 1))
     sy, sx = int(rng.integers(0, H - s + 1)), int(rng.integers(0, W - s + 1))
     out = img.copy()
