@@ -85,5 +85,8 @@ def test_manipulation_dataset_labels_and_kinds():
     assert labels == [0, 1, 0, 1, 0, 1]
     assert [ds.kind(i) for i in range(4)] == [None, "recolour", None, "splice"]
     assert torch.equal(ds[3][0], ManipulationDataset(6, kinds=["recolour", "splice"], seed=0, size=32)[3][0])
+    real, fake = ds[2][0], ds[3][0]  # a pair: the same scene, only the spliced square differs
+    changed = (real != fake).any(0)
+    assert changed.any() and not changed.all()
     with pytest.raises(ValueError, match="kinds"):
         ManipulationDataset(2, kinds=["blur"])

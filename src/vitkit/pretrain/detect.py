@@ -82,7 +82,7 @@ def detection_scores(model: VisionTransformer, data: Dataset, batch: int = 64) -
 
 def cross_manipulation_auc(model: VisionTransformer, kinds: Sequence[str] = MANIPULATIONS, *, n_test: int = 256,
                            seed: int = 500) -> dict[str, float]:
-    """AUC of real (even items) vs each type's manipulated test scenes (odd items), per type."""
+    """AUC of the real test scenes (even items) vs the same scenes manipulated (odd items), per type."""
     size = model.cfg.img_size[0]
     real = None
     aucs = {}

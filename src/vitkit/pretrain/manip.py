@@ -10,9 +10,11 @@ of one region and returns the changed-pixel mask:
 * ``splice``: a square patch from another scene pasted in.
 
 Held-out evaluation: train a detector on one type, measure AUC on the others
-(:class:`ManipulationDataset` with a list of ``kinds``). Real and fake items are different scenes
-(even index = real, odd = fake), so a detector cannot compare a pair; item i depends only on
-(seed, i, kinds, size).
+(:class:`ManipulationDataset` with a list of ``kinds``). Items come in pairs: item 2j is scene j as
+rendered, item 2j + 1 the same scene manipulated, so scene content is balanced between the classes and
+a score can only separate them through the manipulation (with different scenes per class, a detector
+that ranks scene content by chance reaches the same spurious AUC on every type). Item i depends only
+on (seed, i, kinds, size).
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ def manipulate(kind: str, image: np.ndarray, parts: np.ndarray, rng: np.random.G
 class ManipulationDataset(Dataset):
     """Item i → (image (3, S, S) float32 in [0, 1], label (long): 0 real, 1 manipulated).
 
-    Even i: scene i as rendered; odd i: scene i with manipulation ``kinds[(i // 2) % len(kinds)]``.
+    Item 2j: scene j as rendered; item 2j + 1: scene j with manipulation ``kinds[j % len(kinds)]``.
     ``seed`` picks the scenes (use different seeds for train and test); splice donors come from a
     separate stream of the same seed.
     """
@@ -154,12 +156,12 @@ class ManipulationDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        s = render_scene(self.seed, i, size=self.size)
+        s = render_scene(self.seed, i // 2, size=self.size)
         img, label = s.image, 0
         kind = self.kind(i)
         if kind is not None:
             rng = np.random.default_rng([self.seed, i, 7])
-            donor = render_scene(self.seed + 1_000_003, i, size=self.size).image if kind == "splice" else None
+            donor = render_scene(self.seed + 1_000_003, i // 2, size=self.size).image if kind == "splice" else None
             img, _ = manipulate(kind, img, s.parts, rng, donor)
             label = 1
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
