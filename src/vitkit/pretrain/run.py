@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from torch import nn
+import torch
 
 from ..engine.trainer import TrainConfig, Trainer
 from ..models.vit import VisionTransformer, ViTConfig
@@ -87,8 +87,6 @@ def loss_fn(method: str):
 
 def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     """Train, then write ``OUT/encoder`` (vitkit checkpoint) and ``OUT/pretrain.json``; returns the summary."""
-    import torch
-
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
@@ -116,10 +114,3 @@ def run_pretrain(cfg: PretrainConfig, *, resume: bool = False) -> dict:
     log.info("pretrained %s for %d steps → %s", cfg.method, result.steps, out / "encoder")
     return summary
 
-
-def encoder_of(model: nn.Module) -> VisionTransformer:
-    """The ViT inside an MAE/FSFM wrapper (or the model itself)."""
-    enc = getattr(model, "encoder", model)
-    if not isinstance(enc, VisionTransformer):
-        raise ValueError(f"no vitkit VisionTransformer in {type(model).__name__}")
-    return enc
