@@ -245,6 +245,7 @@ from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
 from .explain.cli import explain_cmd  # noqa: E402
 from .federated.cli import federated_app  # noqa: E402 - imports flwr only when a run starts
 from .ood.cli import ood_app  # noqa: E402 - issue 6
+from .pretrain.cli import pretrain_app  # noqa: E402
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
 from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
 from .segment.cli import segment_app  # noqa: E402
@@ -253,6 +254,8 @@ app.command("adapt")(adapt_cmd)
 app.command("explain")(explain_cmd)
 app.add_typer(ood_app, name="ood")
 app.add_typer(federated_app, name="federated")
+
+app.add_typer(pretrain_app, name="pretrain")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
 app.add_typer(segment_app, name="segment")
