@@ -254,7 +254,6 @@ app.command("adapt")(adapt_cmd)
 app.command("explain")(explain_cmd)
 app.add_typer(ood_app, name="ood")
 app.add_typer(federated_app, name="federated")
-
 app.add_typer(pretrain_app, name="pretrain")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
