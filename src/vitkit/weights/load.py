@@ -19,6 +19,7 @@ from ..data.transforms import PreprocessConfig
 from ..models.clip import CLIP, CLIPConfig
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
+from . import onnx as onnx_export
 from .io import CheckpointError, find_weights, read_json, read_state_dict, save_state_dict
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,9 @@ def read_checkpoint(source: str | Path, **overrides) -> tuple[str, ViTConfig | C
     directory = path if path.is_dir() else path.parent
     wfile = find_weights(path) if path.is_dir() else path
     where = str(wfile)
+    if wfile.suffix == ".onnx":
+        cfg, sd = onnx_export.read(wfile, num_heads=overrides.get("num_heads"))
+        return "vit", _apply_overrides(cfg, overrides, where), sd, None, directory
     cfg_json = read_json(directory / "config.json") if path.is_dir() and (directory / "config.json").is_file() else {}
     oc_path = directory / "open_clip_config.json"
     oc_json = read_json(oc_path) if path.is_dir() and oc_path.is_file() else None
