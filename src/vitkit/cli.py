@@ -194,11 +194,13 @@ from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
 from .ood.cli import ood_app  # noqa: E402 - issue 6
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
 from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
+from .weights.cli import weights_app  # noqa: E402
 
 app.command("adapt")(adapt_cmd)
 app.add_typer(ood_app, name="ood")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
+app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:  # pragma: no cover - entry point
