@@ -95,13 +95,16 @@ def score_splits(score: str) -> dict[str, list]:
     raise ValueError(f"--score must be test or val, got {score!r}")
 
 
-def page_results(model, cfg: DemoConfig, score: str = "test") -> dict:
-    """Split name → ``ProtocolResult`` (accuracy, per-font accuracy, per-page predictions) of ``model``."""
+def page_results(model, cfg: DemoConfig, score: str = "test", limit: int | None = None) -> dict:
+    """Split name → ``ProtocolResult`` (accuracy, per-font accuracy, per-page predictions) of ``model``.
+
+    ``limit``: score every ``len(split) // limit``-th page only (spread over all fonts), for slow backbones."""
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
     device = model_device(model)  # the engine trains on CUDA when there is one
     return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
                                       device=device)
-            for name, split in score_splits(score).items()}
+            for name, split in score_splits(score).items()
+            for split in [split if not limit or limit >= len(split) else split[:: -(-len(split) // limit)]]}
 
 
 def page_accuracy(model, cfg: DemoConfig, score: str = "test") -> dict[str, float]:
@@ -139,6 +142,8 @@ def main() -> None:
                          "see the module docstring; fetch it first: vitkit weights get NAME)")
     ap.add_argument("--batch", type=int, default=None, help="crops per step (default: the demo's 64)")
     ap.add_argument("--probe-crops", type=int, default=4, help="crops per page for the linear probe (pretrained only)")
+    ap.add_argument("--score-pages", type=int, default=None,
+                    help="pretrained only: score about this many pages per split (every k-th page), for time")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.backbone != "scratch" and args.backbone not in pretrained.SOURCES:
@@ -261,8 +266,8 @@ def _print_rows(rows: dict, names: list[str], cfg: DemoConfig) -> None:
               + f" | {r['train_s']:.0f} |")
 
 
-def _arm_row(model, cfg, score, lr, trainable, adapter, secs) -> dict:
-    res = page_results(model, cfg, score)
+def _arm_row(model, cfg, score, lr, trainable, adapter, secs, limit=None) -> dict:
+    res = page_results(model, cfg, score, limit)
     return {"lr": lr, "trainable": trainable, "adapter_params": adapter, "backbone_params": backbone_params(model),
             "train_s": secs, **{name: r.accuracy for name, r in res.items()},
             "per_font": {name: {f: float(a) for f, a in r.per_class.items()} for name, r in res.items()},
@@ -292,12 +297,13 @@ def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
         secs = time.perf_counter() - t
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(head_path))
     head = {k: v.clone() for k, v in model.head.state_dict().items()}
-    if "probe" in args.arms.split(",") or not head_path.with_suffix(".json").exists():
+    row_path = head_path.with_name(f"{head_path.stem}_{args.score}{args.score_pages or ''}.json")
+    if "probe" in args.arms.split(",") or not row_path.exists():
         rows["probe"] = _arm_row(model, cfg, args.score, ProbeConfig().lr, model.head.weight.numel()
-                                 + model.head.bias.numel(), 0, secs)
-        head_path.with_suffix(".json").write_text(json.dumps(rows["probe"]))
+                                 + model.head.bias.numel(), 0, secs, args.score_pages)
+        row_path.write_text(json.dumps(rows["probe"]))
     else:
-        rows["probe"] = json.loads(head_path.with_suffix(".json").read_text())
+        rows["probe"] = json.loads(row_path.read_text())
     log.info("probe: %s", {k: v for k, v in rows["probe"].items() if not isinstance(v, dict)})
     for arm in [a for a in args.arms.split(",") if a != "probe"]:
         torch.manual_seed(aseed)
@@ -313,7 +319,7 @@ def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
         secs = adapt(model, pages, labels, cfg, args.adapt_steps, lr, out / f"adapt_{args.backbone}_{arm}_s{aseed}", aseed)
-        rows[arm] = _arm_row(model, cfg, args.score, lr, trainable, adapter, secs)
+        rows[arm] = _arm_row(model, cfg, args.score, lr, trainable, adapter, secs, args.score_pages)
         log.info("%s: %s", arm, {k: v for k, v in rows[arm].items() if not isinstance(v, dict)})
     return rows
 

@@ -15,6 +15,10 @@ like, besides its end-to-end head). Scored on 4 ink crops per validation page (c
 probes, votes for k-NN).
 
     OMP_NUM_THREADS=1 python benchmarks/frozen_features.py --backbone dinov2-s14 [--steps 500] [--train-pages 600]
+
+``--ood-features runs/ood_bench_dinov2-s14/features.safetensors`` instead evaluates features that ``ood.py`` cached
+(training crops and the ink tiles of 450 known-font test pages, 10 fonts): the same linear probe and k-NN, closed
+set, with no backbone forward at all (for a machine too busy for another pass).
 """
 
 from __future__ import annotations
@@ -74,6 +78,28 @@ def evaluate(name: str, model, cfg: DemoConfig, data: dict, steps: int, crops_pe
     return row
 
 
+def from_ood_cache(path: Path, steps: int, seed: int) -> dict:
+    """Linear probe + k-NN, 10 known fonts, on ``ood.py``'s cached features (train crops; known-font test tiles)."""
+    from safetensors.torch import load_file
+
+    t = load_file(str(path))
+    train, tiles = (Features(*(t[f"{i}.{k}"] for k in ("features", "logits", "labels", "owner"))) for i in (0, 1))
+    k = int(train.labels.max()) + 1
+    pages = torch.zeros(tiles.n_pages, dtype=torch.long).index_copy_(0, tiles.owner, tiles.labels)
+    probe = fit_linear_probe(train.features, train.labels, k, ProbeConfig(steps=steps, seed=seed))
+    with torch.no_grad():
+        methods = {"linear probe": probe(tiles.features).log_softmax(-1),
+                   "k-NN (k=20)": knn_scores(train.features, train.labels, tiles.features, k, k=20),
+                   "cached head": tiles.logits.log_softmax(-1)}
+    row = {"train_features": len(train.features), "test_tiles": len(tiles.features), "test_pages": tiles.n_pages}
+    for m, sc in methods.items():
+        row[m] = {"tiles": (sc.argmax(1) == tiles.labels).float().mean().item(),
+                  "pages": _page_accuracy(sc, tiles, pages)}
+        print(f"{m:14s} tile accuracy {row[m]['tiles']:.1%}, page accuracy {row[m]['pages']:.1%} "
+              f"({tiles.n_pages} pages, {len(tiles.features)} tiles, {k} fonts)")
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="dinov2-s14", help=f"pretrained source: {sorted(pretrained.SOURCES)}")
@@ -83,7 +109,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/frozen_features"))
     ap.add_argument("--skip", choices=("scratch", "pretrained"), default=None, help="run one side only")
+    ap.add_argument("--ood-features", type=Path, default=None, help="evaluate ood.py's cached features instead")
     a = ap.parse_args()
+    if a.ood_features is not None:
+        row = from_ood_cache(a.ood_features, a.steps, a.seed)
+        a.out.mkdir(parents=True, exist_ok=True)
+        path = a.out / f"from_ood_{a.ood_features.parent.name}_s{a.steps}.json"
+        path.write_text(json.dumps({"features": str(a.ood_features), "steps": a.steps, **row}, indent=2))
+        print(f"→ {path}")
+        return
     if a.backbone not in pretrained.SOURCES:
         ap.error(f"--backbone must be one of {sorted(pretrained.SOURCES)}, got {a.backbone!r}")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
