@@ -89,8 +89,9 @@ def from_ood_cache(path: Path, steps: int, seed: int) -> dict:
     probe = fit_linear_probe(train.features, train.labels, k, ProbeConfig(steps=steps, seed=seed))
     with torch.no_grad():
         methods = {"linear probe": probe(tiles.features).log_softmax(-1),
-                   "k-NN (k=20)": knn_scores(train.features, train.labels, tiles.features, k, k=20),
-                   "cached head": tiles.logits.log_softmax(-1)}
+                   "k-NN (k=20)": knn_scores(train.features, train.labels, tiles.features, k, k=20)}
+        if bool(t.get("trained_head", torch.tensor(True))):  # ood.py --backbone caches logits of an untrained head
+            methods["cached head"] = tiles.logits.log_softmax(-1)
     row = {"train_features": len(train.features), "test_tiles": len(tiles.features), "test_pages": tiles.n_pages}
     for m, sc in methods.items():
         row[m] = {"tiles": (sc.argmax(1) == tiles.labels).float().mean().item(),

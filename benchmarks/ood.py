@@ -39,10 +39,11 @@ from vitkit.report import Report
 from vitkit.weights import pretrained
 
 
-def _save_features(path: Path, *parts: Features) -> None:
+def _save_features(path: Path, *parts: Features, trained_head: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({f"{i}.{k}": getattr(f, k).contiguous() for i, f in enumerate(parts)
-               for k in ("features", "logits", "labels", "owner")}, str(path))
+               for k in ("features", "logits", "labels", "owner")} | {"trained_head": torch.tensor(trained_head)},
+              str(path))
 
 
 def _load_features(path: Path) -> list[Features]:
@@ -127,7 +128,7 @@ def main() -> None:
         train = crop_features(model, tr_pages, tr_labels, crops_per_page=a.crops_per_page, size=cfg.crop)
         fin = tile_features(model, in_pages, in_labels, size=cfg.crop, stride=cfg.crop // 2)
         fout = tile_features(model, out_pages, None, size=cfg.crop, stride=cfg.crop // 2)
-        _save_features(cache, train, fin, fout)
+        _save_features(cache, train, fin, fout, trained_head=scratch)
         print(f"features in {time.perf_counter() - t:.0f}s", flush=True)
     if not scratch:  # the logit detectors need a head: a linear probe on the frozen training features
         t = time.perf_counter()
