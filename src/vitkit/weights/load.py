@@ -21,6 +21,8 @@ from ..models.hybrid import HybridCNNTransformer, HybridConfig
 from ..models.tiled import PagePolicy
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
+from . import onnx as onnx_export
+from .cache import PRETRAINED_PREFIX, resolve_pretrained
 from .io import CheckpointError, find_weights, read_json, read_state_dict, save_state_dict
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict |
 
 def _resolve(source: str | Path) -> Path:
     s = str(source)
+    if s.startswith(PRETRAINED_PREFIX):
+        return resolve_pretrained(s)
     if s.startswith(HUB_PREFIX):
         repo = s[len(HUB_PREFIX):]
         try:
@@ -106,7 +110,7 @@ def _resolve(source: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: no such file or directory. A source is a checkpoint directory, a weights file "
-            f"(.safetensors preferred), or '{HUB_PREFIX}org/name'; see `vitkit models` for built-in names."
+            f"(.safetensors preferred, or .onnx), '{HUB_PREFIX}org/name' or '{PRETRAINED_PREFIX}NAME'; see `vitkit models` for built-in names."
         )
     return path
 
@@ -120,6 +124,9 @@ def read_checkpoint(
     directory = path if path.is_dir() else path.parent
     wfile = find_weights(path) if path.is_dir() else path
     where = str(wfile)
+    if wfile.suffix == ".onnx":
+        cfg, sd = onnx_export.read(wfile, num_heads=overrides.get("num_heads"))
+        return "vit", _apply_overrides(cfg, overrides, where), sd, None, directory
     cfg_json = read_json(directory / "config.json") if path.is_dir() and (directory / "config.json").is_file() else {}
     oc_path = directory / "open_clip_config.json"
     oc_json = read_json(oc_path) if path.is_dir() and oc_path.is_file() else None
@@ -164,7 +171,8 @@ def _safetensors_meta(path: Path) -> dict:
 
 
 def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTransformer | CLIP:
-    """Build and load a model from a checkpoint directory, a weights file, or ``hf-hub:org/name``.
+    """Build and load a model from a checkpoint directory, a weights file (``.onnx`` included),
+    ``hf-hub:org/name``, or ``pretrained:NAME`` (fetched once with ``vitkit weights get NAME``).
 
     ``overrides`` replace config fields the checkpoint cannot tell (e.g. ``num_heads=6``); for CLIP
     give them as ``vision={...}``, ``text={...}``. The model comes in eval mode with ``.preprocess``
