@@ -110,7 +110,8 @@ def _resolve(source: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(
             f"{path}: no such file or directory. A source is a checkpoint directory, a weights file "
-            f"(.safetensors preferred, or .onnx), '{HUB_PREFIX}org/name' or '{PRETRAINED_PREFIX}NAME'; see `vitkit models` for built-in names."
+            f"(.safetensors preferred, or .onnx), "
+            f"'{HUB_PREFIX}org/name' or '{PRETRAINED_PREFIX}NAME'; see `vitkit models` for built-in names."
         )
     return path
 
@@ -126,7 +127,7 @@ def read_checkpoint(
     where = str(wfile)
     if wfile.suffix == ".onnx":
         cfg, sd = onnx_export.read(wfile, num_heads=overrides.get("num_heads"))
-        return "vit", _apply_overrides(cfg, overrides, where), sd, None, directory
+        return "vit", _apply_overrides(cfg, overrides, where), sd, None, directory, None
     cfg_json = read_json(directory / "config.json") if path.is_dir() and (directory / "config.json").is_file() else {}
     oc_path = directory / "open_clip_config.json"
     oc_json = read_json(oc_path) if path.is_dir() and oc_path.is_file() else None
