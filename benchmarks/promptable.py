@@ -1,7 +1,7 @@
 """Promptable segmentation on context-dependent concepts: the built-in segmenter, every concept and prompt kind,
 clean vs perturbed, images and video (one ``vitkit segment evaluate`` run per seed).
 
-    OMP_NUM_THREADS=1 python benchmarks/promptable.py --seeds 0,1 [--images 40] [--clips 8] [--steps 700]
+    OMP_NUM_THREADS=1 python benchmarks/promptable.py --seeds 0,1 [--images 40] [--clips 8] [--steps 1200]
         [--segmenter builtin] [--json runs/promptable_bench/promptable.json]
 
 Per seed the built-in segmenter is trained afresh (seed = its scenes, initialisation and sampling)
@@ -44,9 +44,9 @@ def main() -> None:
     ap.add_argument("--prompts", default="box,point,auto")
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--clips", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=700)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--scenes", type=int, default=600)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--out", default="runs/promptable_bench")
     ap.add_argument("--json", default=None)
@@ -56,8 +56,9 @@ def main() -> None:
     runs = {}
     for s in seeds:
         out = Path(args.out) / f"seed{s}"
-        if args.retrain and (out / "builtin.pt").exists():
-            (out / "builtin.pt").unlink()
+        for name in ("builtin.pt", "builtin_train.pt"):
+            if args.retrain and (out / name).exists():
+                (out / name).unlink()
         cfg = PromptableConfig(segmenter=args.segmenter, concepts=tuple(args.concepts.split(",")),
                                prompts=tuple(args.prompts.split(",")), seed=s, images=args.images, clips=args.clips,
                                train=PromptTrainConfig(steps=args.steps, scenes=args.scenes,

@@ -55,7 +55,7 @@ def evaluate_cmd(
     seed: Annotated[int, typer.Option(min=0, help="Seed of scenes, perturbations and the builtin's training.")] = 0,
     images: Annotated[int, typer.Option(min=1, help="Images per concept.")] = 40,
     clips: Annotated[int, typer.Option(min=0, help="Video clips per concept (0 = no video protocol).")] = 8,
-    steps: Annotated[int, typer.Option(min=1, help="builtin: training steps.")] = 700,
+    steps: Annotated[int, typer.Option(min=1, help="builtin: training steps.")] = 1200,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: results.json, report.html, builtin.pt.")] = Path(
         "runs/promptable"),
 ) -> None:

@@ -108,7 +108,7 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
     position). ``time_budget_s``: stop after this many seconds of training (``info["done"]`` says
     whether all ``cfg.steps`` ran); resume with the same checkpoint.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     size = cfg.model.size
     data = render_many(cfg.scenes, seed=cfg.seed, size=size, config=SceneConfig(), progress=progress)
     t_render = time.perf_counter() - t0
@@ -188,6 +188,7 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
     info = {"steps_done": step, "done": step >= cfg.steps, "loss_first50": float(np.mean(history[:50])),
             "loss_last50": float(np.mean(history[-50:])),
             "render_s": round(t_render, 1), "train_s": round(time.perf_counter() - t0 - t_render, 1),
+            "cpu_s": round(time.process_time() - c0, 1),  # this call's CPU time (rendering included)
             "config": cfg.to_dict()}
     log.info("promptable segmenter: loss %.3f → %.3f in %.0f s", info["loss_first50"], info["loss_last50"],
              info["train_s"])

@@ -140,23 +140,23 @@ class BuiltinSegmenter:
 
     @torch.no_grad()
     def generate(self, image):
-        h, w = np.asarray(image).shape[:2]
+        emb, skip, s, (h, w) = self._embed(image)
         g = self.grid
-        masks, scores = [], []
-        for gy in range(g):
-            for gx in range(g):
-                pt = np.array([[(gx + 0.5) * w / g, (gy + 0.5) * h / g]], np.float32)
-                logits, iou, _ = self._decode(image, None, pt, np.ones(1, np.int64))
-                for k in range(1, logits.shape[0]):
-                    lo, hi = logits[k] > 1.0, logits[k] > -1.0
-                    stab = float(lo.sum()) / max(float(hi.sum()), 1.0)
-                    m = (logits[k] > 0).numpy()
-                    if iou[k] >= self.pred_iou_thresh and stab >= self.stability_thresh and m.sum() >= self.min_area:
-                        masks.append(m)
-                        scores.append(float(iou[k]))
-        if not masks:
+        gy, gx = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
+        pts = np.stack([(gx.ravel() + 0.5) * s / g, (gy.ravel() + 0.5) * s / g], 1).astype(np.float32)
+        n = len(pts)  # all grid prompts in one batch on the cached embedding
+        logits, iou = self.model.decode(emb.expand(n, -1, -1), skip.expand(n, -1, -1, -1),
+                                        torch.from_numpy(pts)[:, None], torch.ones(n, 1, dtype=torch.long))
+        logits, iou = logits[:, 1:], iou[:, 1:]  # the multimask candidates
+        stab = (logits > 1.0).sum((-2, -1)).float() / (logits > -1.0).sum((-2, -1)).float().clamp_min(1)
+        if (h, w) != (s, s):
+            logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+        masks = (logits > 0).reshape(-1, h, w).numpy()
+        ok = ((iou >= self.pred_iou_thresh) & (stab >= self.stability_thresh)).reshape(-1).numpy()
+        ok &= masks.reshape(len(masks), -1).sum(1) >= self.min_area
+        if not ok.any():
             return np.zeros((0, h, w), bool), np.zeros(0, np.float32)
-        ms, sc = np.stack(masks), np.asarray(scores, np.float32)
+        ms, sc = masks[ok], iou.reshape(-1).numpy()[ok].astype(np.float32)
         keep = mask_nms(ms, sc, self.nms_thresh)
         return ms[keep], sc[keep]
 
