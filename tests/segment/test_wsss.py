@@ -55,3 +55,16 @@ def test_cli_bad_arguments_fail_with_one_line(tmp_path, args, msg):
     res = CliRunner().invoke(app, ["segment", "wsss", "--out", str(tmp_path), "--size", "32", "--train", "40",
                                    "--val", "2", "--steps", "1", *args])
     assert res.exit_code == 2 and msg in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def test_flip_augmentation_mirrors_width_not_channels():
+    import torch
+
+    from vitkit.segment.wsss import flip_images
+
+    x = torch.arange(2 * 2 * 3 * 3, dtype=torch.uint8).view(2, 2, 3, 3)
+    torch.manual_seed(0)
+    y = flip_images(x.repeat(16, 1, 1, 1))
+    for a, b in zip(x.repeat(16, 1, 1, 1), y, strict=True):
+        assert torch.equal(a, b) or torch.equal(a.flip(1), b)
+    assert any(not torch.equal(a, b) for a, b in zip(x.repeat(16, 1, 1, 1), y, strict=True))

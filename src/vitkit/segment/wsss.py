@@ -145,9 +145,10 @@ def build_model(cfg: WSSSConfig, backbone: nn.Module, num_classes: int, class_na
     return VPL(classifier, text_prototypes(clip, class_names), cfg.vpl)
 
 
-def _flip_aug(x: Tensor) -> Tensor:
+def flip_images(x: Tensor) -> Tensor:
+    """Mirror half of a uint8 batch (B, H, W, 3) left-right (the width axis, 2; not the channels)."""
     flip = torch.rand(x.shape[0]) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return torch.where(flip[:, None, None, None], x.flip(2), x)
 
 
 def train_model(model: nn.Module, cfg: WSSSConfig, prepare, images: Tensor, labels: Tensor, out: Path,
@@ -163,7 +164,7 @@ def train_model(model: nn.Module, cfg: WSSSConfig, prepare, images: Tensor, labe
     def loss_fn(m: nn.Module, batch) -> Tensor:
         x, y = batch
         progress = trainer.step / max(1, trainer.total_steps) if trainer else 0.0
-        loss, _ = m.loss(prepare(_flip_aug(x)), y.float(), progress)
+        loss, _ = m.loss(prepare(flip_images(x)), y.float(), progress)
         return loss
 
     ds = torch.utils.data.TensorDataset(images, labels)
