@@ -1,4 +1,4 @@
-"""``vitkit segment``: weakly supervised segmentation on rendered scenes (CAM, MoRe, VPL)."""
+"""``vitkit segment``: weakly supervised segmentation (CAM, MoRe, VPL) and the promptable evaluation on rendered scenes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-segment_app = typer.Typer(help="Weakly supervised segmentation on rendered scenes.", no_args_is_help=True)
+segment_app = typer.Typer(help="Segmentation on rendered scenes: weakly supervised (wsss), promptable (evaluate).",
+                          no_args_is_help=True)
 
 
 @segment_app.command("wsss")
@@ -41,3 +42,41 @@ def wsss_cmd(
               f"(best threshold {m['pseudo_miou_best']:.1%}), val mIoU {m['val_miou']:.1%}, "
               f"{m['timing']['total_s']:.0f} s")
     out.print(f"metrics: {out_dir / 'metrics.json'}   report: {out_dir / 'report.html'}")
+
+
+@segment_app.command("evaluate")
+def evaluate_cmd(
+    segmenter: Annotated[str, typer.Option(
+        help="builtin (vitkit's small promptable segmenter, trained on scenes), sam:CKPT or sam2:CKPT.")] = "builtin",
+    concepts: Annotated[str, typer.Option(help="Comma list: salient,camouflaged,defects,lesions.")] = (
+        "salient,camouflaged,defects,lesions"),
+    prompts: Annotated[str, typer.Option(help="Comma list: box,point,auto.")] = "box,point,auto",
+    perturb: Annotated[bool, typer.Option(help="Also evaluate seeded perturbed boxes and clicks.")] = True,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of scenes, perturbations and the builtin's training.")] = 0,
+    images: Annotated[int, typer.Option(min=1, help="Images per concept.")] = 40,
+    clips: Annotated[int, typer.Option(min=0, help="Video clips per concept (0 = no video protocol).")] = 8,
+    steps: Annotated[int, typer.Option(min=1, help="builtin: training steps.")] = 1200,
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder: results.json, report.html, builtin.pt.")] = Path(
+        "runs/promptable"),
+) -> None:
+    """Evaluate a promptable segmenter on context-dependent concepts with box, click and automatic
+    prompts, clean and perturbed, images and video; write OUT/results.json and OUT/report.html.
+    A trained builtin segmenter is kept in OUT/builtin.pt and reused by the next run."""
+    from ..cli import _USER_ERRORS, _fail, out
+    from .promptable import PromptableConfig, run_promptable
+    from .promptable_report import image_table
+    from .promptable_train import PromptTrainConfig
+
+    try:
+        cfg = PromptableConfig(segmenter=segmenter, concepts=tuple(c.strip() for c in concepts.split(",") if c.strip()),
+                               prompts=tuple(p.strip() for p in prompts.split(",") if p.strip()), perturb=perturb,
+                               seed=seed, images=images, clips=clips, train=PromptTrainConfig(steps=steps),
+                               out_dir=str(out_dir))
+        r = run_promptable(cfg)
+    except _USER_ERRORS as e:
+        _fail(e)
+    head, rows = image_table(r)
+    out.print("  ".join(head))
+    for row in rows:
+        out.print("  ".join(row))
+    out.print(f"{r['timing']['total_s']:.0f} s   results: {out_dir / 'results.json'}   report: {out_dir / 'report.html'}")

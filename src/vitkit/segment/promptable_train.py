@@ -1,0 +1,195 @@
+"""Training of :class:`~.promptable_model.PromptSegmenter` on rendered scenes (instance masks).
+
+The training scenes are the plain object scenes of :mod:`vitkit.data.scenes` (no context-dependent
+target: the camouflaged, salient, defect and lesion concepts stay unseen, as SAM never trained on
+them). Each image gives ``prompts_per_image`` instances; each step is either a box step (the
+instance's box with SAM's training noise: every coordinate ± N(0, ``box_noise`` × side), capped at
+2 × that) or a point step (1–3 positive points in the instance, 0–2 negative points in its box
+outside it). The loss, SAM's: BCE + Dice on the single-mask output, plus the minimum over the 3
+multimask candidates (only the best candidate learns, which lets them specialise), plus the MSE of
+the predicted IoUs against the actual IoU of each thresholded candidate.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.scenes import SceneConfig, render_many
+from ..progress import progress_bar
+from .promptable_model import PromptSegConfig, PromptSegmenter
+
+log = logging.getLogger(__name__)
+MAX_POINTS = 5  # prompt tokens per point set (3 positive + 2 negative; shorter sets are padded)
+
+
+@dataclass
+class PromptTrainConfig:
+    """One training run. Defaults: a few minutes at 1 thread on a shared CPU."""
+
+    model: PromptSegConfig = field(default_factory=PromptSegConfig)
+    scenes: int = 600  # training scenes (rendered at model.size)
+    steps: int = 1200  # optimiser steps (≈ 0.15 CPU-s each at batch 32 on one core)
+    batch_size: int = 32  # images per step
+    prompts_per_image: int = 2  # instances (prompt sets) per image and step
+    lr: float = 1e-3  # AdamW, linear warm-up then cosine
+    warmup: int = 50
+    weight_decay: float = 0.01
+    box_noise: float = 0.1  # SAM's box jitter (× box side)
+    seed: int = 0  # scenes (seed of the scene renderer), initialisation, sampling
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sample_prompt(instance: np.ndarray, k: int, rng: np.random.Generator, box: bool, box_noise: float):
+    """Prompt for instance ``k`` of an (S, S) instance map: a jittered box (4,) float, or points
+    (MAX_POINTS, 2) ``(x, y)`` with labels (MAX_POINTS,) (−1 = padding). Returns (mask, box, pts, labels)."""
+    m = instance == k
+    ys, xs = np.nonzero(m)
+    s = instance.shape[0]
+    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    pts = np.zeros((MAX_POINTS, 2), np.float32)
+    labels = np.full(MAX_POINTS, -1, np.int64)
+    bx = np.array([x0, y0, x1, y1], np.float32)
+    if box:
+        side = np.array([x1 - x0 + 1, y1 - y0 + 1, x1 - x0 + 1, y1 - y0 + 1], np.float32)
+        noise = np.clip(rng.normal(0, box_noise, 4), -2 * box_noise, 2 * box_noise) * side
+        bx = np.clip(bx + noise, 0, s - 1)
+        bx = np.array([min(bx[0], bx[2]), min(bx[1], bx[3]), max(bx[0], bx[2]), max(bx[1], bx[3])], np.float32)
+        return m, bx, pts, labels
+    n_pos = int(rng.integers(1, 4))
+    idx = rng.integers(0, len(ys), n_pos)
+    pts[:n_pos] = np.stack([xs[idx], ys[idx]], 1)
+    labels[:n_pos] = 1
+    ny, nx = np.nonzero(~m[y0 : y1 + 1, x0 : x1 + 1])
+    n_neg = int(rng.integers(0, 3)) if len(ny) else 0
+    if n_neg:
+        j = rng.integers(0, len(ny), n_neg)
+        pts[n_pos : n_pos + n_neg] = np.stack([nx[j] + x0, ny[j] + y0], 1)
+        labels[n_pos : n_pos + n_neg] = 0
+    return m, None, pts, labels
+
+
+def mask_loss(logits: Tensor, target: Tensor) -> Tensor:
+    """Per-sample BCE + soft Dice: logits (..., S, S), target (..., S, S) float → (...)."""
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean((-2, -1))
+    p = logits.sigmoid()
+    dice = 1 - (2 * (p * target).sum((-2, -1)) + 1) / (p.sum((-2, -1)) + target.sum((-2, -1)) + 1)
+    return bce + dice
+
+
+def segmenter_loss(masks: Tensor, iou_pred: Tensor, target: Tensor) -> Tensor:
+    """SAM's loss for mask logits (B, 4, S, S), IoU predictions (B, 4), target (B, S, S) bool."""
+    t = target.float().unsqueeze(1).expand_as(masks)
+    per = mask_loss(masks, t)  # (B, 4)
+    with torch.no_grad():
+        hard = masks > 0
+        inter = (hard & t.bool()).sum((-2, -1)).float()
+        union = (hard | t.bool()).sum((-2, -1)).float().clamp_min(1)
+        iou = inter / union
+    return per[:, 0].mean() + per[:, 1:].min(1).values.mean() + F.mse_loss(iou_pred, iou)
+
+
+def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, checkpoint: str | Path | None = None,
+                           time_budget_s: float | None = None) -> tuple[PromptSegmenter, dict]:
+    """Train a :class:`PromptSegmenter`; returns it (eval mode) and {losses, seconds, steps done, config}.
+
+    ``checkpoint``: a file that holds the training state (model, optimiser, schedule, sampler); an
+    existing one is resumed, and it is rewritten every 50 steps and at the end, so an interrupted
+    run continues where it stopped (the same steps as an uninterrupted one, up to the sampler's
+    position). ``time_budget_s``: stop after this many seconds of training (``info["done"]`` says
+    whether all ``cfg.steps`` ran); resume with the same checkpoint.
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    size = cfg.model.size
+    data = render_many(cfg.scenes, seed=cfg.seed, size=size, config=SceneConfig(), progress=progress)
+    t_render = time.perf_counter() - t0
+    images = torch.from_numpy(data["image"]).permute(0, 3, 1, 2).float() / 255
+    inst = data["instance"]
+    valid = [i for i in range(len(inst)) if inst[i].max() > 0]
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 17])
+    model = PromptSegmenter(config=cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
+        1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
+    history: list[float] = []
+    start = 0
+    ck = Path(checkpoint) if checkpoint is not None else None
+    if ck is not None and ck.is_file():
+        state = torch.load(ck, map_location="cpu", weights_only=False)
+        if state["config"] != cfg.to_dict():
+            raise ValueError(f"{ck} was written by another training config: delete it or use the same settings")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start, history = state["step"], state["history"]
+        log.info("resuming the promptable segmenter's training at step %d from %s", start, ck)
+
+    def save(step: int) -> None:
+        if ck is not None:
+            ck.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"config": cfg.to_dict(), "model": model.state_dict(), "opt": opt.state_dict(),
+                        "sched": sched.state_dict(), "rng": rng.bit_generator.state,
+                        "torch_rng": torch.get_rng_state(), "step": step, "history": history}, ck)
+
+    model.train()
+    t_train = time.perf_counter()
+    step = start
+    with progress_bar(progress) as bar:
+        task = bar.add_task("training the promptable segmenter", total=cfg.steps, completed=start)
+        for step in range(start, cfg.steps):
+            if time_budget_s is not None and time.perf_counter() - t_train > time_budget_s:
+                break
+            idx = rng.choice(valid, cfg.batch_size, replace=len(valid) < cfg.batch_size)
+            box = step % 2 == 0
+            targets, boxes, pts, labels, owner = [], [], [], [], []
+            for j, i in enumerate(idx):
+                ks = np.unique(inst[i])
+                ks = ks[ks > 0]
+                for k in rng.choice(ks, min(cfg.prompts_per_image, len(ks)), replace=False):
+                    m, b, p, lab = sample_prompt(inst[i], int(k), rng, box, cfg.box_noise)
+                    targets.append(m)
+                    boxes.append(b)
+                    pts.append(p)
+                    labels.append(lab)
+                    owner.append(j)
+            emb, skip = model.embed(images[torch.as_tensor(idx)])
+            own = torch.as_tensor(owner)
+            if box:
+                masks, iou = model.decode(emb[own], skip[own], boxes=torch.as_tensor(np.stack(boxes)))
+            else:
+                masks, iou = model.decode(emb[own], skip[own], torch.as_tensor(np.stack(pts)),
+                                          torch.as_tensor(np.stack(labels)))
+            loss = segmenter_loss(masks, iou, torch.as_tensor(np.stack(targets)))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            history.append(float(loss.detach()))
+            bar.advance(task)
+            if (step + 1) % 50 == 0:
+                save(step + 1)
+        else:
+            step = cfg.steps
+    save(step)
+    model.eval()
+    info = {"steps_done": step, "done": step >= cfg.steps, "loss_first50": float(np.mean(history[:50])),
+            "loss_last50": float(np.mean(history[-50:])),
+            "render_s": round(t_render, 1), "train_s": round(time.perf_counter() - t0 - t_render, 1),
+            "cpu_s": round(time.process_time() - c0, 1),  # this call's CPU time (rendering included)
+            "config": cfg.to_dict()}
+    log.info("promptable segmenter: loss %.3f → %.3f in %.0f s", info["loss_first50"], info["loss_last50"],
+             info["train_s"])
+    return model, info

@@ -1,0 +1,194 @@
+"""Metrics, the segmenter protocol and its adapters, the evaluation protocols and the run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vitkit.segment.concepts import render_clip, render_concept
+from vitkit.segment.mask_metrics import iou_dice, saliency_measures, score_mask
+from vitkit.segment.prompt_eval import (
+    segment_automatic,
+    segment_clip,
+    segment_with_boxes,
+    segment_with_clicks,
+)
+from vitkit.segment.promptable_model import PromptSegConfig, PromptSegmenter
+from vitkit.segment.promptable_train import segmenter_loss
+from vitkit.segment.prompting import connected_components
+from vitkit.segment.segmenters import BuiltinSegmenter, SamSegmenter, Segmenter
+
+TINY = PromptSegConfig(size=32, patch=8, dim=32, depth=2, heads=2, dec_dim=32, dec_depth=1)
+
+
+def test_iou_dice_hand_computed():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    a[0, :3] = True  # 3 px
+    b[0, 1:] = True  # 3 px, 2 shared
+    iou, dice = iou_dice(a, b)
+    assert iou == pytest.approx(2 / 4) and dice == pytest.approx(4 / 6)
+    assert iou_dice(np.zeros((2, 2), bool), np.zeros((2, 2), bool)) == (1.0, 1.0)
+
+
+def test_saliency_measures_equal_pysodmetrics_own():
+    sod = pytest.importorskip("py_sod_metrics")
+    rng = np.random.default_rng(0)
+    gt = np.zeros((48, 48), bool)
+    gt[10:30, 12:40] = True
+    pred = gt.copy()
+    pred[25:35, 5:20] = True
+    pred[rng.random(gt.shape) < 0.05] ^= True
+    ours = saliency_measures(pred, gt)
+    p8, g8 = pred.astype(np.uint8) * 255, gt.astype(np.uint8) * 255
+    ref = {}
+    for name, m in (("mae", sod.MAE()), ("sm", sod.Smeasure()), ("em", sod.Emeasure()), ("wfm", sod.WeightedFmeasure())):
+        m.step(pred=p8, gt=g8)
+        ref[name] = m.get_results()
+    assert ours["mae"] == pytest.approx(float(ref["mae"]["mae"]))
+    assert ours["mae"] == pytest.approx(float((pred != gt).mean()))
+    assert ours["sm"] == pytest.approx(float(ref["sm"]["sm"]))
+    assert ours["em"] == pytest.approx(float(np.mean(ref["em"]["em"]["curve"])))
+    assert ours["wfm"] == pytest.approx(float(ref["wfm"]["wfm"]))
+    perfect = saliency_measures(gt, gt)
+    assert perfect["mae"] == 0 and perfect["sm"] == pytest.approx(1) and perfect["wfm"] == pytest.approx(1)
+
+
+class TruthSegmenter:
+    """Knows each image's truth: a box gets the truth inside it; points get [truth, ¬truth, ∅]."""
+
+    def __init__(self, truths: dict[bytes, np.ndarray]) -> None:
+        self.truths = truths
+        self.calls = 0
+
+    def predict(self, image, boxes=None, points=None, point_labels=None, multimask=True):
+        self.calls += 1
+        gt = self.truths[image.tobytes()]
+        if boxes is not None:
+            x0, y0, x1, y1 = np.asarray(boxes).reshape(4).round().astype(int)
+            m = np.zeros_like(gt)
+            m[y0 : y1 + 1, x0 : x1 + 1] = gt[y0 : y1 + 1, x0 : x1 + 1]
+            return m[None], np.ones(1)
+        return np.stack([~gt, np.zeros_like(gt), gt]), np.ones(3)
+
+    def generate(self, image):
+        gt = self.truths[image.tobytes()]
+        lab, k = connected_components(gt)
+        return np.stack([~gt] + [lab == i for i in range(1, k + 1)]), np.ones(k + 1)
+
+
+def test_a_segmenter_returning_the_truth_scores_iou_one():
+    data = render_concept("defects", 3, seed=0, size=48)
+    seg = TruthSegmenter({img.tobytes(): gt for img, gt in zip(data.images, data.truths, strict=True)})
+    assert isinstance(seg, Segmenter)
+    for img, gt in zip(data.images, data.truths, strict=True):
+        assert score_mask(segment_with_boxes(seg, img, gt), gt, saliency=False)["iou"] == 1.0
+        pred, clicks = segment_with_clicks(seg, img, gt)
+        assert clicks == 1 and score_mask(pred, gt, saliency=False)["iou"] == 1.0
+        assert score_mask(segment_automatic(seg, img, gt), gt, saliency=False)["iou"] == 1.0
+        # perturbed boxes cut the truth: never better than the clean ones
+        rng = np.random.default_rng(0)
+        assert score_mask(segment_with_boxes(seg, img, gt, rng), gt, saliency=False)["iou"] <= 1.0
+    frames, truths = render_clip("salient", 0, seed=0, size=48, frames=4)
+    assert frames.shape == (4, 48, 48, 3) and truths.any(axis=(1, 2)).all()
+    seg = TruthSegmenter({f.tobytes(): t for f, t in zip(frames, truths, strict=True)})
+    preds = segment_clip(seg, frames, truths, 4, "box")
+    np.testing.assert_array_equal(preds, truths)
+
+
+class StubPredictor:
+    """Records what a segment-anything style predictor receives."""
+
+    def __init__(self) -> None:
+        self.images, self.calls = 0, []
+
+    def set_image(self, image):
+        assert image.dtype == np.uint8 and image.shape[2] == 3
+        self.images += 1
+
+    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
+        self.calls.append((point_coords, point_labels, box, multimask_output))
+        n = 3 if multimask_output else 1
+        return np.ones((n, 8, 8), np.float32), np.linspace(0.9, 0.5, n), np.zeros((n, 4, 4))
+
+
+def test_sam_adapter_converts_boxes_and_points():
+    pred = StubPredictor()
+    seg = SamSegmenter(predictor=pred)
+    img = np.zeros((8, 8, 3), np.uint8)
+    masks, scores = seg.predict(img, boxes=np.array([[1, 2, 5, 6]]), multimask=False)
+    pts, lab, box, mm = pred.calls[-1]
+    assert pts is None and lab is None and mm is False
+    np.testing.assert_array_equal(box, [1, 2, 5, 6]) and box.shape == (4,) and box.dtype == np.float32
+    assert masks.shape == (1, 8, 8) and masks.dtype == bool and scores.shape == (1,)
+    seg.predict(img, points=[[3, 4], [1, 1]], point_labels=[1, 0])
+    pts, lab, box, mm = pred.calls[-1]
+    np.testing.assert_array_equal(pts, [[3, 4], [1, 1]]) and pts.shape == (2, 2)
+    np.testing.assert_array_equal(lab, [1, 0])
+    assert box is None and mm is True
+    assert pred.images == 1  # the same image is set once
+    with pytest.raises(ValueError, match="one box"):
+        seg.predict(img, boxes=np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="automatic"):
+        seg.generate(img)
+
+
+def test_builtin_model_shapes_loss_and_adapter_scaling():
+    torch.manual_seed(0)
+    model = PromptSegmenter(config=TINY)
+    x = torch.rand(2, 3, 32, 32)
+    masks, iou = model(x, torch.tensor([[[3.0, 4.0], [0, 0]]] * 2), torch.tensor([[1, -1]] * 2))
+    assert masks.shape == (2, 4, 32, 32) and iou.shape == (2, 4)
+    masks_b, _ = model(x, boxes=torch.tensor([[2.0, 2, 20, 20]] * 2))
+    target = torch.zeros(2, 32, 32, dtype=torch.bool)
+    target[:, 5:15, 5:15] = True
+    loss = segmenter_loss(masks_b, iou, target)
+    loss.backward()
+    assert torch.isfinite(loss) and model.hyper[0][0].weight.grad is not None
+    seg = BuiltinSegmenter(model=model, grid=2)
+    img = (np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)  # twice the model's side
+    m, s = seg.predict(img, points=np.array([[10.0, 12.0]]), point_labels=np.array([1]))
+    assert m.shape == (3, 64, 64) and s.shape == (3,)
+    m1, _ = seg.predict(img, boxes=np.array([4.0, 4, 40, 40]), multimask=False)
+    assert m1.shape == (1, 64, 64)
+    # prompts are scaled with the image: the 64-px call equals the 32-px model on a resized image
+    small = torch.nn.functional.interpolate(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, size=(32, 32),
+                                            mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        ref, _ = model(small, boxes=torch.tensor([[2.0, 2, 20, 20]]))
+    ref = torch.nn.functional.interpolate(ref, size=(64, 64), mode="bilinear", align_corners=False)[0, :1] > 0
+    np.testing.assert_array_equal(m1, ref.numpy())
+    gm, gs = seg.generate(img)
+    assert gm.ndim == 3 and len(gm) == len(gs)
+
+
+def test_run_promptable_end_to_end_tiny(tmp_path):
+    from vitkit.segment.promptable import PromptableConfig, run_promptable
+    from vitkit.segment.promptable_train import PromptTrainConfig
+
+    cfg = PromptableConfig(concepts=("salient", "lesions"), images=2, clips=1, frames=3, video_k=(1, 3), size=32,
+                           train=PromptTrainConfig(model=TINY, scenes=8, steps=2, batch_size=2, warmup=1),
+                           out_dir=str(tmp_path), progress=False)
+    r = run_promptable(cfg)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["images"]) == {f"{c}|{p}|{k}" for c in ("salient", "lesions") for p in ("box", "point")
+                                    for k in ("clean", "perturbed")} | {"salient|auto|clean", "lesions|auto|clean"}
+    assert len(saved["video"]) == 2 * 2 * 2 * 2 and r["images"]["salient|box|clean"]["n"] == 2
+    assert 1 <= saved["images"]["lesions|point|clean"]["clicks"] <= 6
+    html = (tmp_path / "report.html").read_text()
+    assert "concept × prompt × metric" in html and "lesions" in html
+    assert (tmp_path / "builtin.pt").is_file()
+    again = run_promptable(cfg)  # the trained segmenter is reused, and the seeded run repeats exactly
+    assert again["segmenter"]["loaded"] and again["per_image"] == saved["per_image"]
+
+
+def test_cli_rejects_unknown_concept(tmp_path):
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+
+    res = CliRunner().invoke(app, ["segment", "evaluate", "--concepts", "salient,clouds", "--out", str(tmp_path)])
+    assert res.exit_code != 0 and "clouds" in res.output
