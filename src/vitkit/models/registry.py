@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .clip import CLIP, CLIPConfig, TextConfig
+from .visiongru import VisionGRU, VisionGRUConfig
 from .vit import VisionTransformer, ViTConfig
 
 _IMAGENET = dict(family="vit")
@@ -50,14 +51,24 @@ _CLIP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
 }
 
+# name → VisionGRUConfig kwargs; micro has the parameter count of vit_tiny_patch16_224 (5.5 M, for comparisons)
+_GRU: dict[str, dict[str, Any]] = {
+    "visiongru_test": dict(img_size=32, dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), num_classes=10),
+    "visiongru_nano": dict(dims=(24, 48, 96, 192), depths=(2, 2, 6, 2)),  # 2.9 M
+    "visiongru_micro": dict(dims=(32, 64, 128, 256), depths=(2, 2, 7, 2)),  # 5.5 M
+    "visiongru_tiny": dict(dims=(72, 144, 288, 576), depths=(2, 2, 8, 2)),  # 29.6 M, the paper's Ti
+}
+
 
 def list_models() -> list[str]:
-    return sorted(_VIT) + sorted(_CLIP)
+    return sorted(_VIT) + sorted(_CLIP) + sorted(_GRU)
 
 
-def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig:
+def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | VisionGRUConfig:
     if name in _VIT:
         return ViTConfig(**{**_VIT[name], **overrides})
+    if name in _GRU:
+        return VisionGRUConfig(**{**_GRU[name], **overrides})
     if name in _CLIP:
         v, t = _CLIP[name]
         return CLIPConfig(ViTConfig(**{**v, **overrides.pop("vision", {})}), TextConfig(**{**t, **overrides.pop("text", {})}))
@@ -75,7 +86,10 @@ def create_model(name: str, pretrained: bool | str | Path = False, **overrides) 
             "vitkit.load('hf-hub:org/name') to download one explicitly"
         )
     cfg = model_config(name, **overrides)
-    model = CLIP(cfg) if isinstance(cfg, CLIPConfig) else VisionTransformer(cfg)
+    if isinstance(cfg, CLIPConfig):
+        model: nn.Module = CLIP(cfg)
+    else:
+        model = VisionGRU(cfg) if isinstance(cfg, VisionGRUConfig) else VisionTransformer(cfg)
     from ..weights.load import default_preprocess, load_into, read_checkpoint
 
     size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..data.transforms import PreprocessConfig
 from ..models.clip import CLIP, CLIPConfig
+from ..models.visiongru import VisionGRU, VisionGRUConfig
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
 from .io import CheckpointError, find_weights, read_json, read_state_dict, save_state_dict
@@ -40,19 +41,31 @@ def _apply_overrides(cfg, overrides: dict, where: str):
         for part in ("vision", "text"):
             d[part].update(overrides.get(part, {}))
         return CLIPConfig.from_dict(d)
-    known = {f.name for f in fields(ViTConfig)}
+    kind = type(cfg)
+    known = {f.name for f in fields(kind)}
     bad = sorted(set(overrides) - known)
     if bad:
         raise ValueError(f"{where}: unknown config overrides {bad}; allowed: {sorted(known)}")
-    return ViTConfig.from_dict({**cfg.to_dict(), **overrides})
+    return kind.from_dict({**cfg.to_dict(), **overrides})
 
 
-def build(arch: str, cfg: ViTConfig | CLIPConfig) -> nn.Module:
-    if arch == "clip":
-        return CLIP(cfg)  # type: ignore[arg-type]
-    if arch == "vit":
-        return VisionTransformer(cfg)  # type: ignore[arg-type]
-    raise CheckpointError(f"unknown architecture {arch!r} (expected 'vit' or 'clip')")
+# architecture name in a vitkit checkpoint → (config class, model class)
+ARCHS = {"vit": (ViTConfig, VisionTransformer), "clip": (CLIPConfig, CLIP), "visiongru": (VisionGRUConfig, VisionGRU)}
+
+
+def build(arch: str, cfg: ViTConfig | CLIPConfig | VisionGRUConfig) -> nn.Module:
+    if arch not in ARCHS:
+        raise CheckpointError(f"unknown architecture {arch!r} (expected one of {sorted(ARCHS)})")
+    return ARCHS[arch][1](cfg)  # type: ignore[arg-type]
+
+
+def arch_of(model: nn.Module) -> str:
+    """The checkpoint architecture name of a vitkit model (ValueError for anything else)."""
+    for arch, (_, cls) in ARCHS.items():
+        if isinstance(model, cls):
+            return arch
+    raise ValueError(f"vitkit.save writes vitkit models ({', '.join(c.__name__ for _, c in ARCHS.values())}), "
+                     f"got {type(model).__name__}")
 
 
 def load_into(model: nn.Module, sd: dict[str, Tensor], where: str, strict: bool = True) -> None:
@@ -78,9 +91,11 @@ def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict |
     version = meta.get("format_version", FORMAT_VERSION)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{where}: vitkit format {version} is newer than this vitkit ({FORMAT_VERSION}); upgrade")
-    arch = meta.get("arch")
+    arch = meta.get("arch", "vit")
+    if arch not in ARCHS:
+        raise CheckpointError(f"{where}: unknown architecture {arch!r} (expected one of {sorted(ARCHS)}); upgrade vitkit")
     try:
-        cfg = CLIPConfig.from_dict(meta["config"]) if arch == "clip" else ViTConfig.from_dict(meta["config"])
+        cfg = ARCHS[arch][0].from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid vitkit config ({e})") from e
     return arch, cfg, meta.get("preprocess")
@@ -154,7 +169,7 @@ def _safetensors_meta(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTransformer | CLIP:
+def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTransformer | CLIP | VisionGRU:
     """Build and load a model from a checkpoint directory, a weights file, or ``hf-hub:org/name``.
 
     ``overrides`` replace config fields the checkpoint cannot tell (e.g. ``num_heads=6``); for CLIP
@@ -172,11 +187,11 @@ def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTrans
     return model.eval()
 
 
-def default_preprocess(cfg: ViTConfig | CLIPConfig, size: tuple[int, int]) -> PreprocessConfig:
+def default_preprocess(cfg: ViTConfig | CLIPConfig | VisionGRUConfig, size: tuple[int, int]) -> PreprocessConfig:
     family = cfg.vision.family if isinstance(cfg, CLIPConfig) else cfg.family
     if family == "clip":
         return PreprocessConfig(**openclip.preprocess_dict(None, size))
-    if family in ("deit", "dinov2"):
+    if family in ("deit", "dinov2", "visiongru"):  # VisionGRU trains with DeiT's ImageNet recipe
         return PreprocessConfig(input_size=size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 crop_pct=0.875)
     return PreprocessConfig(input_size=size, crop_pct=0.9)
@@ -192,11 +207,11 @@ def _find_tokenizer(directory: Path, context_length: int):
         return None
 
 
-def save(model: VisionTransformer | CLIP, directory: str | Path) -> Path:
+def save(model: VisionTransformer | CLIP | VisionGRU, directory: str | Path) -> Path:
     """Write a vitkit checkpoint: ``config.json`` + ``model.safetensors`` (+ tokenizer files)."""
+    arch = arch_of(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arch = "clip" if isinstance(model, CLIP) else "vit"
     meta = {
         "format_version": FORMAT_VERSION,
         "arch": arch,
