@@ -55,8 +55,8 @@ def models_cmd() -> None:
     for name in list_models():
         cfg = model_config(name)
         if isinstance(cfg, VisionGRUConfig):  # hierarchical: dims and depths per stage, no heads, stride-4 stem
-            table.add_row(name, cfg.family, "/".join(map(str, cfg.dims)), "/".join(map(str, cfg.depths)), "-",
-                          "4 (stem)", f"any (default {cfg.img_size[0]}×{cfg.img_size[1]})")
+            table.add_row(name, cfg.family, f"{cfg.dims[0]}→{cfg.dims[-1]}", "/".join(map(str, cfg.depths)), "-",
+                          "4", "any")
             continue
         v = cfg.vision if isinstance(cfg, CLIPConfig) else cfg
         kind = "clip" if isinstance(cfg, CLIPConfig) else v.family

@@ -61,7 +61,7 @@ _GRU: dict[str, dict[str, Any]] = {
 
 
 def list_models() -> list[str]:
-    return sorted(_VIT) + sorted(_CLIP) + sorted(_GRU)
+    return sorted([*_VIT, *_GRU]) + sorted(_CLIP)
 
 
 def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | VisionGRUConfig:
