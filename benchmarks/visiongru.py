@@ -15,6 +15,7 @@
   keeps one measurement's freed-but-cached memory out of the next. On CUDA:
   ``torch.cuda.max_memory_allocated`` above what was allocated before (reset first).
   Growth exponents: least-squares slope of log(cost) on log(pixels) over the sizes ≥ ``--fit-from``.
+``--stage scan``: the model's minGRU scan against the pure log-space one (speed, forward and backward).
 ``--stage frb``: both models trained from scratch with the same recipe and number of steps on ink
   crops of rendered FRB training pages (as ``vitkit demo``), then FRB easy/hard evaluated page by page
   (paper layout) with the demo's tiled classifier. Parameter counts are matched (printed).
@@ -193,7 +194,7 @@ def cost_stage(args) -> dict:
             for k in ("gru", "vit"):
                 mem = run_probe(dict(model=k, pair=args.pair, size=size, batch=1, mode="infer", timed=0,
                                      device=args.device, dtype=args.dtype, threads=args.threads))
-                row[f"{k}_infer"] = {"s_per_image": statistics.median(t[k]), "times_s": t[k], **mem}
+                row[f"{k}_infer"] = {**mem, "s_per_image": statistics.median(t[k]), "times_s": t[k]}
         if "train" in args.modes:
             order = ("gru", "vit") if sizes.index(size) % 2 == 0 else ("vit", "gru")
             for k in order:
@@ -235,6 +236,37 @@ def print_cost(res: dict, params: dict) -> None:
     for k, f in res["fits"].items():
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         print(f"  {k:>10}: time k = {fmt(f['time'])}, memory k = {fmt(f['memory'])} (sizes {f['sizes']})")
+
+
+# ------------------------------------------------------------------ scan stage
+
+
+def scan_stage(args) -> dict:
+    """The model's scan (linear-space blocks) against the pure log-space scan on one (1, L, D) sequence:
+    forward alone and forward + backward, interleaved over ``--repeats``, medians."""
+    from vitkit.models.mingru import scan, scan_log
+
+    gen = torch.Generator().manual_seed(0)
+    gate, hidden = (torch.randn(1, args.scan_len, args.scan_dim, generator=gen) for _ in range(2))
+    fns = {"scan": scan, "scan_log": scan_log}
+    times: dict[str, list[float]] = {f"{k}_{m}": [] for k in fns for m in ("fwd", "fwd_bwd")}
+    for r in range(args.repeats + 1):
+        for k in (("scan", "scan_log") if r % 2 == 0 else ("scan_log", "scan")):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                fns[k](gate, hidden)
+            t1 = time.perf_counter()
+            a, b = gate.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
+            fns[k](a, b).sum().backward()
+            t2 = time.perf_counter()
+            if r:  # the first round is a warm-up
+                times[f"{k}_fwd"].append(t1 - t0)
+                times[f"{k}_fwd_bwd"].append(t2 - t1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for m in ("fwd", "fwd_bwd"):
+        print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: scan {med[f'scan_{m}'] * 1e3:8.1f} ms, scan_log "
+              f"{med[f'scan_log_{m}'] * 1e3:8.1f} ms, speed-up {med[f'scan_log_{m}'] / med[f'scan_{m}']:.2f}x")
+    return {"times_s": times, "median_s": med}
 
 
 # ------------------------------------------------------------------ FRB stage
@@ -293,7 +325,7 @@ def frb_gru(args) -> VisionGRU:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--probe", help=argparse.SUPPRESS)
-    p.add_argument("--stage", choices=("cost", "frb"), default="cost")
+    p.add_argument("--stage", choices=("cost", "frb", "scan"), default="cost")
     p.add_argument("--pair", choices=sorted(PAIRS), default="micro", help="which equal-parameter pair (cost stage)")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 448, 768, 1024, 1248])
     p.add_argument("--modes", nargs="+", choices=("infer", "train"), default=["infer", "train"])
@@ -304,6 +336,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--scan-len", type=int, default=36_864, help="scan stage: tokens (768 px, stage 1 = 192²)")
+    p.add_argument("--scan-dim", type=int, default=64, help="scan stage: channels (micro's stage-1 minGRU width)")
     # FRB stage
     p.add_argument("--pages", type=int, default=600, help="rendered training pages")
     p.add_argument("--steps", type=int, default=600)
@@ -334,6 +368,8 @@ def main(argv=None) -> int:
         params = {k: n_params(build(k, args.pair)) for k in ("gru", "vit")}
         res = {"info": info, "params": params, **cost_stage(args)}
         print_cost(res, params)
+    elif args.stage == "scan":
+        res = {"info": info, **scan_stage(args)}
     else:
         res = {"info": info, **frb_stage(args)}
     if args.json:
