@@ -271,3 +271,14 @@ def test_cli_info_and_models(tmp_path):
     assert "GFLOPs" in r.output and "16/32/48/64" in r.output and "10 classes" in r.output
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "visiongru" in r.output
+
+
+def test_cli_quantize(tmp_path):
+    runner = CliRunner()
+    d = vitkit.save(vitkit.create_model("visiongru_test"), tmp_path / "gru")
+    r = runner.invoke(app, ["quantize", str(d), "--calib", "noise", "--n", "4", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "--recon-steps 0" in r.output
+    r = runner.invoke(app, ["quantize", str(d), "--calib", "noise", "--n", "4", "--recon-steps", "0",
+                            "--out", str(tmp_path / "q")])
+    assert r.exit_code == 0, r.output
+    assert isinstance(quant.load_quantized(tmp_path / "q"), VisionGRU)
