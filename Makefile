@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch first and pinned: on a CPU-only machine this is the local CPU build, never the CUDA one
 	$(PIP) install --quiet -c constraints.txt "torch==2.13.0"
-	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev]"
+	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -93,21 +93,31 @@ def test_demo_quick_writes_report_and_metrics(tmp_path, monkeypatch):
         m = metrics["frb"][split]
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["multiple_choice_accuracy"] <= 1.0
         assert set(m["per_font"]) <= set(frb.FONT_NAMES)
-        assert len(list((out / "frb" / split).glob("*.png"))) == n
+        assert len(list((out / "frb" / split).glob("*.jpg"))) == n  # the paper's JPEG files
+        assert len(m["predictions"]) == -(-n // 5)  # the quick run scores every 5th page
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "Multiple choice" in html and 'src="http' not in html
     # sections added by later issues: a working one lands in page and metrics, a failing one is reported
     assert "added by a later issue" in html and metrics["extra"] == {"pages": 150, "classes": 15}
     assert "broken one (failed)" in html and "boom in section" in html
     assert (out / "model" / "model.safetensors").is_file()
-    # the saved model is a plain vitkit checkpoint
-    assert vitkit.load(out / "model").cfg.num_classes == 15
+    # the saved model is a plain vitkit checkpoint that carries its page pipeline
+    model = vitkit.load(out / "model")
+    assert model.cfg.num_classes == 15 and model.pipeline.tile == 96 and model.cfg.labels == frb.FONT_NAMES
+    # `vitkit predict` on the written benchmark files says what the demo's own page classifier said
+    records = [json.loads(line) for line in (out / "frb" / "hard.jsonl").read_text().splitlines()][::5]
+    picks = [0, 7, 30]
+    r = runner.invoke(app, ["predict", str(out / "model"), *(str(out / "frb" / records[i]["path"]) for i in picks),
+                            "-k", "1"])
+    assert r.exit_code == 0, r.output
+    tops = [line.split("│")[1].strip() for line in r.output.splitlines() if line.count("│") == 3]
+    assert tops == [metrics["frb"]["hard"]["predictions"][i] for i in picks], r.output
 
 
 def test_frb_pages_restricts_to_fonts_and_remaps_labels():
     from vitkit.demo import frb_pages
 
-    samples = frb.easy_split()[:40]  # font-major: the first 4 fonts, 10 sentences each
+    samples = frb.easy_split("canvas440")[:40]  # font-major: the first 4 fonts, 10 sentences each
     pages, labels = frb_pages(samples, fonts=[frb.FONT_NAMES[3], frb.FONT_NAMES[1]])
     assert pages.shape == (20, 1, 240, 440) and 0 <= pages.min() and pages.max() <= 1
     assert labels.tolist() == [1] * 10 + [0] * 10

@@ -48,6 +48,7 @@ def _load(source: str):
 def models_cmd() -> None:
     """List the built-in architecture names (usable with `create_model` and as SOURCE)."""
     from .models.clip import CLIPConfig
+    from .models.hybrid import HybridConfig
     from .models.registry import list_models, model_config
     from .models.visiongru import VisionGRUConfig
 
@@ -57,6 +58,10 @@ def models_cmd() -> None:
         if isinstance(cfg, VisionGRUConfig):  # hierarchical: dims and depths per stage, no heads, stride-4 stem
             table.add_row(name, cfg.family, f"{cfg.dims[0]}→{cfg.dims[-1]}", "/".join(map(str, cfg.depths)), "-",
                           "4", "any")
+            continue
+        if isinstance(cfg, HybridConfig):  # a CNN trunk: its "patch" is the trunk's stride
+            table.add_row(name, cfg.family, str(cfg.dim), str(cfg.depth), str(cfg.num_heads), f"stride {cfg.stride}",
+                          f"{cfg.img_size[0]}×{cfg.img_size[1]}")
             continue
         v = cfg.vision if isinstance(cfg, CLIPConfig) else cfg
         kind = "clip" if isinstance(cfg, CLIPConfig) else v.family
@@ -84,6 +89,7 @@ def info_cmd(
     except _USER_ERRORS as e:
         _fail(e)
     from .models.clip import CLIP
+    from .models.hybrid import HybridCNNTransformer
     from .models.visiongru import VisionGRU
 
     if isinstance(model, VisionGRU):
@@ -91,6 +97,16 @@ def info_cmd(
         return
     visual = model.visual if isinstance(model, CLIP) else model
     cfg = visual.cfg
+    if isinstance(model, HybridCNNTransformer):  # a CNN trunk + windowed attention: no patches or prefix tokens
+        table = Table(title=f"{source}", show_header=False)
+        table.add_row("kind", "hybrid CNN-Transformer (evidence maps)")
+        table.add_row("parameters", f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+        table.add_row("input", f"{cfg.img_size[0]}×{cfg.img_size[1]}, stride {cfg.stride}")
+        table.add_row("trunk", f"widths {list(cfg.trunk_widths)}, blocks {list(cfg.trunk_depths)}")
+        table.add_row("width / depth / heads / window", f"{cfg.dim} / {cfg.depth} / {cfg.num_heads} / {cfg.window}")
+        table.add_row("head", f"{cfg.num_classes} evidence maps" if cfg.num_classes else "none (features)")
+        out.print(table)
+        return
     n_params = sum(p.numel() for p in model.parameters())
     table = Table(title=f"{source}", show_header=False)
     table.add_row("kind", "CLIP (image + text)" if isinstance(model, CLIP) else f"vision ({cfg.family})")
@@ -139,29 +155,35 @@ def predict_cmd(
     ] = None,
     template: Annotated[str, typer.Option(help="CLIP zero-shot prompt template with {}.")] = "a photo of a {}.",
 ) -> None:
-    """Classify images: top-k classes with probabilities (CLIP: zero-shot over --labels)."""
+    """Classify images: top-k classes with probabilities (CLIP: zero-shot over --labels).
+
+    A model saved with a page pipeline (the font classifier of `vitkit demo`) reads each image as a
+    whole page of any size, exactly as the demo scored the benchmark; other models use their
+    preprocessing (resize, crop, normalise).
+    """
     import torch
 
     from .data import load_image, preprocess_batch
     from .models.clip import CLIP, ZeroShotClassifier
+    from .predict import classify_images
 
     try:
         model = _load(source)
+        pictures = [load_image(p) for p in images]
         if isinstance(model, CLIP):
             if not labels:
                 raise ValueError("a CLIP model needs --labels 'cat,dog,…' for zero-shot prediction")
             names = [s.strip() for s in labels.split(",") if s.strip()]
-            classifier = ZeroShotClassifier(model, names, [template])
+            with torch.inference_mode():
+                probs = ZeroShotClassifier(model, names, [template])(
+                    preprocess_batch(pictures, model.preprocess)).softmax(-1)
         else:
             if not model.cfg.num_classes:
                 raise ValueError(f"{source} has no classification head (features only): nothing to predict")
             names = model.cfg.labels or [f"class {i}" for i in range(model.cfg.num_classes)]
-            classifier = model
-        batch = preprocess_batch([load_image(p) for p in images], model.preprocess)
+            probs = classify_images(model, pictures)
     except _USER_ERRORS as e:
         _fail(e)
-    with torch.inference_mode():
-        probs = classifier(batch).softmax(-1)
     k = min(topk, probs.shape[1])
     values, indices = probs.topk(k, dim=-1)
     for path, vals, idx in zip(images, values, indices, strict=True):
@@ -208,25 +230,62 @@ def data_frb_cmd(
     n_train: Annotated[int, typer.Option(min=0, help="Training images (text disjoint from easy/hard).")] = 6000,
     n_val: Annotated[int, typer.Option(min=0, help="Validation images.")] = 750,
     seed: Annotated[int, typer.Option(help="Seed of the train/val generators.")] = 0,
+    layout: Annotated[str, typer.Option(help="Layout of easy/hard: 'paper' (the paper's generator, JPEG files) "
+                                             "or 'canvas440' (vitkit's first 440×240 reading, PNG).")] = "paper",
 ) -> None:
     """Write the Font Recognition Benchmark: easy (150), hard (225), train and val splits."""
     from .data import frb
 
-    manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed)
+    try:
+        manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed, layout=layout)
+    except _USER_ERRORS as e:
+        _fail(e)
     for split, path in manifests.items():
         out.print(f"{split:>5}: {path}")
 
 
+
+@data_app.command("scenes")
+def data_scenes_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder (PNG images and maps + scenes.jsonl).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="How many scenes.")] = 1000,
+    seed: Annotated[int, typer.Option(min=0, help="Seed; scene i of seed s depends only on (s, i).")] = 0,
+    size: Annotated[int, typer.Option(min=16, help="Image side in pixels.")] = 224,
+    style: Annotated[str, typer.Option(help="Domain style: textured | flat | outline.")] = "textured",
+    weather: Annotated[str, typer.Option(help="clear | fog | night | rain (computed from depth).")] = "clear",
+    fog_beta: Annotated[float, typer.Option(min=0.0, help="Fog density β (1/m), t = exp(−β·depth).")] = 0.05,
+    target: Annotated[
+        str | None, typer.Option(help="Context-dependent target: camouflaged | salient | defects | lesions.")
+    ] = None,
+) -> None:
+    """Render scenes with exact ground truth: image, semantic, instance, part and depth maps."""
+    from .data.scenes import SceneConfig, write_scenes
+
+    try:
+        config = SceneConfig(style=style, weather=weather, fog_beta=fog_beta, target=target)
+        manifest = write_scenes(out_dir, n, seed=seed, size=size, config=config)
+    except _USER_ERRORS as e:
+        _fail(e)
+    out.print(f"{n} scenes: {manifest}")
+
 # the method commands live next to their methods (they import helpers from this module, hence the end)
 from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
+from .explain.cli import explain_cmd  # noqa: E402
+from .federated.cli import federated_app  # noqa: E402 - imports flwr only when a run starts
 from .ood.cli import ood_app  # noqa: E402 - issue 6
+from .pretrain.cli import pretrain_app  # noqa: E402
 from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
 from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
+from .segment.cli import segment_app  # noqa: E402
 
 app.command("adapt")(adapt_cmd)
+app.command("explain")(explain_cmd)
 app.add_typer(ood_app, name="ood")
+app.add_typer(federated_app, name="federated")
+app.add_typer(pretrain_app, name="pretrain")
 app.command("quantize")(quantize_cmd)
 app.command("reduce")(reduce_cmd)
+app.add_typer(segment_app, name="segment")
 
 
 def main() -> None:  # pragma: no cover - entry point

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 import vitkit
-from vitkit.data import frb
+from vitkit.data import frb, frb_layout
 
 W, H = frb.CANVAS
 
@@ -132,8 +132,8 @@ def test_font_lookup():
 def test_every_character_has_a_glyph():
     """No tofu: every character of every text we render differs from the font's .notdef box."""
     chars = sorted(
-        set("".join(frb.EASY_SENTENCES + frb.FONT_NAMES + list(frb._WORDS)).upper())
-        | set("".join(frb.EASY_SENTENCES + frb.FONT_NAMES + list(frb._WORDS)))
+        set("".join(frb.EASY_SENTENCES + frb.PANGRAMS + frb.FONT_NAMES + list(frb._WORDS)).upper())
+        | set("".join(frb.EASY_SENTENCES + frb.PANGRAMS + frb.FONT_NAMES + list(frb._WORDS)))
         | set(".,!?;")
     )
     chars = [c for c in chars if not c.isspace()]
@@ -200,16 +200,23 @@ def test_wrap_and_shrink_to_fit():
 
 def test_easy_split(easy):
     assert len(frb.EASY_SENTENCES) == 10
-    for sentence in frb.EASY_SENTENCES:  # pangram-like: most of the alphabet
+    for sentence in frb.EASY_SENTENCES + frb.PANGRAMS:  # pangram-like: most of the alphabet
         assert len({c for c in sentence.lower() if c.isalpha()}) >= 20
+    assert frb.EASY_SENTENCES[0].startswith("Yesterday, Max drove quite far")  # the paper's sentences
     assert len(easy) == 150
     assert Counter((s.font, s.text) for s in easy) == Counter(
         {(f, t): 1 for f in frb.FONT_NAMES for t in frb.EASY_SENTENCES}
     )
     for s in easy:
-        assert s.split == "easy" and s.image.size == (440, 240) and s.image.mode == "RGB"
+        assert s.split == "easy" and s.image.mode == "RGB" and s.data[:2] == b"\xff\xd8"  # a JPEG file
         assert frb.FONT_NAMES[s.label] == s.font
+        assert s.image.width <= 500 and s.image.height > 3 * frb.EASY_FONT_SIZE  # a wrapped paragraph
     assert Counter(s.label for s in easy) == {i: 10 for i in range(15)}
+    legacy = frb.easy_split("canvas440")
+    assert [s.text for s in legacy[:10]] == frb.PANGRAMS and {s.image.size for s in legacy} == {(W, H)}
+    assert all(s.data is None for s in legacy)
+    with pytest.raises(ValueError, match="canvas440"):
+        frb.easy_split("a4")
 
 
 def test_hard_split_has_every_name_font_pair(hard):
@@ -217,18 +224,69 @@ def test_hard_split_has_every_name_font_pair(hard):
     pairs = {(s.text, s.font) for s in hard}
     assert pairs == set(itertools.product(frb.FONT_NAMES, frb.FONT_NAMES))
     for s in hard:
-        assert s.split == "hard" and s.image.size == (440, 240)
+        assert s.split == "hard" and s.data is not None
+        assert 50 <= s.image.height <= 110  # one line at size 40 on a tight canvas
         assert frb.FONT_NAMES[s.label] == s.font
     assert sum(s.text == s.font for s in hard) == 15  # only the diagonal is congruent
+    assert {s.image.size for s in frb.hard_split("canvas440")} == {(W, H)}
+
+
+def _decoded_equals_render(sample, render):
+    """The sample is the JPEG (quality 75) of exactly ``render``: same size, re-encoding gives its bytes."""
+    buf = io.BytesIO()
+    render.save(buf, format="JPEG", quality=75)
+    return sample.image.size == render.size and buf.getvalue() == sample.data
+
+
+def test_paper_paragraph_geometry():
+    """Wrapping by character count and the canvas from text metrics, computed independently."""
+    import textwrap
+
+    font = frb.load_font("Vera", 32)
+    per_line = int((500 - 40) / (font.getlength("xxxxxxxxxx") / 10))
+    text = frb.EASY_SENTENCES[4]
+    lines = textwrap.fill(text, width=per_line).split("\n")
+    assert frb_layout.paragraph_lines(text, font) == lines and len(lines) >= 3
+    boxes = [font.getbbox(line) for line in lines]
+    width = int(max(b[2] - b[0] for b in boxes) + 40)
+    height = int(sum(b[3] - b[1] for b in boxes) + (len(lines) - 1) * 16 + 40)
+    (w, h), origins = frb_layout.paragraph_geometry(lines, font)
+    assert (w, h) == (width, height)
+    assert origins[0] == (20 - boxes[0][0], 20.0)
+    assert origins[1][1] == 20 + (boxes[0][3] - boxes[0][1]) + 16
+    image = frb_layout.render_paragraph(text, font)
+    assert image.size == (width, height)
+    ink = _ink(image) > 0.5
+    rows, cols = np.nonzero(ink)
+    assert abs(int(cols.min()) - 20) <= 1  # lines start at the margin
+    sample = frb.easy_split()[frb.font_index("Vera") * 10 + 4]
+    assert sample.text == text and _decoded_equals_render(sample, image)
+
+
+def test_paper_line_geometry():
+    font = frb.load_font("Lobster", 40)
+    left, top, right, bottom = font.getbbox("Helvetica")
+    image = frb_layout.render_line("Helvetica", font)
+    assert image.size == (right - left + 40, bottom - top + 40)
+    ink = _ink(image) > 0.5
+    rows, cols = np.nonzero(ink)
+    assert 18 <= rows.min() <= 22 and 18 <= cols.min() <= 22  # the text box starts 20 px in
+    assert image.width - 1 - cols.max() in range(17, 23) and image.height - 1 - rows.max() in range(17, 23)
+    hard = frb.hard_split()
+    sample = next(s for s in hard if s.font == "Lobster" and s.text == "Helvetica")
+    assert _decoded_equals_render(sample, image)
+    letters = frb.letter_split("aQ")
+    assert [s.text for s in letters[:2]] == ["a", "Q"] and len(letters) == 30
+    assert _decoded_equals_render(letters[1], frb_layout.render_line("Q", frb.load_font(0, 80)))
 
 
 def test_eval_images_have_ink_inside_the_canvas(easy, hard):
-    for s in easy + hard:
+    for s in easy + hard + frb.easy_split("canvas440"):
         ink = _ink(s.image) > 0.25
         assert ink.mean() > 0.003, (s.font, s.text)
         rows, cols = np.nonzero(ink)
         assert rows.min() > 0 and cols.min() > 0, (s.font, s.text)
-        assert rows.max() < H - 1 and cols.max() < W - 1, (s.font, s.text)
+        assert rows.max() < s.image.height - 1 and cols.max() < s.image.width - 1, (s.font, s.text)
 
 
 def test_eval_splits_are_deterministic(easy, hard):
@@ -237,8 +295,16 @@ def test_eval_splits_are_deterministic(easy, hard):
     assert len(again) == len(easy) + len(hard)
     for a, b in zip(easy + hard, again, strict=True):
         assert (a.label, a.font, a.text) == (b.label, b.font, b.text)
-        assert a.image.tobytes() == b.image.tobytes()
+        assert a.image.tobytes() == b.image.tobytes() and a.data == b.data
     assert _png(easy[0].image) == _png(again[0].image)
+
+
+def test_written_jpegs_decode_to_the_in_memory_pixels(tmp_path, hard):
+    frb.write_split(hard[:20], tmp_path, progress=False)
+    back = frb.read_split(tmp_path, "hard")
+    assert sorted(p.suffix for p in (tmp_path / "hard").iterdir()) == [".jpg"] * 20
+    for a, b in zip(hard[:20], back, strict=True):
+        assert a.image.tobytes() == b.image.tobytes() and a.data == b.data
 
 
 # ------------------------------------------------------------------------------ training
@@ -275,7 +341,7 @@ def test_train_labels_are_balanced(train45):
 
 
 def test_train_text_is_disjoint_from_eval_text(train45):
-    eval_texts = set(frb.EASY_SENTENCES) | set(frb.FONT_NAMES)
+    eval_texts = set(frb.EASY_SENTENCES) | set(frb.PANGRAMS) | set(frb.FONT_NAMES)
     eval_words = _tokens(eval_texts)
     words = set(frb._WORDS)
     assert len(words) == len(frb._WORDS) >= 500
@@ -319,6 +385,8 @@ def test_protocol_val_split_mirrors_the_benchmark_without_its_text():
     assert all(w[0].isupper() and len(t.split()) <= 3 for t in titles for w in t.split())
     # rendered like the evaluation splits: same canvas and renderer, byte for byte
     s = val[-1]
+    assert _decoded_equals_render(s, frb_layout.render_line(s.text, frb.load_font(s.label, frb.FONT_SIZE)))
+    s = frb.protocol_val_split(seed=0, n_sentences=2, n_titles=3, layout="canvas440")[-1]
     assert s.image.tobytes() == frb.render_text(s.text, s.label).tobytes()
     again = frb.protocol_val_split(seed=0, n_sentences=2, n_titles=3)
     assert [s.text for s in again] == [s.text for s in val]
@@ -360,7 +428,7 @@ def test_write_split_round_trips(tmp_path, train45, hard):
     # the file bytes are reproducible
     frb.write_split(hard[:3], tmp_path / "one", progress=False)
     frb.write_split(hard[:3], tmp_path / "two", progress=False)
-    for name in ("hard/0_0.png", "hard/0_2.png", "hard.jsonl"):
+    for name in ("hard/0_0.jpg", "hard/0_2.jpg", "hard.jsonl"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
 
 
@@ -379,7 +447,7 @@ def test_generate_writes_all_splits(tmp_path):
     assert set(manifests) == {"easy", "hard", "train", "val"}
     sizes = {k: len(p.read_text(encoding="utf-8").splitlines()) for k, p in manifests.items()}
     assert sizes == {"easy": 150, "hard": 225, "train": 15, "val": 15}
-    assert len(list((tmp_path / "hard").glob("*.png"))) == 225
+    assert len(list((tmp_path / "hard").glob("*.jpg"))) == 225
     first = json.loads(manifests["val"].read_text(encoding="utf-8").splitlines()[0])
     assert first["split"] == "val" and (tmp_path / first["path"]).is_file()
 

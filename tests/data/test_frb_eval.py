@@ -400,11 +400,12 @@ def test_letter_exemplars(letters) -> None:
     )
     for i, s in enumerate(letters):
         assert s.label == i // 52 and s.font == FONT_NAMES[s.label] and s.text == fe.LETTERS[i % 52]
-        assert s.split == "letters" and s.image.size == frb.CANVAS and s.image.mode == "RGB"
+        assert s.split == "letters" and s.image.mode == "RGB" and s.data is not None  # the paper's JPEGs
+        assert 40 < s.image.height < 200  # one letter at size 80 on a tight canvas
         assert np.asarray(s.image.convert("L")).min() < 128  # every letter leaves ink
     assert _digest(letters) == _digest(fe.letter_exemplars())  # deterministic, pixel for pixel
-    small = fe.letter_exemplars(size=20, canvas=(80, 60))
-    assert len(small) == 780 and small[0].image.size == (80, 60)
+    legacy = fe.letter_exemplars("canvas440")
+    assert len(legacy) == 780 and legacy[0].image.size == frb.CANVAS
 
 
 def test_few_shot_oracle(mixed, letters) -> None:

@@ -7,9 +7,9 @@ import torch
 from torch import Tensor, nn
 
 from vitkit.data import frb
-from vitkit.data.crops import normalize_pages, pil_to_tensor
+from vitkit.data.crops import INK, normalize_pages, pil_to_tensor
 from vitkit.models import VisionTransformer
-from vitkit.models.tiled import TiledClassifier
+from vitkit.models.tiled import PagePolicy, TiledClassifier
 
 S, STRIDE = 32, 16
 SQ = 10  # side of the ink square
@@ -176,12 +176,51 @@ def test_embed_shape_and_pooling(model):
         assert torch.allclose(emb[b], feats[owner == b].mean(0), atol=1e-6)
 
 
-def test_page_smaller_than_tile_raises(model):
-    with pytest.raises(ValueError):
-        model(torch.ones(1, 3, S - 1, 64))
-    with pytest.raises(ValueError):
-        model.embed(torch.ones(2, 3, 64, S - 1))
-    assert model(square_page(0, 0, H=S, W=S).unsqueeze(0)).shape == (1, 3)  # exactly the tile size is fine
+def test_page_smaller_than_tile_is_padded_with_background(model):
+    small = square_page(5, 5, H=S - 9, W=S - 4)
+    tiles, _ = model._tiles(small.unsqueeze(0))
+    assert tiles.shape[1:] == (3, S, S) and len(tiles) >= 1
+    for t in tiles:
+        assert int((t[0] < 0).sum()) == SQ * SQ  # the whole square, on background
+    assert model(small.unsqueeze(0)).shape == (1, 3) and model.embed([small, square_page(0, 0)]).shape == (2, 4)
+
+
+def test_pages_of_different_sizes_in_one_call(model):
+    a, b = square_page(40, 50), square_page(10, 10, H=50, W=300)
+    out = model([a, b])
+    assert torch.allclose(out[0], model(a.unsqueeze(0))[0], atol=1e-6)
+    assert torch.allclose(out[1], model(b.unsqueeze(0))[0], atol=1e-6)
+    logp, emb = model.logits_and_embeddings([a, b])
+    assert torch.allclose(logp, out, atol=1e-6) and torch.allclose(emb, model.embed([a, b]), atol=1e-6)
+
+
+def test_policy_rescales_pages_to_one_text_scale():
+    """A page drawn at half or twice the size is read from (nearly) the same tiles."""
+    from PIL import Image
+
+    policy = PagePolicy(tile=48, stride=24, min_ink_pixels=10, text_height=(10.0, 10.0))
+    clf = TiledClassifier(FakeBackbone(), policy=policy)
+    page = frb.render_text("Quick brown fox", "Vera", canvas=(300, 80), size=28)
+    base = clf._page_tiles(pil_to_tensor(page))
+    for factor in (0.5, 2.0):
+        other = page.resize((round(300 * factor), round(80 * factor)), Image.Resampling.LANCZOS)
+        tiles = clf._page_tiles(pil_to_tensor(other))
+        assert abs(len(tiles) - len(base)) <= 0.25 * len(base) + 1
+        # the ink per tile is about the same: the glyphs were brought back to one size
+        assert abs(float((tiles < INK).float().mean()) - float((base < INK).float().mean())) < 0.05
+    assert len(clf._page_tiles(torch.ones(3, 40, 40))) == 1  # a blank page: one background tile
+    with pytest.raises(ValueError, match="kind"):
+        PagePolicy(kind="sliding")
+    assert PagePolicy.from_dict(policy.to_dict()) == policy
+    with pytest.raises(ValueError, match="unknown page pipeline keys"):
+        PagePolicy.from_dict({"tile": 4, "tiles": 3})
+
+
+def test_max_tiles_caps_a_huge_page():
+    clf = TiledClassifier(FakeBackbone(), policy=PagePolicy(tile=S, stride=STRIDE, text_height=None, max_tiles=5))
+    page = torch.ones(3, 400, 400)
+    page[:, ::4, :] = 0  # ink everywhere
+    assert len(clf._page_tiles(page)) == 5
 
 
 def test_tiles_use_normalised_pages(model):
@@ -201,7 +240,7 @@ def test_tiles_use_normalised_pages(model):
 def test_real_tiny_vit_on_frb_easy_pages():
     vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=15).eval()
     samples = frb.easy_split()[:2]
-    pages = torch.stack([pil_to_tensor(s.image) for s in samples])
+    pages = [pil_to_tensor(s.image) for s in samples]  # the paper's canvases differ in size
     model = TiledClassifier(vit, size=32, stride=32).eval()
     with torch.no_grad():
         out = model(pages)

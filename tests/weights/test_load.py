@@ -146,3 +146,29 @@ def test_hf_hub_source_downloads_only_when_asked(tmp_path, monkeypatch):
     model = vitkit.load("hf-hub:org/tiny-vit")
     assert calls and calls[0][0] == "org/tiny-vit" and "*.safetensors" in calls[0][1]["allow_patterns"]
     assert model.cfg.embed_dim == 64
+
+
+def test_page_pipeline_travels_with_the_model(tmp_path):
+    """A crop classifier saved with its page pipeline reads a page after loading exactly as before saving."""
+    from vitkit.data import frb
+    from vitkit.models.tiled import PagePolicy
+    from vitkit.predict import classify_images, page_classifier
+
+    model = vitkit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                     num_classes=15, labels=list(frb.FONT_NAMES)).eval()
+    model.pipeline = PagePolicy(tile=32, stride=16, text_height=(8.0, 8.0))
+    pages = [s.image for s in frb.hard_split()[:3]]
+    before = classify_images(model, pages)
+    loaded = vitkit.load(vitkit.save(model, tmp_path / "m"))
+    assert loaded.pipeline == model.pipeline and loaded.cfg.labels == frb.FONT_NAMES
+    after = classify_images(loaded, pages)
+    assert torch.equal(before, after)  # identical, not just close
+    from vitkit.data.crops import pil_to_tensor
+
+    with torch.no_grad():
+        direct = page_classifier(loaded)([pil_to_tensor(p) for p in pages]).softmax(-1)
+    assert torch.allclose(after, direct, atol=1e-6)
+    # other models keep no pipeline and are read through their preprocessing
+    plain = vitkit.load(vitkit.save(vitkit.create_model("vit_test"), tmp_path / "plain"))
+    assert plain.pipeline is None and page_classifier(plain) is None
+    assert classify_images(plain, pages).shape == (3, plain.cfg.num_classes)

@@ -1,2 +1,3 @@
-"""Adaptation: LoRA (:mod:`.lora`), visual and text prompts (:mod:`.prompts`: VPT, CoOp) and
-open-set prompt tuning (:mod:`.mtuning`: M-Tuning)."""
+"""Adaptation: LoRA (:mod:`.lora`), visual and text prompts (:mod:`.prompts`: VPT, CoOp),
+open-set prompt tuning (:mod:`.mtuning`: M-Tuning) and FedMVP's prompt generator
+(:mod:`.promptformer`, with the font attribute data in :mod:`.fedfonts`)."""

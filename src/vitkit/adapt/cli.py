@@ -97,7 +97,10 @@ def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: in
     samples = [s for s in frb.train_split(pages, seed) if s.font in names]
     if not samples:
         raise ValueError(f"--pages {pages}: no training page in the chosen fonts; use more pages")
-    grey, labels = frb_pages(samples, fonts=names)
+    # a crop classifier saved with a page pipeline (the demo's) is adapted on pages at its text scale
+    policy = getattr(model, "pipeline", None)
+    th = policy.text_height if policy is not None else None
+    grey, labels = frb_pages(samples, fonts=names, text_height=th, canvas=(240, 440) if th else None)
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"source": source, "method": method, "fonts": names, "steps": steps, "pages": len(samples)}
     test = [s for s in frb.easy_split() + frb.hard_split() if s.font in names] if evaluate else []
@@ -121,13 +124,13 @@ def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: in
                                                "labels": json.dumps(names)})
         summary.update(layers=touched, trainable=trainable, adapter=str(path))
         if test:
-            clf = TiledClassifier(model, size=crop, stride=crop // 2).eval()
+            clf = TiledClassifier(model, size=crop, stride=crop // 2, policy=policy).eval()
             for split in ("easy", "hard"):
                 part = [s for s in test if s.split == split]
                 for s in part:  # labels as indices into the chosen fonts
                     s.label = names.index(s.font)
-                summary[f"{split}_accuracy"] = evaluate_classifier(
-                    clf, part, transform=pil_to_tensor, batch_size=16, class_names=names, progress=False).accuracy
+                summary[f"{split}_accuracy"] = evaluate_classifier(  # pages differ in size: one per call
+                    clf, part, transform=pil_to_tensor, batch_size=1, class_names=names, progress=False).accuracy
     else:
         from .frb_clip import page_features
 

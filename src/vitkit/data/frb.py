@@ -3,24 +3,32 @@
 FRB (COLM 2025) renders text in 15 fonts in three groups (serif, sans-serif, script/decorative)
 and asks a model to name the font. Two evaluation splits:
 
-* **easy** -- 10 pangram-like sentences x 15 fonts = 150 images;
+* **easy** -- 10 sentences x 15 fonts = 150 images;
 * **hard** -- the 15 font *names* rendered in each of the 15 fonts = 225 images. Except on the
   diagonal, the text names a different font than the one it is set in (a Stroop-style conflict
   between what the text says and what it looks like).
 
-Images are drawn with PIL on a 440x240 canvas, font size 40, 20 px padding (the paper's
-settings), black on white. The fonts ship with vitkit (``vitkit/data/fonts``, see its
-``fonts.json`` and ``README.md``): free copies of the paper's fonts where they exist, metric- or
-design-compatible free substitutes otherwise. Fonts are always loaded from the package folder,
-never looked up on the system, so every machine renders the same pixels.
+Two layouts, chosen by name (``layout=``):
+
+* ``"paper"`` (the default) -- the paper's public generator, see :mod:`vitkit.data.frb_layout`:
+  the paper's 10 sentences at size 32 wrapped to 500 px, the names at size 40 on one line, canvases
+  cut to the text, black on white, every image a JPEG (quality 75). :attr:`FRBSample.data` keeps
+  the JPEG file, so a split written to disk decodes to exactly the in-memory pixels.
+* ``"canvas440"`` -- vitkit's first reading (figures in RESULTS.md up to 2026-12 were measured on
+  it): ten public-domain pangrams and the names on a 440x240 canvas, size 40, 20 px padding, PNG.
+
+The fonts ship with vitkit (``vitkit/data/fonts``, see its ``fonts.json`` and ``README.md``): free
+copies of the paper's fonts where they exist, metric- or design-compatible free substitutes
+otherwise. Fonts are always loaded from the package folder, never looked up on the system, so
+every machine renders the same pixels.
 
 For training a font classifier, :func:`train_split` and :func:`val_split` generate any number of
-augmented samples on the same canvas whose text is drawn from an embedded word list that shares
-no word with the easy sentences or the font names. Sample ``i`` of seed ``s`` depends only on
-``(split, s, i)``, never on how many samples are asked for.
+augmented samples whose text is drawn from an embedded word list that shares no word with either
+layout's sentences or the font names. Sample ``i`` of seed ``s`` depends only on ``(split, s, i)``,
+never on how many samples are asked for.
 
-:func:`write_split` saves samples as PNG files plus a JSON-lines manifest; :func:`generate`
-writes all four splits (the ``vitkit data frb`` command calls it).
+:func:`write_split` saves samples (PNG, or the JPEG file a sample carries) plus a JSON-lines
+manifest; :func:`generate` writes all four splits (the ``vitkit data frb`` command calls it).
 """
 
 from __future__ import annotations
@@ -39,11 +47,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, features
 
 from ..progress import progress_bar
+from . import frb_layout
 
 __all__ = [
     "CANVAS",
     "EASY_SENTENCES",
     "FONTS",
+    "LAYOUTS",
+    "PANGRAMS",
     "FONTS_DIR",
     "FONT_NAMES",
     "FONT_SIZE",
@@ -58,6 +69,7 @@ __all__ = [
     "font_path",
     "generate",
     "hard_split",
+    "letter_split",
     "load_font",
     "protocol_val_split",
     "read_split",
@@ -74,10 +86,15 @@ logger = logging.getLogger(__name__)
 
 #: Folder holding the font files, their licences and the ``fonts.json`` manifest.
 FONTS_DIR = Path(__file__).resolve().parent / "fonts"
-#: The paper's rendering settings: canvas (width, height), font size and padding in pixels.
+#: The "canvas440" layout's canvas (width, height) and padding; the hard split's font size (both layouts).
 CANVAS: tuple[int, int] = (440, 240)
 FONT_SIZE = 40
 PADDING = 20
+#: The paper layout's font sizes: easy sentences and few-shot letters (the hard split uses FONT_SIZE).
+EASY_FONT_SIZE = 32
+LETTER_FONT_SIZE = 80
+#: Layout names accepted by the split functions; the first is the default.
+LAYOUTS: tuple[str, ...] = ("paper", "canvas440")
 #: Smallest size the shrink-to-fit loop of :func:`render_text` goes down to.
 MIN_FONT_SIZE = 8
 #: Font groups, in label order.
@@ -303,8 +320,21 @@ def render_text(
 # Evaluation splits
 # --------------------------------------------------------------------------------------------
 
-#: The easy split's texts: well-known public-domain pangrams (each uses all 26 letters).
+#: The easy split's texts: the paper's 10 sentences (each uses most of the alphabet).
 EASY_SENTENCES: list[str] = [
+    'Yesterday, Max drove quite far to grab a zesty pizza slice, fresh juice, a weird box of quirky vitamins, and then headed home.',
+    'Sylvia quickly typed her new quiz on a fancy laptop, while Jack fixed a broken gaming mouse and drank zebra-striped coffee.',
+    'My neighbor Jade swiftly zipped across town in a quirky taxi to deliver fresh donuts, baked pizza, and some extra juice.',
+    'Quincy faxed a wacky memo to his boss, just highlighting zero budget for extra zebra-themed pencils this week.',
+    'Lucas quickly arranged a picnic with Zoe, bringing fresh fruits, jazz music, extra napkins, and a warm velvet blanket to enjoy.',
+    'Priscilla drove to the zoo with Victor, examining quirky zebras, foxes, and a jovial monkey who loved peanuts.',
+    'Gabriel watched an exciting quiz show, then drank fizzy soda while munching on a quick pizza slice for supper, after a movie.',
+    'Felix quickly discovered a hidden note behind the wardrobe, just suggesting bizarre facts about quantum physics.',
+    'Brianna typed her final exam in a cozy library nook, quietly watching a zebra crossing video and just sipping fizzy lemonade.',
+    "Charlie quickly baked twenty extra muffins for Zoe's yard sale, hoping to amaze hungry folks with very jazzy toppings.",
+]
+#: The "canvas440" layout's easy texts: well-known public-domain pangrams (each uses all 26 letters).
+PANGRAMS: list[str] = [
     "The quick brown fox jumps over the lazy dog.",
     "Pack my box with five dozen liquor jugs.",
     "Sphinx of black quartz, judge my vow.",
@@ -327,28 +357,68 @@ class FRBSample:
     font: str
     text: str
     split: str
+    data: bytes | None = None  #: the encoded file (JPEG in the paper layout) that ``image`` decodes
 
 
-def _iter_easy() -> Iterator[FRBSample]:
+def _check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown FRB layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    return layout
+
+
+def _paper_sample(image: Image.Image, label: int, text: str, split: str) -> FRBSample:
+    decoded, data = frb_layout.jpeg_round_trip(image)
+    return FRBSample(decoded, label, FONTS[label].name, text, split, data)
+
+
+def _iter_easy(layout: str = "paper") -> Iterator[FRBSample]:
     for label, spec in enumerate(FONTS):
+        if _check_layout(layout) == "canvas440":
+            for sentence in PANGRAMS:
+                yield FRBSample(render_text(sentence, label), label, spec.name, sentence, "easy")
+            continue
+        font = load_font(label, EASY_FONT_SIZE)
         for sentence in EASY_SENTENCES:
-            yield FRBSample(render_text(sentence, label), label, spec.name, sentence, "easy")
+            yield _paper_sample(frb_layout.render_paragraph(sentence, font), label, sentence, "easy")
 
 
-def _iter_hard() -> Iterator[FRBSample]:
+def _iter_lines(texts: Sequence[str], split: str, size: int, layout: str) -> Iterator[FRBSample]:
     for label, spec in enumerate(FONTS):
-        for name in FONT_NAMES:
-            yield FRBSample(render_text(name, label), label, spec.name, name, "hard")
+        if _check_layout(layout) == "canvas440":
+            for text in texts:
+                yield FRBSample(render_text(text, label, size=size), label, spec.name, text, split)
+            continue
+        font = load_font(label, size)
+        for text in texts:
+            yield _paper_sample(frb_layout.render_line(text, font), label, text, split)
 
 
-def easy_split() -> list[FRBSample]:
-    """The 150 easy images: every sentence of :data:`EASY_SENTENCES` in every font (font-major)."""
-    return list(_iter_easy())
+def easy_split(layout: str = "paper") -> list[FRBSample]:
+    """The 150 easy images, font-major: every sentence in every font.
+
+    ``layout="paper"``: :data:`EASY_SENTENCES` at size 32, wrapped paragraphs on tight canvases,
+    JPEG; ``"canvas440"``: :data:`PANGRAMS` on the 440x240 canvas (see the module docstring).
+    """
+    return list(_iter_easy(layout))
 
 
-def hard_split() -> list[FRBSample]:
-    """The 225 hard images: every font name of :data:`FONT_NAMES` in every font (font-major)."""
-    return list(_iter_hard())
+def hard_split(layout: str = "paper") -> list[FRBSample]:
+    """The 225 hard images, font-major: every font name of :data:`FONT_NAMES` in every font, size 40.
+
+    ``layout="paper"``: one line on a tight canvas (text box + 20 px), JPEG; ``"canvas440"``: the
+    440x240 canvas.
+    """
+    return list(_iter_lines(FONT_NAMES, "hard", FONT_SIZE, layout))
+
+
+def letter_split(letters: Sequence[str], layout: str = "paper") -> list[FRBSample]:
+    """The few-shot exemplars: each of ``letters`` alone in every font (font-major, then letter order).
+
+    ``layout="paper"``: size 80 on a tight canvas, JPEG; ``"canvas440"``: size 40 on the 440x240
+    canvas. ``split`` = ``"letters"``.
+    """
+    size = LETTER_FONT_SIZE if _check_layout(layout) == "paper" else FONT_SIZE
+    return list(_iter_lines(list(letters), "letters", size, layout))
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,41 +430,40 @@ def hard_split() -> list[FRBSample]:
 _WORDS: tuple[str, ...] = tuple(
     """
     able acid aged also area army away axis baby back ball band bank base bath bear beat been beer bell
-    belt bench best bill bird blow blue boat body bone book boot born boss both bowl bread breeze bring
-    brush build burn busy cake call calm came camp card care cart case cash cast cell chair chalk chart
-    chief child chip city clay clean clear climb clock cloud coach coal coast coat code coin cold comb
-    cook cool copy corn cost cotton could count cover crew crop cross crowd cup cure curl cycle damp
-    dance dark data date dawn deal dear debt deep deer desk dial diet dirt dish dive door down draft
-    drain draw dream dress drift drink drive drop drum dust duty each early earth east easy edge eight
-    else empty engine enter equal even event ever exact exit face fact fail fair fall farm fast fear
-    feed feel fell felt field file fill film find fine fire firm fish flag flat flight floor flour flow
-    flute foam fold folk food foot form fort fresh frost frozen fruit fuel full fund gain game garden
-    gate gear gift girl give glad glass glove goal goat gold golf gone good grain grass green grey grid
-    grip ground group grow gull hair half hall hand hang harbour hard harm hate have head heal heap hear
-    heat held help herb here hero hide high hill hint hire hold hole home hook hope horn horse host
-    hour house huge hunt idea inch index iron island item jacket jar jelly jet joke journey joy juice
-    jungle kettle kind king kite knee knit knot land lane last late lawn lead leaf lean left lemon lend
-    lens less letter lift light line lion liquid list live load loan local lock long look loop lord
-    lose loud luck lunch made mail main make mango maple mark market meal mean meat meet melon menu mild
-    milk mill mind mine mint miss mist mixer mode moon more most moth motor mouse much music name near
-    neat neck need nest news next nice night noble noise north note novel ocean offer olive once open
-    orange orbit other oven owner oxygen page paint pair palm paper park part pass past path peach pear
-    pen pencil people pepper piano pick piece pilot pine pipe place plan plant plate play plot poem
-    point pole pond pool poor port post pour power print prize pull pump pure push puzzle queen quiet
-    quota rain ranch rare rate read real reed rent rest rice rich ride ring rise risk river road rock
-    role roof room root rope rose round route rule rush safe sail salt same sand save scale scene school
-    score sea seat seed seen self sell send shade shape share sheet shell shine ship shirt shoe shop
-    shore short shot show side sign silk silver simple since sing sink site size skill skin slide slow
-    small smile smoke snow soap sock soft soil solid song soon sort soul sound soup south space spare
-    speak speed spell spend spin spot spring square staff stage stair stamp stand star start state
-    station steam steel stem step still stone store storm story straw street string strong study sugar
-    suit summer sun sure swim table tail take tale talk tall tank tape task taste taxi team tear tell
-    tent term test than that then thin thing third those thread tide tile till tin tiny tone tool top
-    torch total touch tour town track trade trail train tree trend trial trip truck true trust truth
-    tube tune turn twin uncle under unit upon used valley value violin visit voice wage wait walk wall
-    warm wash watch water wave wax wealth wear week weight well west wheat wheel when while white whole
-    wide wife wild will wind window wine wing winter wire wise wish wood wool word work world worth yard
-    year yellow young zero zone
+    belt bench best bill bird blow blue boat body bone book boot born both bowl bread breeze bring brush
+    build burn busy cake call calm came camp card care cart case cash cast cell chair chalk chart chief
+    child chip city clay clean clear climb clock cloud coach coal coast coat code coin cold comb cook
+    cool copy corn cost cotton could count cover crew crop cross crowd cup cure curl cycle damp dance
+    dark data date dawn deal dear debt deep deer desk dial diet dirt dish dive door down draft drain
+    draw dream dress drift drink drive drop drum dust duty each early earth east easy edge eight else
+    empty engine enter equal even event ever exact exit face fact fail fair fall farm fast fear feed
+    feel fell felt field file fill film find fine fire firm fish flag flat flight floor flour flow flute
+    foam fold folk food foot form fort frost frozen fruit fuel full fund gain game garden gate gear gift
+    girl give glad glass glove goal goat gold golf gone good grain grass green grey grid grip ground
+    group grow gull hair half hall hand hang harbour hard harm hate have head heal heap hear heat held
+    help herb here hero hide high hill hint hire hold hole hook hope horn horse host hour house huge
+    hunt idea inch index iron island item jacket jar jelly jet joke journey joy jungle kettle kind king
+    kite knee knit knot land lane last late lawn lead leaf lean left lemon lend lens less letter lift
+    light line lion liquid list live load loan local lock long look loop lord lose loud luck lunch made
+    mail main make mango maple mark market meal mean meat meet melon menu mild milk mill mind mine mint
+    miss mist mixer mode moon more most moth motor much name near neat neck need nest news next nice
+    night noble noise north novel ocean offer olive once open orange orbit other oven owner oxygen page
+    paint pair palm paper park part pass past path peach pear pen pencil people pepper piano pick piece
+    pilot pine pipe place plan plant plate play plot poem point pole pond pool poor port post pour power
+    print prize pull pump pure push puzzle queen quiet quota rain ranch rare rate read real reed rent
+    rest rice rich ride ring rise risk river road rock role roof room root rope rose round route rule
+    rush safe sail salt same sand save scale scene school score sea seat seed seen self sell send shade
+    shape share sheet shell shine ship shirt shoe shop shore short shot side sign silk silver simple
+    since sing sink site size skill skin slide slow small smile smoke snow soap sock soft soil solid
+    song soon sort soul sound soup south space spare speak speed spell spend spin spot spring square
+    staff stage stair stamp stand star start state station steam steel stem step still stone store storm
+    story straw street string strong study sugar suit summer sun sure swim table tail take tale talk
+    tall tank tape task taste team tear tell tent term test than that thin thing third those thread tide
+    tile till tin tiny tone tool top torch total touch tour track trade trail train tree trend trial
+    trip truck true trust truth tube tune turn twin uncle under unit upon used valley value violin visit
+    voice wage wait walk wall wash watch water wave wax wealth wear weight well west wheat wheel when
+    white whole wide wife wild will wind window wine wing winter wire wise wish wood wool word work
+    world worth year yellow young zone
     """.split()
 )
 
@@ -532,15 +601,17 @@ def val_split(
         yield train_sample(i, seed, split="val", size_range=size_range, **kwargs)
 
 
-def protocol_val_split(seed: int = 0, n_sentences: int = 10, n_titles: int = 15) -> list[FRBSample]:
+def protocol_val_split(seed: int = 0, n_sentences: int = 10, n_titles: int = 15,
+                       layout: str = "paper") -> list[FRBSample]:
     """Model selection without touching the benchmark: training-vocabulary text rendered exactly like
-    the easy and hard splits (clean, size 40, black on white, top-left padding).
+    the easy and hard splits of ``layout`` (clean, black on white; the paper layout's JPEG included).
 
-    Per font, ``n_sentences`` random sentences of 6-9 words (like easy) and ``n_titles`` random
-    title-case phrases of 1-3 words (like hard's font names), every text from :data:`_WORDS`, never
-    an evaluation text. Font-major, like the evaluation splits; ``split`` is "val-sentence" or
+    Per font, ``n_sentences`` random sentences of 6-9 words (rendered like easy) and ``n_titles``
+    random title-case phrases of 1-3 words (like hard's font names), every text from :data:`_WORDS`,
+    never an evaluation text. Font-major, like the evaluation splits; ``split`` is "val-sentence" or
     "val-title". The same texts for every font, deterministic by ``seed``.
     """
+    _check_layout(layout)
     rng = np.random.default_rng([_SAMPLE_TAG, 7, int(seed)])
     texts: list[tuple[str, str]] = []
     for _ in range(n_sentences):
@@ -549,8 +620,17 @@ def protocol_val_split(seed: int = 0, n_sentences: int = 10, n_titles: int = 15)
     for _ in range(n_titles):
         words = [_WORDS[j].capitalize() for j in rng.integers(0, len(_WORDS), int(rng.integers(1, 4)))]
         texts.append((" ".join(words), "val-title"))
-    return [FRBSample(render_text(t, label), label, spec.name, t, split)
-            for label, spec in enumerate(FONTS) for t, split in texts]
+    if layout == "canvas440":
+        return [FRBSample(render_text(t, label), label, spec.name, t, split)
+                for label, spec in enumerate(FONTS) for t, split in texts]
+    out = []
+    for label in range(len(FONTS)):
+        easy_font, hard_font = load_font(label, EASY_FONT_SIZE), load_font(label, FONT_SIZE)
+        for t, split in texts:
+            image = (frb_layout.render_paragraph(t, easy_font) if split == "val-sentence"
+                     else frb_layout.render_line(t, hard_font))
+            out.append(_paper_sample(image, label, t, split))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,6 +646,9 @@ def write_split(
     progress: bool = True,
 ) -> Path:
     """Write ``samples`` (all of one split) as ``out_dir/<split>/<label>_<i>.png``.
+
+    A sample that carries its encoded file (:attr:`FRBSample.data`, the paper layout's JPEGs) is
+    written as that file, ``<label>_<i>.jpg``, byte for byte.
 
     Also writes the manifest ``out_dir/<split>.jsonl`` (one JSON object per image: ``path``
     relative to ``out_dir``, ``label``, ``font``, ``text``, ``split``), replacing any earlier
@@ -588,8 +671,12 @@ def write_split(
                 bar.update(task, description=f"writing {split}")
             elif sample.split != split:
                 raise ValueError(f"write_split got samples of splits {split!r} and {sample.split!r}")
-            rel = f"{split}/{sample.label}_{i}.png"
-            sample.image.save(out / rel, format="PNG")
+            if sample.data is not None:
+                rel = f"{split}/{sample.label}_{i}.jpg"
+                (out / rel).write_bytes(sample.data)
+            else:
+                rel = f"{split}/{sample.label}_{i}.png"
+                sample.image.save(out / rel, format="PNG")
             records.append(
                 {"path": rel, "label": sample.label, "font": sample.font, "text": sample.text, "split": split}
             )
@@ -616,9 +703,9 @@ def read_split(out_dir: str | os.PathLike[str], split: str) -> list[FRBSample]:
         for line in fh:
             if line.strip():
                 r = json.loads(line)
-                samples.append(
-                    FRBSample(load_image(out / r["path"]), r["label"], r["font"], r["text"], r["split"])
-                )
+                path = out / r["path"]
+                data = path.read_bytes() if path.suffix == ".jpg" else None
+                samples.append(FRBSample(load_image(path), r["label"], r["font"], r["text"], r["split"], data))
     return samples
 
 
@@ -628,17 +715,19 @@ def generate(
     n_val: int = 750,
     seed: int = 0,
     *,
+    layout: str = "paper",
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Write the easy, hard, train and val splits under ``out_dir``; returns split -> manifest."""
+    """Write the easy, hard (in ``layout``), train and val splits under ``out_dir``; returns split -> manifest."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger.info(
-        "generating FRB into %s: easy 150, hard 225, train %d, val %d (seed %d)", out, n_train, n_val, seed
+        "generating FRB (%s layout) into %s: easy 150, hard 225, train %d, val %d (seed %d)",
+        layout, out, n_train, n_val, seed,
     )
     jobs: list[tuple[str, Iterable[FRBSample], int]] = [
-        ("easy", _iter_easy(), len(FONTS) * len(EASY_SENTENCES)),
-        ("hard", _iter_hard(), len(FONTS) ** 2),
+        ("easy", _iter_easy(_check_layout(layout)), len(FONTS) * len(EASY_SENTENCES)),
+        ("hard", _iter_lines(FONT_NAMES, "hard", FONT_SIZE, layout), len(FONTS) ** 2),
         ("train", train_split(n_train, seed), n_train),
         ("val", val_split(n_val, seed), n_val),
     ]

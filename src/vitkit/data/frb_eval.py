@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FONT_TEMPLATES",
     "LETTERS",
+    "PAPER_RESULTS",
     "ProtocolResult",
     "clip_zero_shot",
     "confusion_matrix",
@@ -72,6 +73,15 @@ FONT_TEMPLATES: tuple[str, ...] = (
 )
 #: The 52 letters of the few-shot exemplars, in exemplar order: a-z, then A-Z.
 LETTERS: str = string.ascii_lowercase + string.ascii_uppercase
+
+#: The paper's published accuracies (fractions) on its own FRB images: model → split → protocol.
+#: Protocols: "zero_shot", "zero_shot_cot" (chain of thought), "multiple_choice" (4 options).
+PAPER_RESULTS: dict[str, dict[str, dict[str, float]]] = {
+    "GPT-4o": {"easy": {"zero_shot": 0.2467, "zero_shot_cot": 0.3067, "multiple_choice": 0.6667},
+               "hard": {"zero_shot": 0.1244, "zero_shot_cot": 0.1511, "multiple_choice": 0.2711}},
+    "Claude-3.5-Sonnet": {"easy": {"zero_shot": 0.3133}, "hard": {"zero_shot": 0.0844}},
+    "Llama-3.2-11B": {"easy": {"zero_shot": 0.1867}, "hard": {"zero_shot": 0.1333}},
+}
 
 #: Above this many batches, progress is shown by default (``progress=None``).
 _PROGRESS_MIN_BATCHES = 20
@@ -599,18 +609,14 @@ def clip_zero_shot(
 # --------------------------------------------------------------------------------------------
 
 
-def letter_exemplars(size: int = frb.FONT_SIZE, canvas: tuple[int, int] = frb.CANVAS) -> list[FRBSample]:
+def letter_exemplars(layout: str = "paper") -> list[FRBSample]:
     """The few-shot exemplars: each of the 52 :data:`LETTERS` (a-z, A-Z) alone, in every font.
 
-    780 images, font-major (label order) then letter order, each rendered with
-    :func:`vitkit.data.frb.render_text` at ``size`` on ``canvas`` (paper padding, black on white);
-    ``label`` = font index, ``text`` = the letter, ``split`` = ``"letters"``. Deterministic.
+    780 images, font-major (label order) then letter order (:func:`vitkit.data.frb.letter_split`):
+    in the paper layout size 80 on a tight canvas, JPEG; ``label`` = font index, ``text`` = the
+    letter, ``split`` = ``"letters"``. Deterministic.
     """
-    return [
-        FRBSample(frb.render_text(letter, label, size=size, canvas=canvas), label, name, letter, "letters")
-        for label, name in enumerate(FONT_NAMES)
-        for letter in LETTERS
-    ]
+    return frb.letter_split(LETTERS, layout)
 
 
 def _vote(sims: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int) -> list[int]:

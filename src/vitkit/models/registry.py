@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .clip import CLIP, CLIPConfig, TextConfig
+from .hybrid import HybridCNNTransformer, HybridConfig
 from .visiongru import VisionGRU, VisionGRUConfig
 from .vit import VisionTransformer, ViTConfig
 
@@ -60,13 +61,24 @@ _GRU: dict[str, dict[str, Any]] = {
 }
 
 
+# the evidence-map CNN-Transformer (models/hybrid.py); stride = stem_stride · 2^(stages − 1)
+_HYBRID: dict[str, dict[str, Any]] = {
+    "hybrid_test": dict(img_size=32, trunk_widths=(8, 16), trunk_depths=(1, 1), dim=32, depth=1, num_heads=2,
+                        window=4, num_classes=10),
+    "hybrid_resnet_small_224": dict(trunk_widths=(64, 128, 256), trunk_depths=(2, 2, 2), dim=256, depth=2,
+                                    num_heads=8, window=8),
+}
+
+
 def list_models() -> list[str]:
-    return sorted([*_VIT, *_GRU]) + sorted(_CLIP)
+    return sorted({**_VIT, **_HYBRID, **_GRU}) + sorted(_CLIP)
 
 
-def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | VisionGRUConfig:
+def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | HybridConfig | VisionGRUConfig:
     if name in _VIT:
         return ViTConfig(**{**_VIT[name], **overrides})
+    if name in _HYBRID:
+        return HybridConfig(**{**_HYBRID[name], **overrides})
     if name in _GRU:
         return VisionGRUConfig(**{**_GRU[name], **overrides})
     if name in _CLIP:
@@ -88,13 +100,17 @@ def create_model(name: str, pretrained: bool | str | Path = False, **overrides) 
     cfg = model_config(name, **overrides)
     if isinstance(cfg, CLIPConfig):
         model: nn.Module = CLIP(cfg)
+    elif isinstance(cfg, HybridConfig):
+        model = HybridCNNTransformer(cfg)
+    elif isinstance(cfg, VisionGRUConfig):
+        model = VisionGRU(cfg)
     else:
-        model = VisionGRU(cfg) if isinstance(cfg, VisionGRUConfig) else VisionTransformer(cfg)
+        model = VisionTransformer(cfg)
     from ..weights.load import default_preprocess, load_into, read_checkpoint
 
     size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size
     model.preprocess = default_preprocess(cfg, size)
     if pretrained:
-        _, _, sd, _, _ = read_checkpoint(pretrained)
+        sd = read_checkpoint(pretrained)[2]
         load_into(model, sd, str(pretrained))
     return model

@@ -1,52 +1,122 @@
-"""A page classifier from a crop classifier: average the crops' log-probabilities over ink tiles."""
+"""A page classifier from a crop classifier: average the crops' log-probabilities over ink tiles.
+
+:class:`PagePolicy` says how a crop classifier reads a whole page (tile size, grid, text scale); it is
+saved with a model trained on page crops (``vitkit.save`` writes it as the model's ``pipeline``), so
+``vitkit.load`` + :func:`vitkit.predict.classify_images` read a page file exactly as the training
+run's evaluation did.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..data.crops import INK, normalize_pages, to_model_input
+from ..config import config_from_dict
+from ..data.crops import INK, prepare_page, to_model_input
+
+#: The core text height (px, see :func:`vitkit.data.crops.text_height`) every page is resampled to,
+#: as a band (low, high) of one value: about what a 40-px Latin font gives (core height 0.26-0.45 of
+#: the size over the 15 FRB fonts), the size of the benchmark's hard split. Measured on the demo
+#: (benchmarks/RESULTS.md): one height for every page keeps the classifier's accuracy the same on
+#: pages drawn at 0.5× or 2×; a band (8, 20) that leaves the benchmark's pages unresampled scored
+#: higher on them but lost 30-40 points on rescaled pages.
+REFERENCE_TEXT_HEIGHT: tuple[float, float] = (15.0, 15.0)
+
+
+@dataclass
+class PagePolicy:
+    """How a crop classifier reads a page of any size (the model's page pipeline)."""
+
+    tile: int = 96  # side of the square tiles: the crop size the backbone was trained on
+    stride: int = 48  # the page is cut into stride×stride cells; each inked cell gives one tile
+    min_ink_pixels: int = 20  # a cell with fewer ink pixels (at the reference scale) gives no tile
+    # pages whose text's core height (px) is outside this band are resampled into it (None: every page is
+    # used at its own scale); inside it they are read pixel for pixel
+    text_height: tuple[float, float] | None = REFERENCE_TEXT_HEIGHT
+    max_tiles: int = 256  # a very large page is read from this many tiles, evenly spaced over its ink
+    kind: str = "ink-tiles"  # the only kind so far; recorded so a file says what it holds
+
+    def __post_init__(self) -> None:
+        if self.kind != "ink-tiles":
+            raise ValueError(f"unknown page pipeline kind {self.kind!r} (this vitkit knows 'ink-tiles')")
+        if min(self.tile, self.stride, self.max_tiles) < 1 or self.min_ink_pixels < 0:
+            raise ValueError(f"PagePolicy needs tile, stride, max_tiles >= 1 and min_ink_pixels >= 0, got {self}")
+        if self.text_height is not None:
+            self.text_height = tuple(float(v) for v in self.text_height)  # JSON gives a list
+            if len(self.text_height) != 2 or not 0 < self.text_height[0] <= self.text_height[1]:
+                raise ValueError(f"PagePolicy.text_height must be (low, high) with 0 < low <= high, or None; "
+                                 f"got {self.text_height}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PagePolicy:
+        return config_from_dict(cls, d, "page pipeline")
 
 
 class TiledClassifier(nn.Module):
-    """Pages (B, 3, H, W) RGB in [0, 1] → logits (B, K).
+    """Pages → logits (B, K): RGB in [0, 1], a (B, 3, H, W) batch or a list of (3, H, W) of any sizes.
 
-    Each page is normalised (:func:`normalize_pages`) and cut into ink-centred tiles, as the crops
-    the backbone was trained on: the page is divided into ``stride``×``stride`` cells, and every
-    cell with at least ``min_ink_pixels`` ink pixels gives one ``size``×``size`` tile centred on
-    the centroid of its ink (clamped to the page). The tiles are classified by ``backbone`` and
+    Each page is prepared by :func:`vitkit.data.crops.prepare_page` (normalised grey, rescaled to
+    the policy's text height, padded to at least one tile) and cut into ink-centred tiles, as the
+    crops the backbone was trained on: the page is divided into ``stride``×``stride`` cells, and
+    every cell with at least ``min_ink_pixels`` ink pixels gives one ``tile``×``tile`` tile centred
+    on the centroid of its ink (clamped to the page). The tiles are classified by ``backbone`` and
     their log-softmax averaged per page (a page without ink uses its centre tile). ``embed`` gives
     the mean pre-logit feature of the same tiles, for retrieval.
+
+    ``policy`` defaults to one built from ``size``/``stride``/``min_ink_pixels`` with no rescaling
+    (pages used at their own scale).
     """
 
     def __init__(self, backbone: nn.Module, size: int = 96, stride: int = 48, min_ink_pixels: int = 20,
-                 max_batch: int = 512) -> None:
+                 max_batch: int = 512, *, policy: PagePolicy | None = None) -> None:
         super().__init__()
         self.backbone = backbone
-        self.size, self.stride, self.min_ink_pixels, self.max_batch = size, stride, min_ink_pixels, max_batch
+        self.policy = policy or PagePolicy(tile=size, stride=stride, min_ink_pixels=min_ink_pixels,
+                                           text_height=None)
+        self.max_batch = max_batch
 
-    def _tiles(self, pages: Tensor) -> tuple[Tensor, Tensor]:
-        """→ tiles (T, 3, S, S) and their page index (T,)."""
-        grey = normalize_pages(pages)
+    @property
+    def size(self) -> int:
+        return self.policy.tile
+
+    @property
+    def stride(self) -> int:
+        return self.policy.stride
+
+    def _page_tiles(self, rgb: Tensor) -> Tensor:
+        """One page (3, H, W) → its tiles (T, 1, S, S), normalised grey."""
+        p = self.policy
+        grey, _ = prepare_page(rgb, text_height_px=p.text_height, min_size=p.tile)
         H, W = grey.shape[-2:]
-        s, c = self.size, self.stride
-        if H < s or W < s:
-            raise ValueError(f"pages {H}×{W} are smaller than the tile size {s}")
+        s, c = p.tile, p.stride
         gh, gw = -(-H // c), -(-W // c)
-        tiles, owner = [], []
-        for b in range(len(grey)):
-            ys, xs = torch.nonzero(grey[b, 0] < INK, as_tuple=True)
-            cell = (ys // c) * gw + xs // c
-            count = torch.bincount(cell, minlength=gh * gw)
-            cy = torch.zeros(gh * gw).index_add_(0, cell, ys.float()) / count.clamp_min(1)
-            cx = torch.zeros(gh * gw).index_add_(0, cell, xs.float()) / count.clamp_min(1)
-            keep = torch.nonzero(count >= self.min_ink_pixels).flatten().tolist()
-            centres = [(int(cy[k]), int(cx[k])) for k in keep] or [(H // 2, W // 2)]
-            for y, x in centres:
-                y0, x0 = min(max(y - s // 2, 0), H - s), min(max(x - s // 2, 0), W - s)
-                tiles.append(grey[b, :, y0 : y0 + s, x0 : x0 + s])
-                owner.append(b)
-        return to_model_input(torch.stack(tiles)), torch.tensor(owner, device=pages.device)
+        ys, xs = torch.nonzero(grey[0] < INK, as_tuple=True)
+        cell = (ys // c) * gw + xs // c
+        count = torch.bincount(cell, minlength=gh * gw)
+        cy = torch.zeros(gh * gw, device=grey.device).index_add_(0, cell, ys.float()) / count.clamp_min(1)
+        cx = torch.zeros(gh * gw, device=grey.device).index_add_(0, cell, xs.float()) / count.clamp_min(1)
+        keep = torch.nonzero(count >= p.min_ink_pixels).flatten()
+        if len(keep) > p.max_tiles:  # evenly spaced over the inked cells, in reading order
+            keep = keep[torch.linspace(0, len(keep) - 1, p.max_tiles).round().long()]
+        centres = [(int(cy[k]), int(cx[k])) for k in keep.tolist()] or [(H // 2, W // 2)]
+        tiles = []
+        for y, x in centres:
+            y0, x0 = min(max(y - s // 2, 0), H - s), min(max(x - s // 2, 0), W - s)
+            tiles.append(grey[:, y0 : y0 + s, x0 : x0 + s])
+        return torch.stack(tiles)
+
+    def _tiles(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """→ model-input tiles (T, 3, S, S) and their page index (T,)."""
+        per_page = [self._page_tiles(page) for page in pages]
+        owner = torch.cat([torch.full((len(t),), b, dtype=torch.long) for b, t in enumerate(per_page)])
+        return to_model_input(torch.cat(per_page)), owner.to(per_page[0].device)
 
     def _run(self, tiles: Tensor, fn) -> Tensor:
         return torch.cat([fn(tiles[i : i + self.max_batch]) for i in range(0, len(tiles), self.max_batch)])
@@ -55,12 +125,23 @@ class TiledClassifier(nn.Module):
         out = values.new_zeros(n, values.shape[1]).index_add_(0, page, values)
         return out / torch.bincount(page, minlength=n).clamp_min(1).unsqueeze(1).to(values.dtype)
 
-    def forward(self, pages: Tensor) -> Tensor:
+    def forward(self, pages: Tensor | Sequence[Tensor]) -> Tensor:
         tiles, page = self._tiles(pages)
         logp = self._run(tiles, lambda t: self.backbone(t).log_softmax(-1))
         return self._pool(logp, page, len(pages))
 
-    def embed(self, pages: Tensor) -> Tensor:
+    def logits_and_embeddings(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """:meth:`forward` and :meth:`embed` from one pass over the tiles: ``(B, K)``, ``(B, D)``."""
+        tiles, page = self._tiles(pages)
+        bb = self.backbone
+        logp, feats = [], []
+        for i in range(0, len(tiles), self.max_batch):
+            f = bb.forward_features(tiles[i : i + self.max_batch])
+            logp.append(bb.forward_head(f).log_softmax(-1))
+            feats.append(bb.forward_head(f, pre_logits=True))
+        return self._pool(torch.cat(logp), page, len(pages)), self._pool(torch.cat(feats), page, len(pages))
+
+    def embed(self, pages: Tensor | Sequence[Tensor]) -> Tensor:
         tiles, page = self._tiles(pages)
         bb = self.backbone
         feats = self._run(tiles, lambda t: bb.forward_head(bb.forward_features(t), pre_logits=True))

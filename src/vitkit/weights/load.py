@@ -17,6 +17,8 @@ from torch import Tensor, nn
 
 from ..data.transforms import PreprocessConfig
 from ..models.clip import CLIP, CLIPConfig
+from ..models.hybrid import HybridCNNTransformer, HybridConfig
+from ..models.tiled import PagePolicy
 from ..models.visiongru import VisionGRU, VisionGRUConfig
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
@@ -50,10 +52,15 @@ def _apply_overrides(cfg, overrides: dict, where: str):
 
 
 # architecture name in a vitkit checkpoint → (config class, model class)
-ARCHS = {"vit": (ViTConfig, VisionTransformer), "clip": (CLIPConfig, CLIP), "visiongru": (VisionGRUConfig, VisionGRU)}
+ARCHS = {
+    "vit": (ViTConfig, VisionTransformer),
+    "clip": (CLIPConfig, CLIP),
+    "hybrid": (HybridConfig, HybridCNNTransformer),
+    "visiongru": (VisionGRUConfig, VisionGRU),
+}
 
 
-def build(arch: str, cfg: ViTConfig | CLIPConfig | VisionGRUConfig) -> nn.Module:
+def build(arch: str, cfg: ViTConfig | CLIPConfig | HybridConfig | VisionGRUConfig) -> nn.Module:
     if arch not in ARCHS:
         raise CheckpointError(f"unknown architecture {arch!r} (expected one of {sorted(ARCHS)})")
     return ARCHS[arch][1](cfg)  # type: ignore[arg-type]
@@ -61,6 +68,9 @@ def build(arch: str, cfg: ViTConfig | CLIPConfig | VisionGRUConfig) -> nn.Module
 
 def arch_of(model: nn.Module) -> str:
     """The checkpoint architecture name of a vitkit model (ValueError for anything else)."""
+    for arch, (_, cls) in ARCHS.items():
+        if type(model) is cls:
+            return arch
     for arch, (_, cls) in ARCHS.items():
         if isinstance(model, cls):
             return arch
@@ -87,7 +97,7 @@ def load_into(model: nn.Module, sd: dict[str, Tensor], where: str, strict: bool 
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
 
-def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict | None]:
+def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict | None, dict | None]:
     version = meta.get("format_version", FORMAT_VERSION)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{where}: vitkit format {version} is newer than this vitkit ({FORMAT_VERSION}); upgrade")
@@ -98,7 +108,7 @@ def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict |
         cfg = ARCHS[arch][0].from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid vitkit config ({e})") from e
-    return arch, cfg, meta.get("preprocess")
+    return arch, cfg, meta.get("preprocess"), meta.get("pipeline")
 
 
 def _resolve(source: str | Path) -> Path:
@@ -120,8 +130,11 @@ def _resolve(source: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(source: str | Path, **overrides) -> tuple[str, ViTConfig | CLIPConfig, dict, dict | None, Path]:
-    """(arch, config, vitkit state dict, preprocess kwargs or None, directory) of any supported checkpoint."""
+def read_checkpoint(
+    source: str | Path, **overrides
+) -> tuple[str, ViTConfig | CLIPConfig, dict, dict | None, Path, dict | None]:
+    """(arch, config, vitkit state dict, preprocess kwargs or None, directory, page pipeline or None)
+    of any supported checkpoint; only vitkit's own format carries a page pipeline."""
     path = _resolve(source)
     directory = path if path.is_dir() else path.parent
     wfile = find_weights(path) if path.is_dir() else path
@@ -130,12 +143,12 @@ def read_checkpoint(source: str | Path, **overrides) -> tuple[str, ViTConfig | C
     oc_path = directory / "open_clip_config.json"
     oc_json = read_json(oc_path) if path.is_dir() and oc_path.is_file() else None
     sd = read_state_dict(wfile)
-    pp = None
+    pp = pipeline = None
 
     meta = _safetensors_meta(wfile)
     if "vitkit" in cfg_json or "vitkit" in meta:
         native = cfg_json.get("vitkit") or json.loads(meta["vitkit"])
-        arch, cfg, pp = _native(native, where)
+        arch, cfg, pp, pipeline = _native(native, where)
     elif "model_type" in cfg_json:
         arch, cfg, sd = hf.convert(cfg_json, sd, where)
         pp_path = directory / "preprocessor_config.json"
@@ -157,7 +170,7 @@ def read_checkpoint(source: str | Path, **overrides) -> tuple[str, ViTConfig | C
             f"keys match no known layout (first keys: {list(sd)[:5]})"
         )
     cfg = _apply_overrides(cfg, overrides, where)
-    return arch, cfg, sd, pp, directory
+    return arch, cfg, sd, pp, directory, pipeline
 
 
 def _safetensors_meta(path: Path) -> dict:
@@ -169,18 +182,25 @@ def _safetensors_meta(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTransformer | CLIP | VisionGRU:
+def load(source: str | Path, *, strict: bool = True, **overrides) -> nn.Module:
     """Build and load a model from a checkpoint directory, a weights file, or ``hf-hub:org/name``.
 
     ``overrides`` replace config fields the checkpoint cannot tell (e.g. ``num_heads=6``); for CLIP
     give them as ``vision={...}``, ``text={...}``. The model comes in eval mode with ``.preprocess``
-    (and ``.tokenizer`` for CLIP when the checkpoint has tokenizer files).
+    (and ``.tokenizer`` for CLIP when the checkpoint has tokenizer files). A crop classifier saved
+    with its page pipeline (e.g. ``vitkit demo``'s model) gets it back as ``.pipeline``, a
+    :class:`~vitkit.models.tiled.PagePolicy` that :func:`vitkit.predict.classify_images` follows.
     """
-    arch, cfg, sd, pp, directory = read_checkpoint(source, **overrides)
+    arch, cfg, sd, pp, directory, pipeline = read_checkpoint(source, **overrides)
     model = build(arch, cfg)
     load_into(model, sd, str(source), strict=strict)
     size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size
     model.preprocess = PreprocessConfig.from_dict(pp) if pp else default_preprocess(cfg, size)
+    if pipeline is not None:
+        try:
+            model.pipeline = PagePolicy.from_dict(pipeline)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: invalid page pipeline in the vitkit config ({e})") from e
     if isinstance(model, CLIP):
         model.tokenizer = _find_tokenizer(directory, cfg.text.context_length)
     log.info("loaded %s (%s) from %s", type(model).__name__, arch, source)
@@ -207,7 +227,7 @@ def _find_tokenizer(directory: Path, context_length: int):
         return None
 
 
-def save(model: VisionTransformer | CLIP | VisionGRU, directory: str | Path) -> Path:
+def save(model: nn.Module, directory: str | Path) -> Path:
     """Write a vitkit checkpoint: ``config.json`` + ``model.safetensors`` (+ tokenizer files)."""
     arch = arch_of(model)
     directory = Path(directory)
@@ -218,6 +238,8 @@ def save(model: VisionTransformer | CLIP | VisionGRU, directory: str | Path) -> 
         "config": model.cfg.to_dict(),
         "preprocess": model.preprocess.to_dict() if getattr(model, "preprocess", None) is not None else None,
     }
+    if getattr(model, "pipeline", None) is not None:
+        meta["pipeline"] = model.pipeline.to_dict()
     tmp = directory / "model.safetensors.tmp"
     save_state_dict(model.state_dict(), tmp, metadata={"vitkit": json.dumps(meta)})
     tmp.replace(directory / "model.safetensors")

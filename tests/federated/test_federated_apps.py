@@ -1,0 +1,156 @@
+"""Flower apps: aggregation is the mean, a 2-client 2-round run in-process, faults, process clean-up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+flwr = pytest.importorskip("flwr")
+
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict  # noqa: E402
+
+from vitkit.adapt.fedfonts import AttributeClipConfig  # noqa: E402
+from vitkit.federated.apps import make_strategy  # noqa: E402
+from vitkit.federated.grid import server_identity  # noqa: E402
+from vitkit.federated.runner import ProcessGroup, run_inprocess, run_processes  # noqa: E402
+from vitkit.federated.task import (  # noqa: E402
+    BundleConfig,
+    FedConfig,
+    build_model,
+    get_state,
+    load_bundle,
+    prepare_bundle,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_CLIP = AttributeClipConfig(crop=32, patch=8, dim=32, depth=2, heads=2, text_width=32, text_depth=1, text_heads=2,
+                                embed_dim=16, steps=2, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fed") / "bundle"
+    return str(prepare_bundle(BundleConfig(clients=2, pages_per_font=2, crops_per_page=4, test_crops=2, clip=TINY_CLIP,
+                                           clip_pages_per_font=1, test_pages_per_font=2), d))
+
+
+def _reply(arrays: dict, n: int) -> Message:
+    msg = Message(RecordDict({"config": flwr.app.ConfigRecord({"server-round": 1})}), dst_node_id=1, message_type="train")
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({"num-examples": n})}), reply_to=msg)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
+def test_aggregating_two_clients_is_the_mean_of_their_parameters(bundle, strategy):
+    clip, data = load_bundle(bundle)
+    cfg = FedConfig(bundle=bundle, strategy=strategy, clients=2)
+    a = get_state(build_model(cfg, clip, data))
+    b = {k: v + torch.randn_like(v) for k, v in a.items()}
+    with server_identity():
+        agg, _ = make_strategy(cfg).aggregate_train(1, [_reply(a, 10), _reply(b, 10)])
+    got = agg.to_torch_state_dict()
+    assert set(got) == set(a)  # the prompt generator's tensors and nothing else
+    for k in a:
+        torch.testing.assert_close(got[k], (a[k] + b[k]) / 2)
+
+
+def test_two_clients_two_rounds_in_process(bundle, tmp_path):
+    cfg = FedConfig(bundle=bundle, out=str(tmp_path), method="fedmvp", clients=2, rounds=2, local_steps=2, batch_size=4)
+    res = run_inprocess(cfg)
+    assert res["participation"] == {str(r): {"ok": 2, "failed": 0, "errors": []} for r in (1, 2)}
+    assert len(res["round_seconds"]) == 2
+    for k in ("local", "base", "new", "hm"):
+        assert 0.0 <= res[k] <= 1.0
+    assert json.loads((tmp_path / "result.json").read_text())["hm"] == res["hm"]
+
+
+def test_faults_dead_and_poisoned_clients(bundle, tmp_path):
+    dead = run_inprocess(FedConfig(bundle=bundle, out=str(tmp_path / "dead"), method="fedcoop", clients=2, rounds=3,
+                                   local_steps=2, batch_size=4, kill_client=1, kill_round=2))
+    ok = {r: v["ok"] for r, v in dead["participation"].items()}
+    assert ok == {"1": 2, "2": 1, "3": 1}  # dies mid-round 2, stays dead; the run finishes
+    assert "died during round 2" in dead["participation"]["2"]["errors"][0]
+    assert dead["local"] == dead["local"]  # the surviving client still evaluates (not NaN)
+
+
+def test_a_poisoned_client_returns_a_scaled_update(bundle, tmp_path):
+    from flwr.app import ConfigRecord, Context
+
+    from vitkit.federated.apps import CONFIG_KEY, client_app
+
+    clip, data = load_bundle(bundle)
+    base = FedConfig(bundle=bundle, out=str(tmp_path), method="fedcoop", clients=2, rounds=1, local_steps=2, batch_size=4)
+    init = get_state(build_model(base, clip, data))
+
+    def train(cfg: FedConfig) -> dict:
+        content = RecordDict({"arrays": ArrayRecord(init),
+                              "config": ConfigRecord({"server-round": 1, CONFIG_KEY: json.dumps(cfg.__dict__)})})
+        ctx = Context(run_id=1, node_id=2, node_config={"partition-id": 1, "num-partitions": 2}, state=RecordDict(),
+                      run_config={})
+        with server_identity():
+            return client_app(Message(content, dst_node_id=2, message_type="train"), ctx).content["arrays"].to_torch_state_dict()
+
+    honest = train(base)
+    poisoned = train(FedConfig(**{**base.__dict__, "poison_client": 1, "poison_scale": -4.0}))
+    assert not torch.equal(honest["ctx"], init["ctx"])
+    torch.testing.assert_close(poisoned["ctx"], init["ctx"] - 4.0 * (honest["ctx"] - init["ctx"]))
+
+
+def test_process_group_ends_started_processes_and_their_orphans(tmp_path):
+    env = {"PATH": "/usr/bin:/bin"}
+    group = ProcessGroup(tmp_path, env)
+    # a parent that starts a child in a new session (as Flower's SuperLink starts its SuperExec), then sleeps
+    code = ("import subprocess, sys, time; "
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+            "time.sleep(120)")
+    p = group.start("parent", [sys.executable, "-c", code])
+    for _ in range(50):
+        group.watch()
+        if len(group.known) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(group.known) == 2
+    owned = list(group.known)
+    group.close(grace=5)
+    assert group.alive() == []
+    assert p.returncode is not None
+    for pid in owned:
+        r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+        assert r.stdout.strip()[:1] in ("", "Z"), f"process {pid} still running"
+
+
+def test_process_runner_cleans_up_after_a_failed_run(tmp_path):
+    # the smoke of the process runner (≈ 15-30 s): SuperLink + 2 SuperNodes + flwr run, a ServerApp that fails
+    cfg = FedConfig(bundle=str(tmp_path / "missing"), out=str(tmp_path / "run"), clients=2, rounds=1, round_timeout=30)
+    with pytest.raises((RuntimeError, TimeoutError)):
+        run_processes(cfg, timeout=120)
+    pids = json.loads((tmp_path / "run" / "pids.json").read_text())
+    owned = [v for k, v in pids.items() if isinstance(v, int)] + pids["descendants"]
+    assert len(owned) >= 4
+    for pid in owned:
+        r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+        assert r.stdout.strip()[:1] in ("", "Z"), f"process {pid} still running after the runner returned"
+
+
+@pytest.mark.slow
+def test_two_clients_as_real_processes(bundle, tmp_path):
+    cfg = FedConfig(bundle=bundle, out=str(tmp_path), method="fedmvp", clients=2, rounds=2, local_steps=2, batch_size=4)
+    res = run_processes(cfg, timeout=300)
+    assert res["participation"]["2"]["ok"] == 2
+    assert 0.0 <= res["hm"] <= 1.0
+
+
+def test_cli_rejects_a_bad_mode_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+
+    r = CliRunner().invoke(app, ["federated", "run", "--mode", "cloud", "--bundle", str(tmp_path / "b")])
+    assert r.exit_code == 2
+    assert "--mode must be one of" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "b").exists()  # nothing was written
