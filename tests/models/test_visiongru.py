@@ -246,6 +246,11 @@ def test_attention_methods_refuse_with_one_line():
     with pytest.raises(ValueError, match="VisionGRU has no attention"):
         with model.attention_readout([0]):
             pass
+    from vitkit.explain import explain
+
+    for method in ("rollout", "gradcam"):
+        with pytest.raises(ValueError, match="VisionGRU contains no vitkit VisionTransformer"):
+            explain(model, torch.randn(1, 3, 32, 32), method=method)
     for source in ("psaq", "spdfq"):
         with pytest.raises(ValueError, match="needs a VisionTransformer; VisionGRU has none"):
             quant.calibration_images(model, source, n=2, steps=1)
