@@ -50,10 +50,15 @@ def models_cmd() -> None:
     from .models.clip import CLIPConfig
     from .models.hybrid import HybridConfig
     from .models.registry import list_models, model_config
+    from .models.visiongru import VisionGRUConfig
 
     table = Table("name", "kind", "dim", "depth", "heads", "patch", "input")
     for name in list_models():
         cfg = model_config(name)
+        if isinstance(cfg, VisionGRUConfig):  # hierarchical: dims and depths per stage, no heads, stride-4 stem
+            table.add_row(name, cfg.family, f"{cfg.dims[0]}→{cfg.dims[-1]}", "/".join(map(str, cfg.depths)), "-",
+                          "4", "any")
+            continue
         if isinstance(cfg, HybridConfig):  # a CNN trunk: its "patch" is the trunk's stride
             table.add_row(name, cfg.family, str(cfg.dim), str(cfg.depth), str(cfg.num_heads), f"stride {cfg.stride}",
                           f"{cfg.img_size[0]}×{cfg.img_size[1]}")
@@ -85,7 +90,11 @@ def info_cmd(
         _fail(e)
     from .models.clip import CLIP
     from .models.hybrid import HybridCNNTransformer
+    from .models.visiongru import VisionGRU
 
+    if isinstance(model, VisionGRU):
+        out.print(_gru_info_table(source, model))
+        return
     visual = model.visual if isinstance(model, CLIP) else model
     cfg = visual.cfg
     if isinstance(model, HybridCNNTransformer):  # a CNN trunk + windowed attention: no patches or prefix tokens
@@ -110,11 +119,30 @@ def info_cmd(
     table.add_row("width / depth / heads", f"{cfg.embed_dim} / {cfg.depth} / {cfg.num_heads}")
     table.add_row("GFLOPs (image, 2·MAC)", f"{_image_flops(model, cfg.img_size) / 1e9:.3f}")
     table.add_row("head", f"{cfg.num_classes} classes" if cfg.num_classes else "none (features)")
+    _preprocess_row(table, model)
+    out.print(table)
+
+
+def _preprocess_row(table: Table, model) -> None:
     if model.preprocess is not None:
         pp = model.preprocess
         table.add_row("preprocess", f"{pp.resize_mode} {pp.interpolation}, crop {pp.crop_pct:g}, "
                                     f"mean {tuple(round(m, 3) for m in pp.mean)}, std {tuple(round(s, 3) for s in pp.std)}")
-    out.print(table)
+
+
+def _gru_info_table(source: str, model) -> Table:
+    cfg = model.cfg
+    gh, gw = model.feature_grid(*cfg.img_size)
+    table = Table(title=f"{source}", show_header=False)
+    table.add_row("kind", f"vision ({cfg.family}, attention-free)")
+    table.add_row("parameters", f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M")
+    table.add_row("input", f"{cfg.img_size[0]}×{cfg.img_size[1]} (any size works), stem stride 4")
+    table.add_row("dims / depths", f"{'/'.join(map(str, cfg.dims))} / {'/'.join(map(str, cfg.depths))}")
+    table.add_row("tokens", f"{-(-cfg.img_size[0] // 4) * -(-cfg.img_size[1] // 4)} in stage 1, {gh * gw} in the last")
+    table.add_row("GFLOPs (image, 2·MAC)", f"{_image_flops(model, cfg.img_size) / 1e9:.3f}")
+    table.add_row("head", f"{cfg.num_classes} classes" if cfg.num_classes else "none (features)")
+    _preprocess_row(table, model)
+    return table
 
 
 @app.command("predict")

@@ -9,6 +9,7 @@ from torch import nn
 
 from .clip import CLIP, CLIPConfig, TextConfig
 from .hybrid import HybridCNNTransformer, HybridConfig
+from .visiongru import VisionGRU, VisionGRUConfig
 from .vit import VisionTransformer, ViTConfig
 
 _IMAGENET = dict(family="vit")
@@ -51,6 +52,14 @@ _CLIP: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     ),
 }
 
+# name → VisionGRUConfig kwargs; micro has the parameter count of vit_tiny_patch16_224 (5.5 M, for comparisons)
+_GRU: dict[str, dict[str, Any]] = {
+    "visiongru_test": dict(img_size=32, dims=(16, 32, 48, 64), depths=(1, 1, 1, 1), num_classes=10),
+    "visiongru_nano": dict(dims=(24, 48, 96, 192), depths=(2, 2, 6, 2)),  # 2.9 M
+    "visiongru_micro": dict(dims=(32, 64, 128, 256), depths=(2, 2, 7, 2)),  # 5.5 M
+    "visiongru_tiny": dict(dims=(72, 144, 288, 576), depths=(2, 2, 8, 2)),  # 29.6 M, the paper's Ti
+}
+
 
 # the evidence-map CNN-Transformer (models/hybrid.py); stride = stem_stride · 2^(stages − 1)
 _HYBRID: dict[str, dict[str, Any]] = {
@@ -62,14 +71,16 @@ _HYBRID: dict[str, dict[str, Any]] = {
 
 
 def list_models() -> list[str]:
-    return sorted({**_VIT, **_HYBRID}) + sorted(_CLIP)
+    return sorted({**_VIT, **_HYBRID, **_GRU}) + sorted(_CLIP)
 
 
-def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | HybridConfig:
+def model_config(name: str, **overrides) -> ViTConfig | CLIPConfig | HybridConfig | VisionGRUConfig:
     if name in _VIT:
         return ViTConfig(**{**_VIT[name], **overrides})
     if name in _HYBRID:
         return HybridConfig(**{**_HYBRID[name], **overrides})
+    if name in _GRU:
+        return VisionGRUConfig(**{**_GRU[name], **overrides})
     if name in _CLIP:
         v, t = _CLIP[name]
         return CLIPConfig(ViTConfig(**{**v, **overrides.pop("vision", {})}), TextConfig(**{**t, **overrides.pop("text", {})}))
@@ -88,9 +99,11 @@ def create_model(name: str, pretrained: bool | str | Path = False, **overrides) 
         )
     cfg = model_config(name, **overrides)
     if isinstance(cfg, CLIPConfig):
-        model = CLIP(cfg)
+        model: nn.Module = CLIP(cfg)
     elif isinstance(cfg, HybridConfig):
         model = HybridCNNTransformer(cfg)
+    elif isinstance(cfg, VisionGRUConfig):
+        model = VisionGRU(cfg)
     else:
         model = VisionTransformer(cfg)
     from ..weights.load import default_preprocess, load_into, read_checkpoint

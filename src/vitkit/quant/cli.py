@@ -43,6 +43,7 @@ def quantize_cmd(
     from rich.table import Table
 
     from ..cli import _USER_ERRORS, _fail, _load, out
+    from ..models.visiongru import VisionGRU
     from . import QuantConfig, parse_bits, quantize, save_quantized, to_int8
     from .calibrate import check_source
 
@@ -54,8 +55,13 @@ def quantize_cmd(
         if calib == "real" and images is None:
             raise ValueError("--calib real needs --images DIR (a folder of calibration images)")
         model = _load(source).eval()
-        if not hasattr(model, "blocks"):
-            raise ValueError(f"{source}: only vision transformers can be quantized (got {type(model).__name__})")
+        gru = isinstance(model, VisionGRU)
+        if not hasattr(model, "blocks") and not gru:
+            raise ValueError(f"{source}: only vision transformers and VisionGRU can be quantized "
+                             f"(got {type(model).__name__})")
+        if gru and recon_steps:
+            raise ValueError(f"{source}: block reconstruction works on ViT blocks; quantize a VisionGRU with "
+                             "--recon-steps 0")
         real = _read_images(images, model, n) if calib == "real" else None
         cfg = QuantConfig(w_bits=w_bits, a_bits=a_bits, recon_steps=recon_steps)
         info = quantize(model, cfg, calib, n=n, images=real, seed=seed, steps=steps, progress=True)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.vit import VisionTransformer
 from .ptq import frozen, model_device
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
     from ..progress import progress_bar
 
     cfg = cfg or PSAQConfig()
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"PSAQ synthesis shapes attention outputs and needs a VisionTransformer; {type(model).__name__} "
+                         "has none: calibrate it with calib='real' (or 'noise')")
     vcfg = model.cfg
     if not vcfg.num_classes:
         raise ValueError("PSAQ synthesis needs a classification head (num_classes > 0) for its labels")

@@ -29,7 +29,8 @@ from .quantizers import GRANULARITIES, METHODS, ActQuantizer, Log2Quantizer, Wei
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TARGETS = r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2))$"
+# every Linear inside the blocks: a ViT's attention and MLP, a VisionGRU's minGRU projections and MLP
+DEFAULT_TARGETS = r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2)|gru_(fwd|rev)\.(proj_in|proj_out))$"
 
 
 @dataclass
@@ -37,7 +38,7 @@ class QuantConfig:
     """What to quantize and how.
 
     ``targets``: regex over module names (default: every Linear inside the blocks; patch embedding
-    and head stay float). ``attn_bits``: log2 quantizer bits for the post-softmax maps (None = same
+    or stem and head stay float). ``attn_bits``: log2 quantizer bits for the post-softmax maps (None = same
     as ``a_bits``; 0 = leave the maps float and keep the fused attention path).
     """
 

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from ..models.attention import Attention
-from ..models.vit import VisionTransformer, ViTConfig
+from ..models.visiongru import VisionGRU
+from ..models.vit import VisionTransformer
 from ..weights.io import CheckpointError, read_json, read_state_dict, save_state_dict
-from ..weights.load import FORMAT_VERSION, load_into
+from ..weights.load import ARCHS, FORMAT_VERSION, arch_of, load_into
 from . import ptq
 from .int8 import Int8Linear
 from .quantizers import qrange
@@ -33,10 +34,13 @@ QUANT_FORMAT_VERSION = 1
 FORMATS = ("int8", "fake")
 
 
-def _meta(model: VisionTransformer) -> dict:
+QUANTIZABLE = (VisionTransformer, VisionGRU)  # the single-tower vision models
+
+
+def _meta(model: VisionTransformer | VisionGRU) -> dict:
     return {
         "format_version": FORMAT_VERSION,
-        "arch": "vit",
+        "arch": arch_of(model),
         "config": model.cfg.to_dict(),
         "preprocess": model.preprocess.to_dict() if getattr(model, "preprocess", None) is not None else None,
     }
@@ -44,8 +48,8 @@ def _meta(model: VisionTransformer) -> dict:
 
 def save_quantized(model: nn.Module, directory: str | Path) -> Path:
     """Write a quantized VisionTransformer (int8 or fake-quantized) to ``directory``; returns it."""
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"save_quantized supports VisionTransformer models, got {type(model).__name__}")
+    if not isinstance(model, QUANTIZABLE):
+        raise ValueError(f"save_quantized supports VisionTransformer and VisionGRU models, got {type(model).__name__}")
     int8 = [n for n, m in model.named_modules() if isinstance(m, Int8Linear)]
     fake = [n for n, m in model.named_modules() if isinstance(m, ptq.QuantLinear)]
     if int8 and fake:
@@ -89,7 +93,7 @@ def _check_scale(sd: dict[str, Tensor], weight_key: str, scale_key: str, where: 
         )
 
 
-def load_quantized(directory: str | Path) -> VisionTransformer:
+def load_quantized(directory: str | Path) -> VisionTransformer | VisionGRU:
     """Rebuild a model written by :func:`save_quantized` (eval mode)."""
     directory = Path(directory)
     cfg_path = directory / "config.json"
@@ -103,8 +107,12 @@ def load_quantized(directory: str | Path) -> VisionTransformer:
         raise CheckpointError(f"{cfg_path}: vitkit_quant.format={quant.get('format')!r}; allowed {FORMATS}")
     if quant.get("quant_format_version", 1) > QUANT_FORMAT_VERSION:
         raise CheckpointError(f"{cfg_path}: quantized format is newer than this vitkit; upgrade")
+    arch = vmeta.get("arch", "vit")
+    if arch not in ("vit", "visiongru"):
+        raise CheckpointError(f"{cfg_path}: vitkit.arch={arch!r}: quantized checkpoints hold 'vit' or 'visiongru'")
+    config_cls, model_cls = ARCHS[arch]
     try:
-        model = VisionTransformer(ViTConfig.from_dict(vmeta["config"]))
+        model = model_cls(config_cls.from_dict(vmeta["config"]))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{cfg_path}: invalid vitkit config ({e})") from e
     if vmeta.get("preprocess"):

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.vit import VisionTransformer
 from .ptq import frozen, model_device
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
     from ..progress import progress_bar
 
     cfg = cfg or SPDFQConfig()
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"SPDFQ synthesis shapes CLS attention and needs a VisionTransformer; {type(model).__name__} "
+                         "has none: calibrate it with calib='real' (or 'noise')")
     vcfg = model.cfg
     if not vcfg.num_classes:
         raise ValueError("SPDFQ needs a classification head (num_classes > 0) for its soft labels")

@@ -24,8 +24,10 @@ def vision_tower(model: nn.Module) -> VisionTransformer:
     """The :class:`VisionTransformer` inside ``model`` (itself, or ``model.visual`` for CLIP)."""
     vis = getattr(model, "visual", model)
     if not isinstance(vis, VisionTransformer):
+        # say why: an attention-free backbone (VisionGRU) has a feature API that looks the same
         raise ValueError(
-            f"model must be a vitkit VisionTransformer or CLIP (with .visual), got {type(model).__name__}"
+            f"token reduction (HiRED, ToMe, EViT) reads attention and needs a vitkit VisionTransformer or CLIP "
+            f"(with .visual); {type(model).__name__} has no attention blocks"
         )
     return vis
 

@@ -19,6 +19,7 @@ from ..data.transforms import PreprocessConfig
 from ..models.clip import CLIP, CLIPConfig
 from ..models.hybrid import HybridCNNTransformer, HybridConfig
 from ..models.tiled import PagePolicy
+from ..models.visiongru import VisionGRU, VisionGRUConfig
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
 from . import onnx as onnx_export
@@ -52,14 +53,31 @@ def _apply_overrides(cfg, overrides: dict, where: str):
     return kind.from_dict({**cfg.to_dict(), **overrides})
 
 
-def build(arch: str, cfg: ViTConfig | CLIPConfig) -> nn.Module:
-    if arch == "clip":
-        return CLIP(cfg)  # type: ignore[arg-type]
-    if arch == "vit":
-        return VisionTransformer(cfg)  # type: ignore[arg-type]
-    if arch == "hybrid":
-        return HybridCNNTransformer(cfg)  # type: ignore[arg-type]
-    raise CheckpointError(f"unknown architecture {arch!r} (expected 'vit', 'clip' or 'hybrid')")
+# architecture name in a vitkit checkpoint → (config class, model class)
+ARCHS = {
+    "vit": (ViTConfig, VisionTransformer),
+    "clip": (CLIPConfig, CLIP),
+    "hybrid": (HybridConfig, HybridCNNTransformer),
+    "visiongru": (VisionGRUConfig, VisionGRU),
+}
+
+
+def build(arch: str, cfg: ViTConfig | CLIPConfig | HybridConfig | VisionGRUConfig) -> nn.Module:
+    if arch not in ARCHS:
+        raise CheckpointError(f"unknown architecture {arch!r} (expected one of {sorted(ARCHS)})")
+    return ARCHS[arch][1](cfg)  # type: ignore[arg-type]
+
+
+def arch_of(model: nn.Module) -> str:
+    """The checkpoint architecture name of a vitkit model (ValueError for anything else)."""
+    for arch, (_, cls) in ARCHS.items():
+        if type(model) is cls:
+            return arch
+    for arch, (_, cls) in ARCHS.items():
+        if isinstance(model, cls):
+            return arch
+    raise ValueError(f"vitkit.save writes vitkit models ({', '.join(c.__name__ for _, c in ARCHS.values())}), "
+                     f"got {type(model).__name__}")
 
 
 def load_into(model: nn.Module, sd: dict[str, Tensor], where: str, strict: bool = True) -> None:
@@ -85,10 +103,11 @@ def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict |
     version = meta.get("format_version", FORMAT_VERSION)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{where}: vitkit format {version} is newer than this vitkit ({FORMAT_VERSION}); upgrade")
-    arch = meta.get("arch")
+    arch = meta.get("arch", "vit")
+    if arch not in ARCHS:
+        raise CheckpointError(f"{where}: unknown architecture {arch!r} (expected one of {sorted(ARCHS)}); upgrade vitkit")
     try:
-        kind = {"clip": CLIPConfig, "hybrid": HybridConfig}.get(arch, ViTConfig)
-        cfg = kind.from_dict(meta["config"])
+        cfg = ARCHS[arch][0].from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid vitkit config ({e})") from e
     return arch, cfg, meta.get("preprocess"), meta.get("pipeline")
@@ -171,7 +190,7 @@ def _safetensors_meta(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTransformer | CLIP:
+def load(source: str | Path, *, strict: bool = True, **overrides) -> nn.Module:
     """Build and load a model from a checkpoint directory, a weights file (``.onnx`` included),
     ``hf-hub:org/name``, or ``pretrained:NAME`` (fetched once with ``vitkit weights get NAME``).
 
@@ -197,11 +216,11 @@ def load(source: str | Path, *, strict: bool = True, **overrides) -> VisionTrans
     return model.eval()
 
 
-def default_preprocess(cfg: ViTConfig | CLIPConfig, size: tuple[int, int]) -> PreprocessConfig:
+def default_preprocess(cfg: ViTConfig | CLIPConfig | VisionGRUConfig, size: tuple[int, int]) -> PreprocessConfig:
     family = cfg.vision.family if isinstance(cfg, CLIPConfig) else cfg.family
     if family == "clip":
         return PreprocessConfig(**openclip.preprocess_dict(None, size))
-    if family in ("deit", "dinov2"):
+    if family in ("deit", "dinov2", "visiongru"):  # VisionGRU trains with DeiT's ImageNet recipe
         return PreprocessConfig(input_size=size, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
                                 crop_pct=0.875)
     return PreprocessConfig(input_size=size, crop_pct=0.9)
@@ -217,11 +236,11 @@ def _find_tokenizer(directory: Path, context_length: int):
         return None
 
 
-def save(model: VisionTransformer | CLIP, directory: str | Path) -> Path:
+def save(model: nn.Module, directory: str | Path) -> Path:
     """Write a vitkit checkpoint: ``config.json`` + ``model.safetensors`` (+ tokenizer files)."""
+    arch = arch_of(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    arch = "clip" if isinstance(model, CLIP) else "hybrid" if isinstance(model, HybridCNNTransformer) else "vit"
     meta = {
         "format_version": FORMAT_VERSION,
         "arch": arch,

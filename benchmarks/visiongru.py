@@ -1,0 +1,382 @@
+#!/usr/bin/env python
+"""VisionGRU against a ViT of the same parameter count: cost as resolution grows, and FRB accuracy.
+
+``--stage cost``: for each input size (default 224, 448, 768, 1024, 1248 px) and each model,
+  * inference at batch 1: time per image from one process, the two models interleaved (A B / B A …)
+    over ``--repeats`` repeats after a warm-up, median; peak memory of one forward;
+  * a training step (AdamW, cross-entropy) at ``--train-batch`` (per size): peak memory of the first
+    step and time of the following ``--train-timed`` steps (median), per image.
+  Peak memory is measured, not estimated: each (model, size, mode) runs in a fresh subprocess
+  (``--probe``). On CPU it is the rise of the process's peak RSS (VmHWM, reset through
+  /proc/self/clear_refs just before the forward/step) above the RSS before it. Why RSS: torch's CPU
+  tensors are allocated in C++ (malloc/mmap), which ``tracemalloc`` does not see, and the profiler's
+  ``profile_memory`` reports per-op allocations, not the process peak; the kernel's high-water mark
+  counts every byte that was resident, allocator slack included. A fresh process per configuration
+  keeps one measurement's freed-but-cached memory out of the next. On CUDA:
+  ``torch.cuda.max_memory_allocated`` above what was allocated before (reset first).
+  Growth exponents: least-squares slope of log(cost) on log(pixels) over the sizes ≥ ``--fit-from``.
+``--stage scan``: the model's minGRU scan against the pure log-space one (speed, forward and backward).
+``--stage frb``: both models trained from scratch with the same recipe and number of steps on ink
+  crops of rendered FRB training pages (as ``vitkit demo``), then FRB easy/hard evaluated page by page
+  (paper layout) with the demo's tiled classifier. Parameter counts are matched (printed).
+
+Examples::
+
+    python benchmarks/visiongru.py --stage cost --json runs/visiongru/cost.json
+    python benchmarks/visiongru.py --stage frb --steps 600 --seeds 0 --json runs/visiongru/frb.json
+    python benchmarks/visiongru.py --stage cost --pair tiny --device cuda --dtype bf16 --train-batch 8 \\
+        --repeats 10 --json "$OUT/cost_bf16.json"
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import vitkit
+from vitkit.models.visiongru import VisionGRU, VisionGRUConfig
+from vitkit.models.vit import VisionTransformer, ViTConfig
+
+# pair name → (VisionGRU registry name, ViT kwargs of about the same parameter count)
+PAIRS = {
+    "micro": ("visiongru_micro", dict(embed_dim=192, depth=12, num_heads=3)),  # 5.5 M / 5.5 M (vit_tiny_patch16)
+    "tiny": ("visiongru_tiny", dict(embed_dim=448, depth=12, num_heads=7)),  # 29.6 M / 29.4 M
+}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+NUM_CLASSES = 15
+
+
+def build(kind: str, pair: str, num_classes: int = NUM_CLASSES, **gru_kw) -> torch.nn.Module:
+    gru_name, vit_kw = PAIRS[pair]
+    if kind == "gru":
+        return vitkit.create_model(gru_name, num_classes=num_classes, **gru_kw)
+    return VisionTransformer(ViTConfig(patch_size=16, num_classes=num_classes, **vit_kw))
+
+
+def n_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# ------------------------------------------------------------------ memory probes (one per subprocess)
+
+
+def rss_now() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def reset_peak() -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def probe(spec: dict) -> dict:
+    """One (model, size, mode) in this fresh process: peak memory rise of the first forward/step, step times."""
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    dev, dtype, B, s = spec["device"], DTYPES[spec["dtype"]], spec["batch"], spec["size"]
+    model = build(spec["model"], spec["pair"]).to(dev)
+    x = torch.randn(B, 3, s, s, device=dev)
+    y = torch.randint(NUM_CLASSES, (B,), device=dev)
+    amp = torch.autocast(dev, dtype=dtype, enabled=dtype != torch.float32)
+    train = spec["mode"] == "train"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4) if train else None
+    model.train(train)
+
+    def step() -> None:
+        if train:
+            with amp:
+                loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode(), amp:
+                model(x)
+
+    if dev == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        before = rss_now()
+        reset_peak()
+    t0 = time.perf_counter()
+    step()
+    sync(dev)
+    first = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() if dev == "cuda" else peak_rss()) - before
+    times = []
+    for _ in range(spec["timed"]):
+        t0 = time.perf_counter()
+        step()
+        sync(dev)
+        times.append(time.perf_counter() - t0)
+    return {"peak_bytes": peak, "first_s": first, "times_s": times}
+
+
+def run_probe(spec: dict) -> dict:
+    cmd = [sys.executable, __file__, "--probe", json.dumps(spec)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if out.returncode:
+        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ cost stage
+
+
+def interleaved_inference(args, size: int) -> dict[str, list[float]]:
+    """Batch-1 forward time of both models at ``size``, interleaved A B / B A …, after one warm-up each."""
+    dev, dtype = args.device, DTYPES[args.dtype]
+    models = {k: build(k, args.pair).to(dev).eval() for k in ("gru", "vit")}
+    x = torch.randn(1, 3, size, size, device=dev)
+    amp = torch.autocast(dev, dtype=dtype, enabled=dtype != torch.float32)
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch.inference_mode(), amp:
+        for m in models.values():
+            m(x)
+        for r in range(args.repeats):
+            for k in (("gru", "vit") if r % 2 == 0 else ("vit", "gru")):
+                sync(dev)
+                t0 = time.perf_counter()
+                models[k](x)
+                sync(dev)
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def fit_exponent(sizes: list[int], values: list[float]) -> float | None:
+    pts = [(math.log(s * s), math.log(v)) for s, v in zip(sizes, values, strict=True) if v and v > 0]
+    if len(pts) < 2:
+        return None
+    mx, my = statistics.fmean(p[0] for p in pts), statistics.fmean(p[1] for p in pts)
+    return sum((a - mx) * (b - my) for a, b in pts) / sum((a - mx) ** 2 for a, _ in pts)
+
+
+def cost_stage(args) -> dict:
+    sizes, batches = args.sizes, args.train_batch
+    if len(batches) == 1:
+        batches = batches * len(sizes)
+    if len(batches) != len(sizes):
+        raise SystemExit(f"--train-batch needs one value or one per size ({len(sizes)}), got {batches}")
+    rows = []
+    for size, tb in zip(sizes, batches, strict=True):
+        row: dict = {"size": size, "train_batch": tb}
+        if "infer" in args.modes:
+            t = interleaved_inference(args, size)
+            for k in ("gru", "vit"):
+                mem = run_probe(dict(model=k, pair=args.pair, size=size, batch=1, mode="infer", timed=0,
+                                     device=args.device, dtype=args.dtype, threads=args.threads))
+                row[f"{k}_infer"] = {**mem, "s_per_image": statistics.median(t[k]), "times_s": t[k]}
+        if "train" in args.modes:
+            order = ("gru", "vit") if sizes.index(size) % 2 == 0 else ("vit", "gru")
+            for k in order:
+                res = run_probe(dict(model=k, pair=args.pair, size=size, batch=tb, mode="train",
+                                     timed=args.train_timed, device=args.device, dtype=args.dtype,
+                                     threads=args.threads))
+                if "times_s" in res:
+                    res["s_per_image"] = statistics.median(res["times_s"] or [res["first_s"]]) / tb
+                row[f"{k}_train"] = res
+        rows.append(row)
+        print(f"  {size}px done: " + ", ".join(f"{k}={v.get('s_per_image', v.get('error'))}"
+                                              for k, v in row.items() if isinstance(v, dict)), flush=True)
+    fits = {}
+    for key in ("gru_infer", "vit_infer", "gru_train", "vit_train"):
+        use = [r for r in rows if key in r and "peak_bytes" in r[key] and r["size"] >= args.fit_from]
+        if key.endswith("_train"):  # a step's cost scales with the batch: fit only rows of the most common batch
+            common = statistics.mode([r["train_batch"] for r in use]) if use else None
+            use = [r for r in use if r["train_batch"] == common]
+        sz = [r["size"] for r in use]
+        fits[key] = {"time": fit_exponent(sz, [r[key]["s_per_image"] for r in use]),
+                     "memory": fit_exponent(sz, [r[key]["peak_bytes"] for r in use]), "sizes": sz}
+    return {"rows": rows, "fits": fits}
+
+
+def print_cost(res: dict, params: dict) -> None:
+    print(f"\nVisionGRU ({params['gru'] / 1e6:.2f} M) vs ViT ({params['vit'] / 1e6:.2f} M)")
+    hdr = f"{'px':>5} {'mode':>8} {'GRU s/img':>10} {'ViT s/img':>10} {'time G/V':>9} {'GRU MiB':>9} {'ViT MiB':>9} {'mem G/V':>8}"
+    print(hdr)
+    for r in res["rows"]:
+        for mode in ("infer", "train"):
+            g, v = r.get(f"gru_{mode}"), r.get(f"vit_{mode}")
+            if not g or not v or "peak_bytes" not in g or "peak_bytes" not in v:
+                continue
+            label = mode if mode == "infer" else f"train b{r['train_batch']}"
+            print(f"{r['size']:>5} {label:>8} {g['s_per_image']:>10.4f} {v['s_per_image']:>10.4f} "
+                  f"{g['s_per_image'] / v['s_per_image']:>9.3f} {g['peak_bytes'] / 2**20:>9.1f} "
+                  f"{v['peak_bytes'] / 2**20:>9.1f} {g['peak_bytes'] / max(v['peak_bytes'], 1):>8.3f}")
+    print("growth exponents (cost ∝ pixels^k):")
+    for k, f in res["fits"].items():
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        print(f"  {k:>10}: time k = {fmt(f['time'])}, memory k = {fmt(f['memory'])} (sizes {f['sizes']})")
+
+
+# ------------------------------------------------------------------ scan stage
+
+
+def scan_stage(args) -> dict:
+    """The model's scan (linear-space blocks) against the pure log-space scan on one (1, L, D) sequence:
+    forward alone and forward + backward, interleaved over ``--repeats``, medians."""
+    from vitkit.models.mingru import scan, scan_log
+
+    gen = torch.Generator().manual_seed(0)
+    gate, hidden = (torch.randn(1, args.scan_len, args.scan_dim, generator=gen) for _ in range(2))
+    fns = {"scan": scan, "scan_log": scan_log}
+    times: dict[str, list[float]] = {f"{k}_{m}": [] for k in fns for m in ("fwd", "fwd_bwd")}
+    for r in range(args.repeats + 1):
+        for k in (("scan", "scan_log") if r % 2 == 0 else ("scan_log", "scan")):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                fns[k](gate, hidden)
+            t1 = time.perf_counter()
+            a, b = gate.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
+            fns[k](a, b).sum().backward()
+            t2 = time.perf_counter()
+            if r:  # the first round is a warm-up
+                times[f"{k}_fwd"].append(t1 - t0)
+                times[f"{k}_fwd_bwd"].append(t2 - t1)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for m in ("fwd", "fwd_bwd"):
+        print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: scan {med[f'scan_{m}'] * 1e3:8.1f} ms, scan_log "
+              f"{med[f'scan_log_{m}'] * 1e3:8.1f} ms, speed-up {med[f'scan_log_{m}'] / med[f'scan_{m}']:.2f}x")
+    return {"times_s": times, "median_s": med}
+
+
+# ------------------------------------------------------------------ FRB stage
+
+
+def frb_stage(args) -> dict:
+    """Equal recipe and steps for both models; page-level FRB easy/hard (see the module docstring)."""
+    from vitkit.data import frb
+    from vitkit.data.crops import InkCropDataset, pil_to_tensor
+    from vitkit.data.frb_eval import evaluate_classifier
+    from vitkit.demo import frb_pages
+    from vitkit.engine import TrainConfig, Trainer
+    from vitkit.models.tiled import TiledClassifier
+
+    size_range = (37, 43)  # the demo's training font sizes
+    train = frb_pages(list(frb.train_split(args.pages, 0, size_range=size_range)))
+    easy, hard = frb.easy_split(), frb.hard_split()
+    out: dict = {"runs": []}
+    for seed in args.seeds:
+        for kind in ("gru", "vit"):
+            torch.manual_seed(seed)
+            if kind == "gru":
+                model = frb_gru(args)
+            else:
+                model = VisionTransformer(ViTConfig(img_size=args.crop, patch_size=args.patch, embed_dim=args.vit_dim,
+                                                    depth=args.vit_depth, num_heads=3, num_classes=15))
+            ds = InkCropDataset(*train, size=args.crop, crops_per_page=-(-args.steps * args.batch // args.pages),
+                                seed=seed)
+            cfg = TrainConfig(epochs=1, max_steps=args.steps, batch_size=args.batch, lr=args.lr,
+                              warmup_steps=max(1, args.steps // 20), out_dir=f"{args.work}/{kind}_s{seed}",
+                              progress=False, ckpt_every=args.steps, log_every=max(1, args.steps // 10), seed=seed)
+            t0 = time.perf_counter()
+            res = Trainer(model, ds, cfg).fit()
+            train_s = time.perf_counter() - t0
+            clf = TiledClassifier(model.eval(), size=args.crop, stride=args.crop // 2).eval()
+            t0 = time.perf_counter()
+            acc = {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16).accuracy
+                   for name, split in (("easy", easy), ("hard", hard))}
+            run = {"model": kind, "seed": seed, "params": n_params(model), "steps": res.steps, "train_s": train_s,
+                   "eval_s": time.perf_counter() - t0, "final_loss": next(
+                       (h["loss"] for h in reversed(res.history) if "loss" in h), None), **acc}
+            out["runs"].append(run)
+            print(f"  {kind} seed {seed}: easy {acc['easy']:.1%} hard {acc['hard']:.1%} "
+                  f"({run['params'] / 1e6:.3f} M params, train {train_s:.0f} s)", flush=True)
+    return out
+
+
+def frb_gru(args) -> VisionGRU:
+    return VisionGRU(VisionGRUConfig(img_size=args.crop, dims=tuple(args.gru_dims), depths=tuple(args.gru_depths),
+                                     num_classes=15))
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--probe", help=argparse.SUPPRESS)
+    p.add_argument("--stage", choices=("cost", "frb", "scan"), default="cost")
+    p.add_argument("--pair", choices=sorted(PAIRS), default="micro", help="which equal-parameter pair (cost stage)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[224, 448, 768, 1024, 1248])
+    p.add_argument("--modes", nargs="+", choices=("infer", "train"), default=["infer", "train"])
+    p.add_argument("--repeats", type=int, default=3, help="interleaved inference repeats per size")
+    p.add_argument("--train-batch", type=int, nargs="+", default=[8], help="one batch, or one per size")
+    p.add_argument("--train-timed", type=int, default=1, help="timed training steps after the measured first one")
+    p.add_argument("--fit-from", type=int, default=448, help="smallest size used in the exponent fits")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--scan-len", type=int, default=36_864, help="scan stage: tokens (768 px, stage 1 = 192²)")
+    p.add_argument("--scan-dim", type=int, default=64, help="scan stage: channels (micro's stage-1 minGRU width)")
+    # FRB stage
+    p.add_argument("--pages", type=int, default=600, help="rendered training pages")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--crop", type=int, default=96)
+    p.add_argument("--patch", type=int, default=12, help="ViT patch (the demo's)")
+    p.add_argument("--vit-dim", type=int, default=96)
+    p.add_argument("--vit-depth", type=int, default=4)
+    p.add_argument("--gru-dims", type=int, nargs=4, default=[16, 32, 64, 104])
+    p.add_argument("--gru-depths", type=int, nargs=4, default=[1, 1, 2, 1])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--work", default="runs/visiongru")
+    p.add_argument("--json", help="write the results here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.probe:
+        print(json.dumps(probe(json.loads(args.probe))))
+        return 0
+    torch.set_num_threads(args.threads)
+    info = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "argv": sys.argv[1:],
+            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}
+    if args.stage == "cost":
+        params = {k: n_params(build(k, args.pair)) for k in ("gru", "vit")}
+        res = {"info": info, "params": params, **cost_stage(args)}
+        print_cost(res, params)
+    elif args.stage == "scan":
+        res = {"info": info, **scan_stage(args)}
+    else:
+        res = {"info": info, **frb_stage(args)}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""minGRU (Feng et al., "Were RNNs all we needed?", 2024): a GRU whose gate and candidate depend on the
+input only, so the recurrence is linear in h and can be trained in parallel.
+
+    h̃_t, gate_t = Linear(x_t).chunk(2)          z_t = σ(gate_t)
+    h_t = (1 − z_t) · h_{t−1} + z_t · g(h̃_t)     g(v) = v + 0.5 (v ≥ 0), σ(v) (v < 0);  h_0 = 0
+
+g keeps every candidate positive, so h stays positive and the recurrence can run in log space
+(Heinsen's scan): log a = −softplus(gate) = log(1 − z), log b = −softplus(−gate) + log g(h̃) = log(z·g),
+a* = cumsum(log a), h = exp(a* + logcumsumexp(log b − a*)).
+
+Why chunked: over a long sequence a* grows without bound (−0.7 per token at gate 0: −45,000 after 65k
+tokens), and log h = a* + logcumsumexp(…) then subtracts two numbers of that size; in fp32 that loses
+about |a*|·6e-8 absolute in log h (1% error in h after 70k tokens, measured), and bf16 keeps no digit.
+So the scan always computes in fp32 (fp64 for fp64 input) whatever the input dtype, and never lets a*
+run over more than a chunk:
+
+* :func:`scan_log` is the log-space scan inside chunks of ``chunk`` tokens, the log state carried from
+  chunk to chunk by a short loop over (B, D) tensors;
+* :func:`scan` (the one the model uses) is 4–5× faster on CPU, where logcumsumexp costs ~40 ns per
+  element: blocks of 32 tokens in linear space (exp, cumsum; stable because every factor is bounded by
+  the block's own decay, and a block that decays too fast is redone in log space), then the 1/32 as
+  many block-end states through :func:`log_scan_chunked`.
+
+Both agree with the token-by-token recurrence to ~1e-4 relative in fp32 on 65k tokens (tests). Memory is
+O(L·D), like the activations themselves. Own code rather than a dependency: the published package
+(minGRU-pytorch) runs the unchunked log-space scan.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DEFAULT_CHUNK = 256  # steps per log-space chunk
+DEFAULT_BLOCK = 32  # steps per linear-space block
+MAX_BLOCK_DECAY = 120.0  # each factor within e^60 (× g ≤ e^20): far below fp32's 3e38 after a 32-step sum
+
+
+def g(v: Tensor) -> Tensor:
+    """minGRU's positive candidate activation: v + 0.5 for v ≥ 0, σ(v) below (continuous at 0)."""
+    return torch.where(v >= 0, v + 0.5, torch.sigmoid(v))
+
+
+def log_g(v: Tensor) -> Tensor:
+    """log g(v), computed without forming g(v) for negative v (−softplus(−v) = log σ(v))."""
+    return torch.where(v >= 0, torch.log(F.relu(v) + 0.5), -F.softplus(-v))
+
+
+def scan_sequential(gate: Tensor, hidden: Tensor) -> Tensor:
+    """Reference recurrence, one token at a time. gate, hidden (B, L, D) → h (B, L, D). For tests."""
+    z, keep = torch.sigmoid(gate), torch.sigmoid(-gate)  # keep = 1 − z without cancellation at large gates
+    cand = g(hidden)
+    h = torch.zeros_like(cand[:, 0])
+    out = []
+    for t in range(gate.shape[1]):
+        h = keep[:, t] * h + z[:, t] * cand[:, t]
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+def log_scan(log_a: Tensor, log_b: Tensor, dim: int = 1) -> tuple[Tensor, Tensor]:
+    """Heinsen's scan of h_t = a_t·h_{t−1} + b_t from h_0 = 0, in log space along ``dim``.
+
+    Returns (log h, a*) where a* = cumsum(log a) (needed to carry a state in from the left).
+    """
+    a_star = log_a.cumsum(dim)
+    return a_star + torch.logcumsumexp(log_b - a_star, dim), a_star
+
+
+def _log_coefficients(gate: Tensor, hidden: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+    """(log a, log b) in fp32 (fp64 for fp64 input) and the dtype to return in."""
+    if gate.shape != hidden.shape or gate.dim() != 3:
+        raise ValueError(f"gate and hidden must both be (B, L, D), got {tuple(gate.shape)} and {tuple(hidden.shape)}")
+    dtype = gate.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    gate, hidden = gate.to(work), hidden.to(work)
+    log_a = -F.softplus(gate)
+    return log_a, log_a + gate + log_g(hidden), dtype  # log z = gate − softplus(gate)
+
+
+def _pad_chunks(log_a: Tensor, log_b: Tensor, chunk: int) -> tuple[Tensor, Tensor, int]:
+    """Pad (B, L, D) to a multiple of ``chunk`` and view as (B, n, chunk, D): a = 1, b ≈ 0 after the end,
+    so the padded tail changes nothing before it (and is cut off)."""
+    B, L, D = log_a.shape
+    n = -(-L // chunk)
+    if n * chunk != L:
+        log_a = F.pad(log_a, (0, 0, 0, n * chunk - L))
+        log_b = F.pad(log_b, (0, 0, 0, n * chunk - L), value=-1e30)
+    return log_a.view(B, n, chunk, D), log_b.view(B, n, chunk, D), n
+
+
+def log_scan_chunked(log_a: Tensor, log_b: Tensor, chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """log h (B, L, D) of h_t = a_t·h_{t−1} + b_t from log a, log b (B, L, D): Heinsen's scan inside chunks
+    of ``chunk`` steps, the log state carried between chunks by a loop over (B, D) tensors."""
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}: must be ≥ 1")
+    B, L, D = log_a.shape
+    if L <= chunk:
+        return log_scan(log_a, log_b)[0]
+    la, lb, n = _pad_chunks(log_a, log_b, chunk)
+    local, a_star = log_scan(la, lb, dim=2)  # (B, n, T, D), from a zero state in each chunk
+    # state entering chunk k: c_k = logaddexp(A_{k−1} + c_{k−1}, local end of chunk k−1); no long cumsum
+    carry = [local[:, 0, -1]]
+    for k in range(1, n - 1):
+        carry.append(torch.logaddexp(a_star[:, k, -1] + carry[-1], local[:, k, -1]))
+    c = torch.stack(carry, 1).unsqueeze(2)  # (B, n−1, 1, D)
+    rest = torch.logaddexp(local[:, 1:], a_star[:, 1:] + c)
+    return torch.cat([local[:, :1], rest], 1).view(B, n * chunk, D)[:, :L]
+
+
+def scan_log(gate: Tensor, hidden: Tensor, chunk: int = DEFAULT_CHUNK) -> Tensor:
+    """The log-space scan alone (every step through logcumsumexp). gate, hidden (B, L, D) → h (B, L, D)."""
+    log_a, log_b, dtype = _log_coefficients(gate, hidden)
+    return log_scan_chunked(log_a, log_b, chunk).exp().to(dtype)
+
+
+def scan(gate: Tensor, hidden: Tensor, chunk: int = DEFAULT_CHUNK, block: int = DEFAULT_BLOCK) -> Tensor:
+    """Parallel minGRU scan. gate, hidden (B, L, D) → h (B, L, D) in the input dtype (see module doc).
+
+    Blocks of ``block`` steps run in linear space around the block's middle decay c = A/2 (A = log of the
+    block's total decay): h_t = e^(a*_t − c) · cumsum(b_s e^(c − a*_s)), both factors within e^(±A/2), so
+    nothing overflows while |A| ≤ MAX_BLOCK_DECAY; a block that decays more (saturated gates) is redone in
+    log space. The states at block ends are then scanned in log space (chunks of ``chunk`` steps) and
+    carried into the blocks.
+    """
+    if chunk < 1 or block < 1:
+        raise ValueError(f"chunk={chunk} and block={block} must be ≥ 1")
+    log_a, log_b, dtype = _log_coefficients(gate, hidden)
+    B, L, D = log_a.shape
+    la, lb, n = _pad_chunks(log_a, log_b, block)
+    a_star = la.cumsum(2)  # (B, n, T, D), ≤ 0, non-increasing within a block
+    c = a_star[:, :, -1:] / 2
+    h = (a_star - c).clamp(max=80).exp() * (lb - a_star + c).clamp(max=80).exp().cumsum(2)  # clamps: only
+    bad = a_star[:, :, -1:] < -MAX_BLOCK_DECAY  # in blocks replaced here, keeping gradients finite
+    if bool(bad.any()):
+        h = torch.where(bad, log_scan(la, lb, dim=2)[0].exp(), h)
+    if n > 1:  # state after block k (k < n − 1) from the block-level recurrence, then into block k + 1
+        log_end = h[:, :-1, -1].clamp_min(torch.finfo(h.dtype).tiny).log()
+        log_state = log_scan_chunked(a_star[:, :-1, -1], log_end, max(1, chunk // block))
+        h = h + a_star.exp() * F.pad(log_state.exp(), (0, 0, 1, 0)).unsqueeze(2)
+    return h.view(B, n * block, D)[:, :L].to(dtype)
+
+
+class MinGRU(nn.Module):
+    """minGRU layer: x (B, L, dim) → (B, L, dim). ``expansion`` widens the recurrent state to
+    ``int(dim · expansion)`` channels (2 in VisionGRU) with an output projection back to ``dim``.
+    Linears without bias, as in the reference implementation."""
+
+    def __init__(self, *, dim: int, expansion: float = 2.0, chunk: int = DEFAULT_CHUNK) -> None:
+        super().__init__()
+        inner = int(dim * expansion)
+        if inner < 1:
+            raise ValueError(f"dim={dim} × expansion={expansion} leaves no recurrent channel")
+        self.chunk = chunk
+        self.proj_in = nn.Linear(dim, 2 * inner, bias=False)
+        self.proj_out = nn.Linear(inner, dim, bias=False) if inner != dim else nn.Identity()
+
+    def gates(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, L, dim) → (gate, hidden), each (B, L, inner)."""
+        hidden, gate = self.proj_in(x).chunk(2, dim=-1)
+        return gate, hidden
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, hidden = self.gates(x)
+        return self.proj_out(scan(gate, hidden, self.chunk))

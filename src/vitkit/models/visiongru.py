@@ -1,0 +1,266 @@
+"""VisionGRU (Yin et al., 2024): a four-stage backbone whose token mixer is two minGRUs over the raster
+sequence of the feature map, one forward and one over the reversed raster. Cost and memory are linear in
+the number of pixels (no N×N attention), and any input size works (the public code hard-codes 56×56).
+
+    stem    3×3/2 conv → LN → GELU → 3×3/2 conv → LN                     (B, 3, H, W) → (B, H/4, W/4, C0)
+    stage i (i > 0: 3×3/2 conv → LN), then depths[i] × Block2DGRU       → (B, H/2^(i+2), W/2^(i+2), Ci)
+    head    LN → mean over positions → Linear
+
+Block2DGRU: x + fwd(s) + rev(s) with s = dwconv3×3(LN(x)) read in raster order (row by row), fwd = minGRU
+over s, rev = minGRU over s reversed (= the raster of the map flipped over H and W), flipped back; then
+x + MLP(LN(x)). vitkit adds the final LayerNorm before pooling (the reference pools the raw residual
+stream); it makes from-scratch training on small data steadier and mirrors the ViT's final norm.
+
+Same feature API as :class:`~vitkit.models.vit.VisionTransformer`: ``forward_features`` → final-normed
+tokens (B, N, C) of the last stage, ``forward_head``, ``forward_intermediates`` (per stage, NCHW or NLC),
+``preprocess``; ``attention_readout`` refuses (there is no attention).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from torch import Tensor, nn
+
+from ..config import config_from_dict
+from .mingru import DEFAULT_CHUNK, MinGRU
+from .vit import DropPath, Mlp
+
+log = logging.getLogger(__name__)
+
+NO_ATTENTION = (
+    "VisionGRU has no attention: attention read-outs and the methods built on them (HiRED, ToMe, EViT, "
+    "rollout, SPDFQ/PSAQ synthesis) need a VisionTransformer"
+)
+
+
+@dataclass
+class VisionGRUConfig:
+    """Architecture of a :class:`VisionGRU`. ``img_size`` (height, width) is only the default input size
+    (preprocessing, FLOP counts): the network itself takes any size."""
+
+    img_size: tuple[int, int] = (224, 224)
+    in_chans: int = 3
+    dims: tuple[int, ...] = (72, 144, 288, 576)  # channels per stage (paper's Ti)
+    depths: tuple[int, ...] = (2, 2, 8, 2)  # Block2DGRU per stage
+    expansion: float = 2.0  # minGRU recurrent width / channels (public code: 2)
+    mlp_ratio: float = 4.0  # MLP hidden / channels
+    norm_eps: float = 1e-6
+    scan_chunk: int = DEFAULT_CHUNK  # tokens per log-space chunk: bounds the scan's rounding (mingru.py)
+    drop_path_rate: float = 0.0  # stochastic depth, linear over all blocks
+    num_classes: int = 0  # 0 = features only
+    family: str = "visiongru"  # informational, picks the default preprocessing
+    labels: list[str] | None = None  # class names for the head, if known
+
+    def __post_init__(self) -> None:
+        if isinstance(self.img_size, int):
+            self.img_size = (self.img_size, self.img_size)
+        self.img_size = tuple(int(s) for s in self.img_size)  # type: ignore[assignment]
+        self.dims = tuple(int(d) for d in self.dims)
+        self.depths = tuple(int(d) for d in self.depths)
+        if not self.dims or len(self.dims) != len(self.depths):
+            raise ValueError(f"dims {self.dims} and depths {self.depths} must be non-empty and of equal length")
+        if any(d < 2 for d in self.dims) or any(d < 0 for d in self.depths):
+            raise ValueError(f"dims must be ≥ 2 and depths ≥ 0, got dims {self.dims}, depths {self.depths}")
+        if self.expansion <= 0 or self.mlp_ratio <= 0:
+            raise ValueError(f"expansion ({self.expansion}) and mlp_ratio ({self.mlp_ratio}) must be > 0")
+        if self.scan_chunk < 1:
+            raise ValueError(f"scan_chunk={self.scan_chunk}: must be ≥ 1")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["img_size"] = list(self.img_size)
+        d["dims"], d["depths"] = list(self.dims), list(self.depths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VisionGRUConfig:
+        return config_from_dict(cls, d)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an NCHW map (B, C, H, W) → (B, C, H, W)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+def raster(x: Tensor) -> Tensor:
+    """(B, H, W, C) map → (B, H·W, C) sequence, row by row."""
+    return x.reshape(x.shape[0], -1, x.shape[-1])
+
+
+class Block2DGRU(nn.Module):
+    """Channels-last block: x (B, H, W, C) → (B, H, W, C). See the module docstring."""
+
+    def __init__(self, *, dim: int, expansion: float, mlp_ratio: float, norm_eps: float, chunk: int,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
+        self.gru_rev = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
+        self.drop_path1 = DropPath(drop_path)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path2 = DropPath(drop_path)
+
+    def branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The two scans of LN → dwconv of x (B, H, W, C): (forward raster, reversed raster), each (B, H, W, C)."""
+        y = self.dwconv(self.norm1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        seq = raster(y)
+        fwd = self.gru_fwd(seq)
+        rev = self.gru_rev(seq.flip(1)).flip(1)
+        return fwd.view_as(y), rev.view_as(y)
+
+    def forward(self, x: Tensor) -> Tensor:
+        fwd, rev = self.branches(x)
+        x = x + self.drop_path1(fwd + rev)
+        return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+
+class Stage(nn.Module):
+    """Optional 3×3/2 conv + LN, then blocks. (B, C_in, H, W) → channels-last (B, H', W', C)."""
+
+    def __init__(self, *, cfg: VisionGRUConfig, index: int, drop_paths: Sequence[float]) -> None:
+        super().__init__()
+        dim = cfg.dims[index]
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cfg.dims[index - 1], dim, 3, stride=2, padding=1), LayerNorm2d(dim, eps=cfg.norm_eps))
+            if index > 0 else nn.Identity()
+        )
+        self.blocks = nn.ModuleList([
+            Block2DGRU(dim=dim, expansion=cfg.expansion, mlp_ratio=cfg.mlp_ratio, norm_eps=cfg.norm_eps,
+                       chunk=cfg.scan_chunk, drop_path=p)
+            for p in drop_paths
+        ])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.downsample(x).permute(0, 2, 3, 1)
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+class VisionGRU(nn.Module):
+    """VisionGRU backbone with the ViT's feature API. Input (B, C, H, W), any H, W ≥ 1."""
+
+    def __init__(self, cfg: VisionGRUConfig | None = None, **kwargs) -> None:
+        super().__init__()
+        if cfg is None:
+            cfg = VisionGRUConfig(**kwargs)
+        elif kwargs:
+            cfg = VisionGRUConfig.from_dict({**cfg.to_dict(), **kwargs})
+        self.cfg = cfg
+        d0 = cfg.dims[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(cfg.in_chans, d0 // 2, 3, stride=2, padding=1), LayerNorm2d(d0 // 2, eps=cfg.norm_eps), nn.GELU(),
+            nn.Conv2d(d0 // 2, d0, 3, stride=2, padding=1), LayerNorm2d(d0, eps=cfg.norm_eps),
+        )
+        total = sum(cfg.depths)
+        dpr = [cfg.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        starts = [sum(cfg.depths[:i]) for i in range(len(cfg.depths))]
+        self.stages = nn.ModuleList([
+            Stage(cfg=cfg, index=i, drop_paths=dpr[s : s + n]) for i, (s, n) in enumerate(zip(starts, cfg.depths, strict=True))
+        ])
+        self.embed_dim = cfg.dims[-1]
+        self.num_features = cfg.dims[-1]
+        self.norm = nn.LayerNorm(self.num_features, eps=cfg.norm_eps)
+        self.head = nn.Linear(self.num_features, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.preprocess = None  # a vitkit.data.PreprocessConfig, set by create_model / load
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Truncated normal (std 0.02) for Linears, zero biases; convs and norms keep torch's defaults."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def feature_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Grid (rows, cols) of the last stage for an input of the given size (each conv halves, rounding up)."""
+        for _ in range(2 + self.num_stages - 1):
+            height, width = -(-height // 2), -(-width // 2)
+        return height, width
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
+            raise ValueError(f"VisionGRU expects (B, {self.cfg.in_chans}, H, W) images, got {tuple(x.shape)}")
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) → final-normed last-stage tokens (B, N, C_last), N = rows·cols in raster order."""
+        self._check_input(x)
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x).permute(0, 3, 1, 2)
+        return self.norm(raster(x.permute(0, 2, 3, 1)))
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
+        output_fmt: str = "NCHW",
+        prefix_tokens: bool = True,
+        stop_early: bool = False,
+    ) -> tuple[Tensor | None, list[Tensor]]:
+        """Outputs of chosen stages.
+
+        ``indices``: stage indices (negative allowed) or an int n = the last n stages; None = all.
+        ``output_fmt`` "NCHW" → (B, C_i, H_i, W_i) maps; "NLC" → (B, H_i·W_i, C_i) raster tokens.
+        ``norm`` applies the final norm to the last stage's output (the only stage that has one).
+        ``prefix_tokens`` is accepted for API parity (there are none). With ``stop_early`` the stages
+        after the last index are skipped and the final output is None.
+        """
+        if output_fmt not in ("NLC", "NCHW"):
+            raise ValueError(f"output_fmt must be 'NLC' or 'NCHW', got {output_fmt!r}")
+        take = self._stage_indices(indices)
+        self._check_input(x)
+        last = max(take) if (stop_early and take) else self.num_stages - 1
+        out: list[Tensor] = []
+        x = self.stem(x)
+        y = x.permute(0, 2, 3, 1)
+        for i, stage in enumerate(self.stages[: last + 1]):
+            y = stage(x)  # (B, H, W, C)
+            x = y.permute(0, 3, 1, 2)
+            if i in take:
+                z = self.norm(y) if (norm and i == self.num_stages - 1) else y
+                out.append(z.permute(0, 3, 1, 2) if output_fmt == "NCHW" else raster(z))
+        final = self.norm(raster(y)) if last == self.num_stages - 1 else None
+        return final, out
+
+    def _stage_indices(self, indices: int | Sequence[int] | None) -> list[int]:
+        n = self.num_stages
+        if indices is None:
+            return list(range(n))
+        if isinstance(indices, int):
+            if not 1 <= indices <= n:
+                raise ValueError(f"indices={indices}: as a count it must be in [1, {n}]")
+            return list(range(n - indices, n))
+        out = []
+        for i in indices:
+            if not -n <= i < n:
+                raise ValueError(f"indices contains {i}, outside [-{n}, {n - 1}] for {n} stages")
+            out.append(i % n)
+        return out
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Tokens (B, N, C) → logits (B, num_classes), or the pooled features (B, C) if ``pre_logits``."""
+        x = x.mean(1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def attention_readout(self, *args, **kwargs):
+        """Refuses: there is no attention to read (``ValueError``, one line)."""
+        raise ValueError(NO_ATTENTION)
+

@@ -1,0 +1,289 @@
+"""minGRU scan and VisionGRU: scan == recurrence, raster directions, any input size, and the model API
+(registry, save/load, quantization, Trainer, CLI) with explicit refusals from attention-only methods."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import vitkit
+from vitkit import quant
+from vitkit.cli import app
+from vitkit.engine import TrainConfig, Trainer
+from vitkit.models.mingru import g, log_g, scan, scan_log, scan_sequential
+from vitkit.models.visiongru import Block2DGRU, VisionGRU, VisionGRUConfig
+from vitkit.quant import QuantConfig
+from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evit, hired, tome
+
+TINY = dict(dims=(16, 24, 32, 40), depths=(1, 1, 1, 1), num_classes=5)
+
+
+def make(seed: int = 0, **kw) -> VisionGRU:
+    torch.manual_seed(seed)
+    model = VisionGRU(VisionGRUConfig(**{**TINY, **kw}))
+    with torch.no_grad():  # move norms and biases off their (1, 0) init so that equalities mean something
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+# ------------------------------------------------------------------ scan
+
+
+def test_g_and_log_g():
+    v = torch.tensor([-30.0, -2.0, -1e-3, 0.0, 1e-3, 3.0], dtype=torch.float64)
+    expect = torch.tensor([torch.sigmoid(torch.tensor(-30.0)).item(), torch.sigmoid(torch.tensor(-2.0)).item(),
+                           torch.sigmoid(torch.tensor(-1e-3)).item(), 0.5, 0.501, 3.5], dtype=torch.float64)
+    assert torch.allclose(g(v), expect)
+    assert torch.allclose(log_g(v), expect.log())
+
+
+def test_scan_matches_recurrence_on_a_long_sequence():
+    """65,537 tokens (chunks and a padded tail), fp32 against the fp64 one-token-at-a-time recurrence."""
+    gen = torch.Generator().manual_seed(0)
+    gate = torch.randn(1, 65_537, 4, generator=gen) * 2
+    hidden = torch.randn(1, 65_537, 4, generator=gen) * 2
+    ref = scan_sequential(gate.double(), hidden.double())
+    ref_b = scan_sequential(gate.bfloat16().double(), hidden.bfloat16().double())
+    for fn in (scan, scan_log):
+        h = fn(gate, hidden)
+        assert h.dtype == torch.float32
+        assert ((h.double() - ref).abs() / ref).max() < 2e-4
+        hb = fn(gate.bfloat16(), hidden.bfloat16())  # computed in fp32 inside: only the output is rounded
+        assert hb.dtype == torch.bfloat16
+        assert ((hb.double() - ref_b).abs() / ref_b).max() < 8e-3  # bf16 has 8 bits of mantissa
+
+
+@pytest.mark.parametrize("L, chunk, block", [(1, 8, 4), (7, 8, 4), (8, 8, 8), (9, 8, 4), (50, 8, 4), (50, 7, 3),
+                                            (200, 16, 5)])
+def test_scan_exact_in_fp64_for_every_chunking(L, chunk, block):
+    gen = torch.Generator().manual_seed(L + chunk)
+    gate = torch.randn(2, L, 3, generator=gen, dtype=torch.float64) * 3
+    hidden = torch.randn(2, L, 3, generator=gen, dtype=torch.float64) * 3
+    ref = scan_sequential(gate, hidden)
+    assert torch.allclose(scan_log(gate, hidden, chunk), ref, rtol=1e-10, atol=0)
+    assert torch.allclose(scan(gate, hidden, chunk, block), ref, rtol=1e-10, atol=0)
+
+
+def test_scan_saturated_gates_take_the_log_space_path():
+    """Gates of ±40: blocks that decay by more than e^-120 are redone in log space, and g(h̃) spans 1e-17…40."""
+    gen = torch.Generator().manual_seed(3)
+    gate = torch.randn(1, 300, 4, generator=gen, dtype=torch.float64) * 40
+    hidden = torch.randn(1, 300, 4, generator=gen, dtype=torch.float64) * 40
+    ref = scan_sequential(gate, hidden)
+    assert torch.allclose(scan(gate, hidden, 64, 32), ref, rtol=1e-7, atol=0)  # values span 1e-20 … 1e2
+    h32 = scan(gate.float(), hidden.float(), 64, 32).double()
+    assert ((h32 - ref).abs() / ref).max() < 2e-4
+
+
+def test_scan_gradients_match_recurrence():
+    gen = torch.Generator().manual_seed(1)
+    gate = (torch.randn(2, 45, 3, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)
+    hidden = (torch.randn(2, 45, 3, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)
+    w = torch.randn(2, 45, 3, generator=gen, dtype=torch.float64)
+    grads = []
+    for fn in (lambda a, b: scan(a, b, chunk=8, block=4), lambda a, b: scan_log(a, b, chunk=8), scan_sequential):
+        (fn(gate, hidden) * w).sum().backward()
+        grads.append((gate.grad.clone(), hidden.grad.clone()))
+        gate.grad = hidden.grad = None
+    for got in grads[:2]:
+        for a, b in zip(got, grads[2], strict=True):
+            assert torch.isfinite(a).all() and torch.allclose(a, b, rtol=1e-8, atol=1e-12)
+
+
+def test_scan_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="gate and hidden"):
+        scan(torch.zeros(1, 4, 2), torch.zeros(1, 4, 3))
+
+
+# ------------------------------------------------------------------ block directions
+
+
+def test_reversed_branch_equals_scanning_the_flipped_image():
+    torch.manual_seed(0)
+    blk = Block2DGRU(dim=8, expansion=2.0, mlp_ratio=4.0, norm_eps=1e-6, chunk=4).double()
+    twin = Block2DGRU(dim=8, expansion=2.0, mlp_ratio=4.0, norm_eps=1e-6, chunk=4).double()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        twin.norm1.load_state_dict(blk.norm1.state_dict())
+        twin.gru_fwd.load_state_dict(blk.gru_rev.state_dict())
+        twin.dwconv.bias.copy_(blk.dwconv.bias)
+        twin.dwconv.weight.copy_(blk.dwconv.weight.flip(2, 3))  # conv(flip(x), flip(k)) = flip(conv(x, k))
+    x = torch.randn(2, 5, 7, 8, dtype=torch.float64)  # (B, H, W, C), non-square
+    _, rev = blk.branches(x)
+    fwd_of_flipped, _ = twin.branches(x.flip(1, 2))
+    assert torch.allclose(rev, fwd_of_flipped.flip(1, 2), atol=1e-12)
+
+
+def test_branches_scan_row_by_row():
+    """Forward raster: an input change at (i, j) reaches no output before (i−1, j−1) in row-major order
+    (the 3×3 conv spreads it one cell); the reversed raster: none after (i+1, j+1)."""
+    torch.manual_seed(0)
+    blk = Block2DGRU(dim=4, expansion=2.0, mlp_ratio=4.0, norm_eps=1e-6, chunk=4).double()
+    H, W, i, j = 6, 5, 3, 2
+    x = torch.randn(1, H, W, 4, dtype=torch.float64)
+    y = x.clone()
+    y[0, i, j] += torch.randn(4, dtype=torch.float64)  # not a constant: LayerNorm would cancel it
+    (f0, r0), (f1, r1) = blk.branches(x), blk.branches(y)
+    # "unchanged" up to rounding: a block's scan is causal in exact arithmetic, not bit for bit
+    changed_f = ((f0 - f1).abs().amax(-1) > 1e-12).flatten()
+    changed_r = ((r0 - r1).abs().amax(-1) > 1e-12).flatten()
+    first, last = (i - 1) * W + (j - 1), (i + 1) * W + (j + 1)
+    assert not changed_f[:first].any() and changed_f[first:].all()
+    assert not changed_r[last + 1 :].any() and changed_r[: last + 1].all()
+
+
+# ------------------------------------------------------------------ model
+
+
+@pytest.mark.parametrize("size", [(37, 51), (1, 1), (64, 33), (17, 17)])
+def test_any_input_size(size):
+    model = make()
+    x = torch.randn(2, 3, *size)
+    assert model(x).shape == (2, 5)
+    gh, gw = model.feature_grid(*size)
+    assert model.forward_features(x).shape == (2, gh * gw, 40)
+    final, maps = model.forward_intermediates(x)
+    assert [m.shape[1] for m in maps] == [16, 24, 32, 40]
+    assert maps[-1].shape[-2:] == (gh, gw)
+    assert torch.allclose(final, model.forward_features(x), atol=1e-6)
+    assert torch.allclose(model.forward_head(final), model(x), atol=1e-6)
+
+
+def test_forward_intermediates_selection_and_formats():
+    model = make()
+    x = torch.randn(1, 3, 48, 40)
+    final, maps = model.forward_intermediates(x, [1, -1], output_fmt="NLC", norm=True)
+    assert [m.shape for m in maps] == [(1, 6 * 5, 24), (1, 2 * 2, 40)]
+    assert torch.allclose(maps[-1], final, atol=1e-6)  # the last stage, normed = forward_features
+    final, maps = model.forward_intermediates(x, 2, stop_early=True)
+    assert final is not None and len(maps) == 2
+    final, maps = model.forward_intermediates(x, [0], stop_early=True)
+    assert final is None and maps[0].shape == (1, 16, 12, 10)
+    with pytest.raises(ValueError, match="outside"):
+        model.forward_intermediates(x, [4])
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(x, output_fmt="NHWC")
+
+
+def test_config_errors_and_bad_input():
+    with pytest.raises(ValueError, match="equal length"):
+        VisionGRUConfig(dims=(8, 16), depths=(1,))
+    with pytest.raises(ValueError, match="unknown VisionGRUConfig keys"):
+        VisionGRUConfig.from_dict({"dims": [8], "depths": [1], "heads": 3})
+    with pytest.raises(ValueError, match=r"expects \(B, 3, H, W\)"):
+        make()(torch.zeros(1, 1, 16, 16))
+
+
+def test_registry_sizes():
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert {"visiongru_test", "visiongru_nano", "visiongru_micro", "visiongru_tiny"} <= set(vitkit.list_models())
+    assert 29e6 < n(vitkit.create_model("visiongru_tiny")) < 31e6  # the paper's Ti: ≈ 30 M
+    micro, vit = n(vitkit.create_model("visiongru_micro")), n(vitkit.create_model("vit_tiny_patch16_224"))
+    assert abs(micro / vit - 1) < 0.01
+    m = vitkit.create_model("visiongru_test")
+    assert m.preprocess.input_size == (32, 32) and m(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_save_load_identical_logits(tmp_path):
+    model = make(labels=[f"c{i}" for i in range(5)])
+    model.preprocess = vitkit.create_model("visiongru_test").preprocess
+    vitkit.save(model, tmp_path / "gru")
+    loaded = vitkit.load(tmp_path / "gru")
+    assert isinstance(loaded, VisionGRU) and loaded.cfg == model.cfg and loaded.preprocess == model.preprocess
+    x = torch.randn(2, 3, 29, 35)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="unknown config overrides"):
+        vitkit.load(tmp_path / "gru", num_heads=3)
+    assert vitkit.load(tmp_path / "gru", scan_chunk=3).cfg.scan_chunk == 3
+
+
+def test_quantize_reaches_the_gru_linears_and_is_neutral_at_16_bits():
+    model = make()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    touched = quant.apply(model, QuantConfig(w_bits=16, a_bits=16))
+    n_blocks = sum(model.cfg.depths)
+    assert len(touched) == 6 * n_blocks  # gru_fwd/gru_rev proj_in/proj_out + mlp fc1/fc2 per block
+    assert "stages.2.blocks.0.gru_rev.proj_in" in touched and "stages.0.blocks.0.mlp.fc2" in touched
+    quant.calibrate(model, x)
+    with torch.no_grad():
+        out = model(x)
+    assert torch.allclose(out, ref, atol=1e-3 * ref.abs().max().item(), rtol=0)
+    quant.remove(model)
+    quant.apply(model, QuantConfig(w_bits=4, a_bits=4))
+    quant.calibrate(model, x)
+    with torch.no_grad():
+        assert (model(x) - ref).abs().max() > 1e-2 * ref.abs().max()  # 4 bits do change it: the wrappers are live
+
+
+@pytest.mark.parametrize("fmt", ["int8", "fake"])
+def test_quantized_checkpoint_round_trip(tmp_path, fmt):
+    model = make()
+    x = torch.randn(3, 3, 32, 32)
+    quant.apply(model, QuantConfig(w_bits=8, a_bits=8))
+    quant.calibrate(model, x)
+    if fmt == "int8":
+        quant.to_int8(model)
+    with torch.no_grad():
+        ref = model(x)
+    quant.save_quantized(model, tmp_path / "q")
+    loaded = quant.load_quantized(tmp_path / "q")
+    assert isinstance(loaded, VisionGRU)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), ref, atol=1e-5, rtol=0)
+
+
+def test_attention_methods_refuse_with_one_line():
+    model = make()
+    for mod, cfg in ((hired, HiREDConfig()), (tome, ToMeConfig()), (evit, EViTConfig())):
+        with pytest.raises(ValueError, match="reads attention.*VisionGRU has no attention blocks"):
+            mod.apply(model, cfg)
+    with pytest.raises(ValueError, match="VisionGRU has no attention"):
+        with model.attention_readout([0]):
+            pass
+    from vitkit.explain import explain
+
+    for method in ("rollout", "gradcam"):
+        with pytest.raises(ValueError, match="VisionGRU contains no vitkit VisionTransformer"):
+            explain(model, torch.randn(1, 3, 32, 32), method=method)
+    for source in ("psaq", "spdfq"):
+        with pytest.raises(ValueError, match="needs a VisionTransformer; VisionGRU has none"):
+            quant.calibration_images(model, source, n=2, steps=1)
+
+
+def test_trainer_trains_it(tmp_path):
+    model = make().train()
+    gen = torch.Generator().manual_seed(0)
+    ds = torch.utils.data.TensorDataset(torch.randn(16, 3, 24, 24, generator=gen), torch.randint(5, (16,), generator=gen))
+    before = [p.detach().clone() for p in model.parameters()]
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, out_dir=str(tmp_path), progress=False, ckpt_every=2)
+    res = Trainer(model, ds, cfg).fit()
+    assert res.steps == 2
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert sum(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True)) > 0.9 * len(before)
+
+
+def test_cli_info_and_models(tmp_path):
+    runner = CliRunner()
+    d = vitkit.save(vitkit.create_model("visiongru_test"), tmp_path / "gru")
+    r = runner.invoke(app, ["info", str(d)])
+    assert r.exit_code == 0, r.output
+    assert "GFLOPs" in r.output and "16/32/48/64" in r.output and "10 classes" in r.output
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "visiongru" in r.output
+
+
+def test_cli_quantize(tmp_path):
+    runner = CliRunner()
+    d = vitkit.save(vitkit.create_model("visiongru_test"), tmp_path / "gru")
+    r = runner.invoke(app, ["quantize", str(d), "--calib", "noise", "--n", "4", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "--recon-steps 0" in r.output
+    r = runner.invoke(app, ["quantize", str(d), "--calib", "noise", "--n", "4", "--recon-steps", "0",
+                            "--out", str(tmp_path / "q")])
+    assert r.exit_code == 0, r.output
+    assert isinstance(quant.load_quantized(tmp_path / "q"), VisionGRU)
