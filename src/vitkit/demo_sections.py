@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from vitkit.explain import report as _explain_report
 from vitkit.ood import report as _ood_report  # issue 6 (heavy parts imported inside the builder)
 from vitkit.quant import report as _quant_report  # issue 5
 from vitkit.reduce import report as _reduce_report  # issue 4
@@ -18,4 +19,5 @@ SECTIONS: list[tuple[str, Callable]] = [
     ("token reduction", _reduce_report.demo_section),  # issue 4
     ("quantization", _quant_report.demo_section),  # issue 5
     ("open-world recognition", _ood_report.demo_section),  # issue 6
+    ("explanations", _explain_report.demo_section),
 ]

@@ -201,14 +201,14 @@ def test_policy_rescales_pages_to_one_text_scale():
     policy = PagePolicy(tile=48, stride=24, min_ink_pixels=10, text_height=(10.0, 10.0))
     clf = TiledClassifier(FakeBackbone(), policy=policy)
     page = frb.render_text("Quick brown fox", "Vera", canvas=(300, 80), size=28)
-    base = clf._page_tiles(pil_to_tensor(page))
+    base = clf.page_tiles(pil_to_tensor(page))
     for factor in (0.5, 2.0):
         other = page.resize((round(300 * factor), round(80 * factor)), Image.Resampling.LANCZOS)
-        tiles = clf._page_tiles(pil_to_tensor(other))
+        tiles = clf.page_tiles(pil_to_tensor(other))
         assert abs(len(tiles) - len(base)) <= 0.25 * len(base) + 1
         # the ink per tile is about the same: the glyphs were brought back to one size
         assert abs(float((tiles < INK).float().mean()) - float((base < INK).float().mean())) < 0.05
-    assert len(clf._page_tiles(torch.ones(3, 40, 40))) == 1  # a blank page: one background tile
+    assert len(clf.page_tiles(torch.ones(3, 40, 40))) == 1  # a blank page: one background tile
     with pytest.raises(ValueError, match="kind"):
         PagePolicy(kind="sliding")
     assert PagePolicy.from_dict(policy.to_dict()) == policy
@@ -220,7 +220,7 @@ def test_max_tiles_caps_a_huge_page():
     clf = TiledClassifier(FakeBackbone(), policy=PagePolicy(tile=S, stride=STRIDE, text_height=None, max_tiles=5))
     page = torch.ones(3, 400, 400)
     page[:, ::4, :] = 0  # ink everywhere
-    assert len(clf._page_tiles(page)) == 5
+    assert len(clf.page_tiles(page)) == 5
 
 
 def test_tiles_use_normalised_pages(model):

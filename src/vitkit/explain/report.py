@@ -89,3 +89,34 @@ def explanation_section(metrics: Mapping[str, Mapping[str, float]], examples: Se
     if not parts:
         parts.append('<p class="note">No explanations.</p>')
     return Section(id, title, "\n".join(parts))
+
+
+def demo_section(ctx) -> Section:
+    """``vitkit demo`` section: rollout, Grad-CAM and gradient-weighted rollout on tiles of hard-split pages.
+
+    The demo model classifies ink tiles, so each example is one tile of a page (the page's first tile as
+    the page classifier cuts it), explained for the font the model predicts; each method's passes are
+    counted on the same tiles.
+    """
+    import torch
+
+    from ..data.crops import pil_to_tensor, to_model_input
+    from . import explain
+
+    model, clf = ctx.model, ctx.classifier
+    pages = ctx.hard[:: max(1, len(ctx.hard) // 4)][:4]
+    x = to_model_input(torch.stack([clf.page_tiles(pil_to_tensor(p.image))[0] for p in pages]))
+    with torch.no_grad():
+        pred = model(x).argmax(-1)
+    labels = model.cfg.labels or [str(i) for i in range(model.cfg.num_classes)]
+    methods = ("rollout", "gradcam", "chefer")
+    examples = explain_examples(model, x, methods, [f"{p.font} (pred. {labels[k]})" for p, k in zip(pages, pred.tolist(), strict=True)],
+                                target=pred)
+    metrics = {}
+    for m in methods:
+        e = explain(model, x, m, target=pred)
+        metrics[m] = {"forwards": e.forwards, "backwards": e.backwards}
+    ctx.metrics["explanations"] = metrics
+    return explanation_section(metrics, examples, note=(
+        "Where the demo's ViT looks on one tile of four hard-split pages, for the font it predicts. Scored "
+        "maps (pointing game, deletion/insertion AUC against exact masks) are in benchmarks/explain.py."))

@@ -90,7 +90,7 @@ class TiledClassifier(nn.Module):
     def stride(self) -> int:
         return self.policy.stride
 
-    def _page_tiles(self, rgb: Tensor) -> Tensor:
+    def page_tiles(self, rgb: Tensor) -> Tensor:
         """One page (3, H, W) → its tiles (T, 1, S, S), normalised grey."""
         p = self.policy
         grey, _ = prepare_page(rgb, text_height_px=p.text_height, min_size=p.tile)
@@ -114,7 +114,7 @@ class TiledClassifier(nn.Module):
 
     def _tiles(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """→ model-input tiles (T, 3, S, S) and their page index (T,)."""
-        per_page = [self._page_tiles(page) for page in pages]
+        per_page = [self.page_tiles(page) for page in pages]
         owner = torch.cat([torch.full((len(t),), b, dtype=torch.long) for b, t in enumerate(per_page)])
         return to_model_input(torch.cat(per_page)), owner.to(per_page[0].device)
 
