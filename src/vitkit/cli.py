@@ -128,6 +128,11 @@ def _preprocess_row(table: Table, model) -> None:
         pp = model.preprocess
         table.add_row("preprocess", f"{pp.resize_mode} {pp.interpolation}, crop {pp.crop_pct:g}, "
                                     f"mean {tuple(round(m, 3) for m in pp.mean)}, std {tuple(round(s, 3) for s in pp.std)}")
+    policy = getattr(model, "pipeline", None)
+    if policy is not None:
+        lo, hi = policy.text_height or (None, None)
+        scale = "own scale" if lo is None else f"text core {lo:g} px" if lo == hi else f"text core {lo:g}–{hi:g} px"
+        table.add_row("page pipeline", f"{policy.kind}: {policy.tile}-px tiles every {policy.stride} px, {scale}")
 
 
 def _gru_info_table(source: str, model) -> Table:
