@@ -132,8 +132,8 @@ def test_font_lookup():
 def test_every_character_has_a_glyph():
     """No tofu: every character of every text we render differs from the font's .notdef box."""
     chars = sorted(
-        set("".join(frb.EASY_SENTENCES + frb.PANGRAMS + frb.FONT_NAMES + list(frb._WORDS)).upper())
-        | set("".join(frb.EASY_SENTENCES + frb.PANGRAMS + frb.FONT_NAMES + list(frb._WORDS)))
+        set("".join(frb.EASY_SENTENCES + frb.PANGRAMS + frb.FONT_NAMES + list(frb.TRAINING_WORDS)).upper())
+        | set("".join(frb.EASY_SENTENCES + frb.PANGRAMS + frb.FONT_NAMES + list(frb.TRAINING_WORDS)))
         | set(".,!?;")
     )
     chars = [c for c in chars if not c.isspace()]
@@ -343,12 +343,12 @@ def test_train_labels_are_balanced(train45):
 def test_train_text_is_disjoint_from_eval_text(train45):
     eval_texts = set(frb.EASY_SENTENCES) | set(frb.PANGRAMS) | set(frb.FONT_NAMES)
     eval_words = _tokens(eval_texts)
-    words = set(frb._WORDS)
-    assert len(words) == len(frb._WORDS) >= 500
+    words = set(frb.TRAINING_WORDS)
+    assert len(words) == len(frb.TRAINING_WORDS) >= 500
     assert words.isdisjoint(eval_words)
     assert set("abcdefghijklmnopqrstuvwxyz") <= set("".join(words))
     texts = [s.text for s in train45]
-    texts += [frb._random_text(np.random.default_rng([9, k])) for k in range(2000)]
+    texts += [frb.random_text(np.random.default_rng([9, k])) for k in range(2000)]
     for text in texts:
         assert text not in eval_texts
         assert _tokens([text]) <= words, text
@@ -356,7 +356,7 @@ def test_train_text_is_disjoint_from_eval_text(train45):
 
 def test_training_colours_have_contrast():
     for k in range(500):
-        fg, bg = frb._random_colours(np.random.default_rng([5, k]))
+        fg, bg = frb.random_colours(np.random.default_rng([5, k]))
         assert frb.contrast_ratio(fg, bg) >= frb.MIN_CONTRAST
     assert frb.contrast_ratio((0, 0, 0), (255, 255, 255)) == pytest.approx(21.0)
 
@@ -380,7 +380,7 @@ def test_protocol_val_split_mirrors_the_benchmark_without_its_text():
     assert Counter(s.split for s in val) == {"val-sentence": 30, "val-title": 45}
     eval_texts = set(frb.EASY_SENTENCES) | set(frb.FONT_NAMES)
     assert not {s.text for s in val} & eval_texts
-    assert _tokens(s.text for s in val) <= set(frb._WORDS)
+    assert _tokens(s.text for s in val) <= set(frb.TRAINING_WORDS)
     titles = [s.text for s in val if s.split == "val-title"]
     assert all(w[0].isupper() and len(t.split()) <= 3 for t in titles for w in t.split())
     # rendered like the evaluation splits: same canvas and renderer, byte for byte

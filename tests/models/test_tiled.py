@@ -71,7 +71,7 @@ def test_output_shape_and_is_average_of_tile_log_softmax(model):
     pages = text_pages()
     out = model(pages)
     assert out.shape == (3, FakeBackbone.num_classes)
-    tiles, owner = model._tiles(pages)
+    tiles, owner = model.tiles(pages)
     assert tiles.shape[1:] == (3, S, S) and owner.shape == (len(tiles),)
     assert set(owner.tolist()) == {0, 1, 2}
     assert (owner[1:] >= owner[:-1]).all()  # tiles grouped by page
@@ -100,7 +100,7 @@ def test_pages_pooled_independently(model):
 def test_max_batch_chunking_does_not_change_results(model):
     pages = text_pages()
     out, emb = model(pages), model.embed(pages)
-    n_tiles = len(model._tiles(pages)[0])
+    n_tiles = len(model.tiles(pages)[0])
     small = TiledClassifier(FakeBackbone(), size=S, stride=STRIDE, min_ink_pixels=20, max_batch=3)
     assert torch.allclose(small(pages), out, atol=1e-6)
     small.backbone.calls.clear()
@@ -114,7 +114,7 @@ SQUARE_POSITIONS = [(40, 50), (43, 60), (27, 59), (0, 0), (86, 118), (0, 118), (
 
 @pytest.mark.parametrize("y, x", SQUARE_POSITIONS)
 def test_tiles_are_centred_on_the_ink(model, y, x):
-    tiles, owner = model._tiles(square_page(y, x).unsqueeze(0))
+    tiles, owner = model.tiles(square_page(y, x).unsqueeze(0))
     assert len(tiles) >= 1 and (owner == 0).all()
     for t in tiles:
         assert torch.equal(t[0], t[1]) and torch.equal(t[0], t[2])
@@ -132,27 +132,27 @@ def test_tiles_are_centred_on_the_ink(model, y, x):
 def test_one_tile_per_inked_cell(model):
     # a square well inside one cell gives exactly one tile, one straddling a corner (25 px in each of
     # 4 cells) gives four
-    assert len(model._tiles(square_page(36, 52).unsqueeze(0))[0]) == 1
-    assert len(model._tiles(square_page(43, 59).unsqueeze(0))[0]) == 4
+    assert len(model.tiles(square_page(36, 52).unsqueeze(0))[0]) == 1
+    assert len(model.tiles(square_page(43, 59).unsqueeze(0))[0]) == 4
     # cells with fewer than min_ink_pixels ink pixels give no tile
     few = TiledClassifier(FakeBackbone(), size=S, stride=STRIDE, min_ink_pixels=SQ * SQ + 1)
     page = square_page(36, 52)
     page[:, 10:25, 10:25] = 0  # 225 px, one tile
-    assert len(few._tiles(page.unsqueeze(0))[0]) == 1
+    assert len(few.tiles(page.unsqueeze(0))[0]) == 1
 
 
 def test_tile_count_tracks_text_amount(model):
     pages = text_pages()
-    _, owner = model._tiles(pages)
+    _, owner = model.tiles(pages)
     counts = torch.bincount(owner, minlength=3)
     assert (counts >= 2).all()
-    short = model._tiles(pil_to_tensor(frb.render_text("i", 0, canvas=(160, 96), size=28)).unsqueeze(0))[0]
+    short = model.tiles(pil_to_tensor(frb.render_text("i", 0, canvas=(160, 96), size=28)).unsqueeze(0))[0]
     assert 1 <= len(short) < counts.min()
 
 
 def test_blank_page_gives_one_centre_tile(model):
     blank = torch.ones(1, 3, 96, 160)  # the size of text_pages()
-    tiles, owner = model._tiles(blank)
+    tiles, owner = model.tiles(blank)
     assert len(tiles) == 1 and owner.tolist() == [0]
     assert (tiles[0] > 0).all()  # the page's centre tile, all background
     out = model(torch.cat([blank, text_pages()[:1]]))
@@ -163,14 +163,14 @@ def test_blank_page_gives_one_centre_tile(model):
 def test_blank_page_of_any_colour_gives_one_tile(model):
     for rgb in ((1.0, 1.0, 0.8), (0.0, 0.0, 0.0), (0.3, 0.3, 0.3)):
         page = torch.tensor(rgb).view(1, 3, 1, 1).expand(1, 3, 64, 64).clone()
-        assert len(model._tiles(page)[0]) == 1, rgb
+        assert len(model.tiles(page)[0]) == 1, rgb
 
 
 def test_embed_shape_and_pooling(model):
     pages = text_pages()
     emb = model.embed(pages)
     assert emb.shape == (3, FakeBackbone.dim)
-    tiles, owner = model._tiles(pages)
+    tiles, owner = model.tiles(pages)
     feats = model.backbone.forward_features(tiles)
     for b in range(3):
         assert torch.allclose(emb[b], feats[owner == b].mean(0), atol=1e-6)
@@ -178,7 +178,7 @@ def test_embed_shape_and_pooling(model):
 
 def test_page_smaller_than_tile_is_padded_with_background(model):
     small = square_page(5, 5, H=S - 9, W=S - 4)
-    tiles, _ = model._tiles(small.unsqueeze(0))
+    tiles, _ = model.tiles(small.unsqueeze(0))
     assert tiles.shape[1:] == (3, S, S) and len(tiles) >= 1
     for t in tiles:
         assert int((t[0] < 0).sum()) == SQ * SQ  # the whole square, on background
@@ -230,9 +230,9 @@ def test_tiles_use_normalised_pages(model):
     coloured = black.clone()
     coloured[:, :, :] = torch.where(black > 0.5, torch.tensor([1.0, 1.0, 0.8]).view(3, 1, 1),
                                     torch.tensor([0.0, 0.0, 0.5]).view(3, 1, 1))
-    ref = model._tiles(black.unsqueeze(0))[0]
+    ref = model.tiles(black.unsqueeze(0))[0]
     for page in (inverted, coloured):
-        t = model._tiles(page.unsqueeze(0))[0]
+        t = model.tiles(page.unsqueeze(0))[0]
         assert t.shape == ref.shape and torch.allclose(t, ref, atol=1e-5)
     assert torch.allclose(normalize_pages(coloured.unsqueeze(0)), normalize_pages(black.unsqueeze(0)), atol=1e-5)
 

@@ -61,7 +61,7 @@ def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: in
     import torch
     from safetensors.torch import save_file
 
-    from ..cli import _load
+    from ..cli.common import load_source
     from ..data import frb
     from ..data.crops import InkCropDataset, pil_to_tensor
     from ..data.frb_eval import evaluate_classifier
@@ -75,7 +75,7 @@ def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: in
     if method not in METHODS:
         raise ValueError(f"--method must be one of {METHODS}, got {method!r}")
     names = _fonts(fonts)
-    model = _load(source)
+    model = load_source(source)
     torch.manual_seed(seed)
     if method in ("lora", "vpt"):  # wire the method in first: a bad option fails before any work
         if not isinstance(model, VisionTransformer):
@@ -174,14 +174,14 @@ def adapt_cmd(
     evaluate: Annotated[bool, typer.Option("--eval", help="Report page accuracy on FRB easy and hard.")] = False,
 ) -> None:
     """Adapt a checkpoint to the font benchmark with LoRA, visual prompts (VPT) or CoOp; writes the adapter alone."""
-    from ..cli import _USER_ERRORS, _fail, out
+    from ..cli.common import USER_ERRORS, fail, out
 
     try:
         summary = run_adapt(source, method, out_dir, steps=steps, batch_size=batch_size, lr=lr, rank=rank, alpha=alpha,
                             targets=targets, parts=parts, tokens=tokens, deep=deep, pages=pages, fonts=fonts, seed=seed,
                             evaluate=evaluate)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     out.print(f"{method}: {summary['trainable']:,} trainable values → {summary['adapter']}", soft_wrap=True)
     for split in ("easy", "hard"):
         if f"{split}_accuracy" in summary:

@@ -107,12 +107,12 @@ def caption_words() -> list[str]:
     FRB's training words (×1)."""
     import regex
 
-    from ..data.frb import _WORDS  # the training-text vocabulary of the FRB generator
+    from ..data.frb import TRAINING_WORDS  # the training-text vocabulary of the FRB generator
 
     def words(text: str) -> list[str]:
         return regex.findall(r"\p{L}+", text)
 
-    return words(TEMPLATE.format("")) * 50 + words(" ".join(frb.FONT_NAMES)) * 20 + words(" ".join(_WORDS))
+    return words(TEMPLATE.format("")) * 50 + words(" ".join(frb.FONT_NAMES)) * 20 + words(" ".join(TRAINING_WORDS))
 
 
 def font_tokenizer(cfg: FRBClipConfig) -> CLIPTokenizer:

@@ -55,6 +55,7 @@ __all__ = [
     "FONTS",
     "LAYOUTS",
     "PANGRAMS",
+    "TRAINING_WORDS",
     "FONTS_DIR",
     "FONT_NAMES",
     "FONT_SIZE",
@@ -78,6 +79,8 @@ __all__ = [
     "train_split",
     "val_split",
     "contrast_ratio",
+    "random_colours",
+    "random_text",
     "wrap_text",
     "write_split",
 ]
@@ -427,7 +430,7 @@ def letter_split(letters: Sequence[str], layout: str = "paper") -> list[FRBSampl
 
 # Common English words for training text. None of them occurs in EASY_SENTENCES or in a font
 # name (checked by the tests), and together they use every letter a-z.
-_WORDS: tuple[str, ...] = tuple(
+TRAINING_WORDS: tuple[str, ...] = tuple(
     """
     able acid aged also area army away axis baby back ball band bank base bath bear beat been beer bell
     belt bench best bill bird blow blue boat body bone book boot born both bowl bread breeze bring brush
@@ -468,13 +471,13 @@ _WORDS: tuple[str, ...] = tuple(
 )
 
 
-def _random_text(rng: np.random.Generator) -> str:
-    """Random words from :data:`_WORDS`: a sentence, or (like the hard split) a short title."""
+def random_text(rng: np.random.Generator) -> str:
+    """Random words from :data:`TRAINING_WORDS`: a sentence, or (like the hard split) a short title."""
     if rng.random() < 0.3:
-        words = [_WORDS[j].capitalize() for j in rng.integers(0, len(_WORDS), int(rng.integers(1, 4)))]
+        words = [TRAINING_WORDS[j].capitalize() for j in rng.integers(0, len(TRAINING_WORDS), int(rng.integers(1, 4)))]
         text = " ".join(words)
     else:
-        words = [_WORDS[j] for j in rng.integers(0, len(_WORDS), int(rng.integers(3, 13)))]
+        words = [TRAINING_WORDS[j] for j in rng.integers(0, len(TRAINING_WORDS), int(rng.integers(3, 13)))]
         words[0] = words[0].capitalize()
         for k in range(len(words) - 1):
             if rng.random() < 0.08:
@@ -497,7 +500,7 @@ def contrast_ratio(a: Sequence[int], b: Sequence[int]) -> float:
     return (la + 0.05) / (lb + 0.05)
 
 
-def _random_colours(rng: np.random.Generator) -> tuple[RGB, RGB]:
+def random_colours(rng: np.random.Generator) -> tuple[RGB, RGB]:
     """(text, background) colours with a contrast ratio of at least :data:`MIN_CONTRAST`."""
     for _ in range(64):
         if rng.random() < 0.75:  # dark text on a light background, like the evaluation splits
@@ -558,9 +561,9 @@ def train_sample(
     label = _label_for(int(i), int(seed), stream, len(FONTS))
     rng = np.random.default_rng([_SAMPLE_TAG, stream, int(seed), int(i)])
 
-    text = _random_text(rng)
+    text = random_text(rng)
     size = int(rng.integers(lo, hi + 1))
-    fg, bg = _random_colours(rng)
+    fg, bg = random_colours(rng)
     left, right = (int(v) for v in rng.integers(4, 41, 2))
     top, bottom = int(rng.integers(4, 61)), int(rng.integers(4, 31))
     image = _draw(text, label, size=size, canvas=canvas, box=(left, top, right, bottom), fg=fg, bg=bg)
@@ -607,7 +610,7 @@ def protocol_val_split(seed: int = 0, n_sentences: int = 10, n_titles: int = 15,
     the easy and hard splits of ``layout`` (clean, black on white; the paper layout's JPEG included).
 
     Per font, ``n_sentences`` random sentences of 6-9 words (rendered like easy) and ``n_titles``
-    random title-case phrases of 1-3 words (like hard's font names), every text from :data:`_WORDS`,
+    random title-case phrases of 1-3 words (like hard's font names), every text from :data:`TRAINING_WORDS`,
     never an evaluation text. Font-major, like the evaluation splits; ``split`` is "val-sentence" or
     "val-title". The same texts for every font, deterministic by ``seed``.
     """
@@ -615,10 +618,10 @@ def protocol_val_split(seed: int = 0, n_sentences: int = 10, n_titles: int = 15,
     rng = np.random.default_rng([_SAMPLE_TAG, 7, int(seed)])
     texts: list[tuple[str, str]] = []
     for _ in range(n_sentences):
-        words = [_WORDS[j] for j in rng.integers(0, len(_WORDS), int(rng.integers(6, 10)))]
+        words = [TRAINING_WORDS[j] for j in rng.integers(0, len(TRAINING_WORDS), int(rng.integers(6, 10)))]
         texts.append((words[0].capitalize() + " " + " ".join(words[1:]) + ".", "val-sentence"))
     for _ in range(n_titles):
-        words = [_WORDS[j].capitalize() for j in rng.integers(0, len(_WORDS), int(rng.integers(1, 4)))]
+        words = [TRAINING_WORDS[j].capitalize() for j in rng.integers(0, len(TRAINING_WORDS), int(rng.integers(1, 4)))]
         texts.append((" ".join(words), "val-title"))
     if layout == "canvas440":
         return [FRBSample(render_text(t, label), label, spec.name, t, split)

@@ -76,7 +76,7 @@ def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig 
     font = frb.load_font(label, size)
     n_lines = int(rng.integers(cfg.lines[0], cfg.lines[1] + 1))
     block_w = int(W * rng.uniform(*cfg.block_width))
-    text = " ".join(frb._random_text(rng) for _ in range(3 * n_lines))
+    text = " ".join(frb.random_text(rng) for _ in range(3 * n_lines))
     lines = frb.wrap_text(text, font, block_w)[:n_lines]
     ascent, descent = font.getmetrics()
     step = ascent + descent
@@ -84,7 +84,7 @@ def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig 
     used_w = int(max(font.getlength(line) for line in lines))
     x0 = int(rng.integers(cfg.margin, max(cfg.margin + 1, W - cfg.margin - used_w)))
     y0 = int(rng.integers(cfg.margin, max(cfg.margin + 1, H - cfg.margin - block_h)))
-    fg, bg = frb._random_colours(rng)
+    fg, bg = frb.random_colours(rng)
     image = Image.new("RGB", (W, H), bg)
     draw = ImageDraw.Draw(image)
     for k, line in enumerate(lines):

@@ -37,7 +37,7 @@ def explain_cmd(
 ) -> None:
     """Explain a model's prediction: one overlay PNG per image and method, and OUT/scores.json with the
     explained class, its probability, the top classes and each method's passes and time."""
-    from ..cli import _USER_ERRORS, _fail, _load, err, out  # at call time: vitkit.cli imports this module
+    from ..cli.common import USER_ERRORS, err, fail, load_source, out
     from ..data import load_image, preprocess_batch
     from ..models.clip import CLIP, ZeroShotClassifier
     from ..progress import progress_bar
@@ -46,7 +46,7 @@ def explain_cmd(
     from .overlay import denormalize, overlay
 
     try:
-        model = _load(source)
+        model = load_source(source)
         if isinstance(model, CLIP):
             if not labels:
                 raise ValueError("a CLIP model needs --labels 'cat,dog,…' to have classes to explain")
@@ -66,8 +66,8 @@ def explain_cmd(
         target = class_index(class_name, names)
         pp = model.preprocess
         batch = preprocess_batch([load_image(p) for p in images], pp)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = []
     with progress_bar(len(images) * len(methods) > 1) as bar:
@@ -78,8 +78,8 @@ def explain_cmd(
             for m in methods:
                 try:
                     e, cost = explain_with_cost(target_model, x, m, target=target)
-                except _USER_ERRORS as exc:
-                    _fail(exc)
+                except USER_ERRORS as exc:
+                    fail(exc)
                 probs = e.logits.float().softmax(-1)[0]
                 c = int(e.target[0])
                 png = out_dir / f"{path.stem}_{m}_{names[c].replace('/', '_').replace(' ', '_')}.png"

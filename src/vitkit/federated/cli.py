@@ -40,7 +40,7 @@ def run_cmd(
 ) -> None:
     """Run one federated experiment; processes mode starts flower-superlink and N flower-supernode processes,
     records their pids and ends exactly those when the run ends or fails."""
-    from ..cli import _USER_ERRORS, _fail, out
+    from ..cli.common import USER_ERRORS, fail, out
     from .task import BundleConfig, FedConfig, prepare_bundle
 
     try:
@@ -62,8 +62,8 @@ def run_cmd(
                 result = runner.run_simulation_process(cfg)
             else:
                 result = runner.run_inprocess(cfg)
-    except (*_USER_ERRORS, TimeoutError) as e:
-        _fail(e)
+    except (*USER_ERRORS, TimeoutError) as e:
+        fail(e)
     secs = result["round_seconds"]
     out.print(f"local {result['local']:.1%}  base {result['base']:.1%}  new {result['new']:.1%}  "
               f"HM {result['hm']:.1%}   {sum(secs) / max(1, len(secs)):.1f} s/round")

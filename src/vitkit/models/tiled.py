@@ -112,7 +112,7 @@ class TiledClassifier(nn.Module):
             tiles.append(grey[:, y0 : y0 + s, x0 : x0 + s])
         return torch.stack(tiles)
 
-    def _tiles(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    def tiles(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """→ model-input tiles (T, 3, S, S) and their page index (T,)."""
         per_page = [self.page_tiles(page) for page in pages]
         owner = torch.cat([torch.full((len(t),), b, dtype=torch.long) for b, t in enumerate(per_page)])
@@ -126,13 +126,13 @@ class TiledClassifier(nn.Module):
         return out / torch.bincount(page, minlength=n).clamp_min(1).unsqueeze(1).to(values.dtype)
 
     def forward(self, pages: Tensor | Sequence[Tensor]) -> Tensor:
-        tiles, page = self._tiles(pages)
+        tiles, page = self.tiles(pages)
         logp = self._run(tiles, lambda t: self.backbone(t).log_softmax(-1))
         return self._pool(logp, page, len(pages))
 
     def logits_and_embeddings(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """:meth:`forward` and :meth:`embed` from one pass over the tiles: ``(B, K)``, ``(B, D)``."""
-        tiles, page = self._tiles(pages)
+        tiles, page = self.tiles(pages)
         bb = self.backbone
         logp, feats = [], []
         for i in range(0, len(tiles), self.max_batch):
@@ -142,7 +142,7 @@ class TiledClassifier(nn.Module):
         return self._pool(torch.cat(logp), page, len(pages)), self._pool(torch.cat(feats), page, len(pages))
 
     def embed(self, pages: Tensor | Sequence[Tensor]) -> Tensor:
-        tiles, page = self._tiles(pages)
+        tiles, page = self.tiles(pages)
         bb = self.backbone
         feats = self._run(tiles, lambda t: bb.forward_head(bb.forward_features(t), pre_logits=True))
         return self._pool(feats, page, len(pages))

@@ -79,7 +79,7 @@ def fit_cmd(
     seed: Annotated[int, typer.Option(min=0, help="FRB training-page seed.")] = 0,
 ) -> None:
     """Fit an OOD detector and save it (one safetensors file)."""
-    from ..cli import _USER_ERRORS, _fail, _load, out
+    from ..cli.common import USER_ERRORS, fail, load_source, out
     from .detectors import make_detector
 
     try:
@@ -94,7 +94,7 @@ def fit_cmd(
             from ..demo import frb_pages
             from .openset import crop_features
 
-            m = _load(model)
+            m = load_source(model)
             fonts = _model_fonts(m)
             grey, labels = frb_pages(list(frb.train_split(pages, seed)), fonts=fonts)
             f = crop_features(m, grey, labels, crops_per_page=crops_per_page, size=m.cfg.img_size[0],
@@ -102,8 +102,8 @@ def fit_cmd(
             x, y = (f.logits if det.input == "logits" else f.features), f.labels
         det.fit(x, y)
         det.save(out_file)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     out.print(f"{det.name}: fitted on {len(x)} × {det.dim} {det.input} → {out_file}")
 
 
@@ -120,7 +120,7 @@ def score_cmd(
     import torch
     from rich.table import Table
 
-    from ..cli import _USER_ERRORS, _fail, _load, out
+    from ..cli.common import USER_ERRORS, fail, load_source, out
     from .detectors import load_detector
 
     try:
@@ -137,7 +137,7 @@ def score_cmd(
             from ..data.crops import pil_to_tensor
             from .openset import page_scores, tile_features, tile_scores
 
-            m = _load(model)
+            m = load_source(model)
             size = m.cfg.img_size[0]
             s, names = [], [str(p) for p in images]
             for p in images:
@@ -145,8 +145,8 @@ def score_cmd(
                 f = tile_features(m, page, size=size, stride=size // 2)
                 s.append(page_scores(tile_scores(det, f), f.owner, 1))
             s = torch.cat(s)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     values = s.tolist()
     if names is not None:
         table = Table("image", "score", *(["verdict"] if threshold is not None else []), title=f"{det.name} scores")

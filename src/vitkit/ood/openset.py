@@ -71,7 +71,7 @@ def tile_features(model, pages: Tensor, labels: Tensor | None = None, *, size: i
     clf = TiledClassifier(model, size=size, stride=stride)
     feats, logits, owners = [], [], []
     for i in range(0, len(pages), batch):
-        tiles, owner = clf._tiles(pages[i : i + batch].expand(-1, 3, -1, -1) if pages.shape[1] == 1
+        tiles, owner = clf.tiles(pages[i : i + batch].expand(-1, 3, -1, -1) if pages.shape[1] == 1
                                   else pages[i : i + batch])
         f, lg = _embed(model, tiles)
         feats.append(f), logits.append(lg), owners.append(owner + i)

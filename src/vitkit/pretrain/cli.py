@@ -27,7 +27,7 @@ Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from OUT
 
 def _run(method: str, data: str, region_maps: Path | None, steps: int, out_dir: Path, n: int, size: int,
          patch: int, dim: int, depth: int, batch: int, seed: int, resume: bool) -> None:
-    from ..cli import _USER_ERRORS, _fail, out
+    from ..cli.common import USER_ERRORS, fail, out
     from .run import PretrainConfig, run_pretrain
 
     try:
@@ -36,8 +36,8 @@ def _run(method: str, data: str, region_maps: Path | None, steps: int, out_dir: 
                              num_heads=max(1, dim // 16), steps=steps, batch_size=batch, seed=seed,
                              out_dir=str(out_dir))
         s = run_pretrain(cfg, resume=resume)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     out.print(f"{method}: {s['steps']} steps, final loss {s['final_loss']:.4f}, {s['time_s']:.0f} s")
     out.print(f"encoder (vitkit.load reads it as a plain ViT): {s['encoder']}")
 

@@ -42,7 +42,7 @@ def quantize_cmd(
     import torch
     from rich.table import Table
 
-    from ..cli import _USER_ERRORS, _fail, _load, out
+    from ..cli.common import USER_ERRORS, fail, load_source, out
     from ..models.visiongru import VisionGRU
     from . import QuantConfig, parse_bits, quantize, save_quantized, to_int8
     from .calibrate import check_source
@@ -54,7 +54,7 @@ def quantize_cmd(
         check_source(calib)
         if calib == "real" and images is None:
             raise ValueError("--calib real needs --images DIR (a folder of calibration images)")
-        model = _load(source).eval()
+        model = load_source(source).eval()
         gru = isinstance(model, VisionGRU)
         if not hasattr(model, "blocks") and not gru:
             raise ValueError(f"{source}: only vision transformers and VisionGRU can be quantized "
@@ -70,8 +70,8 @@ def quantize_cmd(
             to_int8(model)
             fmt = "int8"
         save_quantized(model, out_dir)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     size = (out_dir / "model.safetensors").stat().st_size
     table = Table(title=f"vitkit quantize {source}", show_header=False)
     table.add_row("bits", f"W{w_bits}A{a_bits} ({'real int8 layers' if fmt == 'int8' else 'fake-quantized'})")

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.attention import Attention
-from .ptq import DEFAULT_TARGETS, QuantLinear, _set_child
+from .ptq import DEFAULT_TARGETS, QuantLinear, set_child
 from .quantizers import Log2Quantizer
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def to_int8(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str]:
             continue
         else:
             raise ValueError(f"module {name!r} matches targets but is a {type(mod).__name__}, not a Linear")
-        _set_child(model, name, new)
+        set_child(model, name, new)
         touched.append(name)
     if not touched:
         raise ValueError(f"no Linear of {type(model).__name__} matches targets={targets!r}")

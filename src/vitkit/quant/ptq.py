@@ -110,7 +110,7 @@ class QuantLinear(nn.Module):
         return F.linear(self.input_quantizer(x), w, self.base_layer.bias)
 
 
-def _set_child(model: nn.Module, name: str, child: nn.Module) -> None:
+def set_child(model: nn.Module, name: str, child: nn.Module) -> None:
     parent_name, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, attr, child)
 
@@ -130,7 +130,7 @@ def apply(model: nn.Module, cfg: QuantConfig | None = None) -> list[str]:
         if not name or not pattern.search(name):
             continue
         if isinstance(mod, nn.Linear):
-            _set_child(model, name, QuantLinear(mod, cfg))
+            set_child(model, name, QuantLinear(mod, cfg))
             touched.append(name)
         elif isinstance(getattr(mod, "base_layer", None), nn.Linear):  # an adapter wrapper (LoRA)
             mod.base_layer = QuantLinear(mod.base_layer, cfg)
@@ -161,7 +161,7 @@ def remove(model: nn.Module) -> list[str]:
     restored: list[str] = []
     for name, mod in list(model.named_modules()):
         if isinstance(mod, QuantLinear):
-            _set_child(model, name, mod.base_layer)
+            set_child(model, name, mod.base_layer)
             restored.append(name)
         elif isinstance(mod, Attention) and isinstance(mod.attn_map_fn, Log2Quantizer):
             mod.attn_map_fn = None
@@ -194,7 +194,7 @@ def quant_disabled(model: nn.Module) -> Iterator[nn.Module]:
             q.enabled = s
 
 
-def _batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
+def image_batches(images: Tensor, batch_size: int) -> Iterator[Tensor]:
     for i in range(0, len(images), batch_size):
         yield images[i : i + batch_size]
 
@@ -232,7 +232,7 @@ def calibrate_ranges(model: nn.Module, images: Tensor, batch_size: int = 32) -> 
     for q in acts:
         q.observing = True
     try:
-        for x in _batches(images, batch_size):
+        for x in image_batches(images, batch_size):
             model(x.to(dev))
     finally:
         for q in acts:

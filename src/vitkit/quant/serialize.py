@@ -131,7 +131,7 @@ def load_quantized(directory: str | Path) -> VisionTransformer | VisionGRU:
                 raise CheckpointError(f"{cfg_path}: quantized module {name!r} is not in the model") from e
             if not isinstance(base, nn.Linear):
                 raise CheckpointError(f"{cfg_path}: quantized module {name!r} is a {type(base).__name__}, not a Linear")
-            ptq._set_child(model, name, Int8Linear(base.in_features, base.out_features, base.bias is not None))
+            ptq.set_child(model, name, Int8Linear(base.in_features, base.out_features, base.bias is not None))
     else:
         try:
             qcfg = ptq.QuantConfig.from_dict(quant["config"])

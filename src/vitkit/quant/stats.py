@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import model_device
-from .ptq import DEFAULT_TARGETS, _batches
+from .ptq import DEFAULT_TARGETS, image_batches
 
 __all__ = ["channel_absmax", "channel_spread", "linear_input_ranges", "spread_by_kind"]
 
@@ -56,7 +56,7 @@ def linear_input_ranges(model: nn.Module, images: Tensor, *, targets: str = DEFA
     model.eval()
     try:
         device = model_device(model)
-        for xb in _batches(images, batch_size):
+        for xb in image_batches(images, batch_size):
             model(xb.to(device))
     finally:
         for h in handles:

@@ -64,7 +64,7 @@ def reduce_cmd(
     import torch
     from rich.table import Table
 
-    from ..cli import _USER_ERRORS, _fail, _load, out
+    from ..cli.common import USER_ERRORS, fail, load_source, out
     from ..data.crops import to_model_input
     from ..data.frb_pages import PageConfig, page_split, page_tensors
     from . import evaluate as E
@@ -76,7 +76,7 @@ def reduce_cmd(
         g = parse_grid(grid)
         m = build_method(method, grid=g, rate=rate, alpha=alpha, select_layer=select_layer, early=early, keep=keep,
                          layers=layers, fuse=fuse, r=r)
-        model = _load(source).eval()
+        model = load_source(source).eval()
         vis = vision_tower(model)
         h, w = vis.cfg.img_size
         cons = None
@@ -99,8 +99,8 @@ def reduce_cmd(
         with torch.no_grad():
             tim = E.throughput(model, cons, methods, x[:batch], g, repeats)
             acc = {k: E.accuracy(model, cons, v, x, labels, g)[0] for k, v in methods.items()} if cons else {}
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     table = Table("method", "tokens/page", "images/s" + (" (encoder + consumer)" if cons else " (encoder)"),
                   "× dense", *(["accuracy"] if cons else []), title=f"vitkit reduce {method} ({pages} pages, {threads} thread(s))")
     for k in methods:

