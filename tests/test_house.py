@@ -60,3 +60,40 @@ def test_no_private_name_is_imported_across_modules():
 def _is_package(name: str) -> bool:
     spec = importlib.util.find_spec(name)
     return spec is not None and spec.submodule_search_locations is not None
+
+
+def _imports(path: Path, here: str) -> set[str]:
+    """vitkit modules that ``path`` imports anywhere (module level or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            source = _resolve(node.module, node.level, here, path.name == "__init__.py")
+            if not source.startswith("vitkit"):
+                continue
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                out.add(sub if _is_package(source) and importlib.util.find_spec(sub) else source)
+        elif isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+    return {m for m in out if m.startswith("vitkit") and m != here}
+
+
+def test_no_import_cycle_among_vitkit_modules():
+    """Counting imports inside functions too: a cycle there is still two modules that know each other."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph = {m: {d for d in _imports(p, m) if d in modules} for m, p in modules.items()}
+    cycles, state = [], {}  # state: 1 = on the current path, 2 = done
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycles.append(" → ".join(path[path.index(d):] + [d]))
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

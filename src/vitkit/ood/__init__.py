@@ -3,6 +3,7 @@
     from vitkit.ood import make_detector, load_detector, auroc, fpr_at_tpr
 """
 
+from . import molar  # noqa: F401 - defines (and so registers) the MoLAR detector
 from .detectors import DETECTOR_NAMES, Detector, load_detector, make_detector
 from .metrics import aupr_in, aupr_out, auroc, fpr_at_tpr, oscr
 

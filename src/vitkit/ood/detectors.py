@@ -91,6 +91,10 @@ class NoConfig:
     pass
 
 
+#: name → detector class, filled by ``Detector.__init_subclass__`` (vitkit.ood imports every module that defines one)
+_DETECTORS: dict[str, type] = {}
+
+
 class Detector:
     """Base class: subclasses set ``name``, ``input`` ('logits' | 'features'), ``Config`` and
     implement ``_fit(x, y)``, ``_score(x)``, ``_tensors()`` and ``_restore(tensors)``."""
@@ -99,6 +103,12 @@ class Detector:
     input: ClassVar[str] = "features"
     needs_labels: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        # every named detector registers itself, wherever it is defined (MoLAR lives in molar.py)
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            _DETECTORS[cls.name] = cls
 
     def __init__(self, cfg: Any | None = None, **kwargs) -> None:
         if cfg is None:
@@ -259,10 +269,7 @@ class MahalanobisDetector(Detector):
 
 
 def _registry() -> dict[str, type[Detector]]:
-    from .molar import MoLARDetector
-
-    classes = [MSPDetector, MaxLogitDetector, EnergyDetector, KNNDetector, MahalanobisDetector, MoLARDetector]
-    return {c.name: c for c in classes}
+    return dict(_DETECTORS)
 
 
 DETECTOR_NAMES = ("msp", "max_logit", "energy", "knn", "mahalanobis", "molar")

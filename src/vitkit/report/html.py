@@ -81,12 +81,21 @@ def _png_bytes(obj: Any, dpi: int) -> bytes:
     if isinstance(obj, Image.Image):
         img = obj if obj.mode in ("RGB", "RGBA", "L", "LA", "P", "1") else obj.convert("RGB")
         img.save(buf, format="PNG", optimize=True)
-    elif hasattr(obj, "savefig"):  # matplotlib Figure (imported lazily by the plotting module)
-        from vitkit.report.plots import figure_png
-
+    elif hasattr(obj, "savefig"):  # matplotlib Figure (matplotlib imported lazily)
         return figure_png(obj, dpi=dpi)
     else:
         raise TypeError(f"png_data_uri expects a Figure, a PIL image or PNG bytes, got {type(obj).__name__}")
+    return buf.getvalue()
+
+
+def figure_png(fig: Any, *, dpi: int = 100) -> bytes:
+    """Render a matplotlib ``Figure`` to PNG bytes with the Agg canvas (no timestamp metadata)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     return buf.getvalue()
 
 

@@ -7,7 +7,6 @@ comes from data (labels, titles) is drawn literally: ``$`` never starts mathtext
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from vitkit.report.html import escape, png_data_uri
+from vitkit.report.html import escape, figure_png, png_data_uri
 
 if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, so `import vitkit.demo` works without it
     from matplotlib.figure import Figure
@@ -39,17 +38,6 @@ def _new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
-
-
-def figure_png(fig: Figure, *, dpi: int = 100) -> bytes:
-    """Render ``fig`` to PNG bytes with the Agg canvas (no timestamp metadata)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    if not isinstance(fig.canvas, FigureCanvasAgg):
-        FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
-    return buf.getvalue()
 
 
 def line_plot(
