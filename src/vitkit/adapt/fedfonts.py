@@ -26,17 +26,15 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..data import frb
 from ..data.crops import InkCropDataset, to_model_input
-from ..engine import TrainConfig, Trainer
 from ..models.clip import CLIP
 from ..models.tokenizer import CLIPTokenizer
-from .frb_clip import TEMPLATE, FRBClipConfig, build_clip, soft_clip_loss, train_bpe
+from .frb_clip import TEMPLATE, FRBClipConfig, build_clip, fit_clip, train_bpe
 
 log = logging.getLogger(__name__)
 
@@ -169,20 +167,8 @@ def train_attribute_clip(cfg: AttributeClipConfig, pages: Tensor, labels: Tensor
     crops = InkCropDataset(pages, labels, size=cfg.crop, crops_per_page=max(2, -(-cfg.steps * cfg.batch_size // len(pages))),
                            seed=cfg.seed)
     ds = AttributeCaptionedCrops(crops, BASE_FONTS, tok, cfg.seed)
-
-    def loss_fn(model: CLIP, batch: Sequence[Tensor]) -> Tensor:
-        img, y, ids = batch
-        logits, _ = model(img, ids)
-        return soft_clip_loss(logits, y)
-
-    tcfg = TrainConfig(epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup_steps=max(1, cfg.steps // 20), weight_decay=0.05, label_smoothing=0.0,
-                       out_dir=str(out_dir), progress=cfg.progress, ckpt_every=10**9,
-                       log_every=max(1, cfg.steps // 10), seed=cfg.seed)
-    Trainer(clip, ds, tcfg, loss_fn=loss_fn).fit()
-    with torch.no_grad():
-        clip.logit_scale.clamp_(0, np.log(100))
-    return clip.eval()
+    return fit_clip(clip, ds, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                    progress=cfg.progress, out_dir=out_dir, log_every=max(1, cfg.steps // 10))
 
 
 @torch.no_grad()

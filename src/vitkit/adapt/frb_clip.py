@@ -165,17 +165,25 @@ def train_frb_clip(cfg: FRBClipConfig, pages: Tensor, labels: Tensor, texts: Seq
     n = len(pages)
     ds = CaptionedCrops(pages, labels, texts, cfg.fonts, tok, size=cfg.crop,
                         crops_per_page=max(2, -(-cfg.steps * cfg.batch_size // n)), seed=cfg.seed)
+    return fit_clip(clip, ds, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                    progress=cfg.progress, out_dir=out_dir)
+
+
+def fit_clip(clip: CLIP, dataset, *, steps: int, batch_size: int, lr: float, seed: int, progress: bool,
+             out_dir: str | Path, log_every: int | None = None) -> CLIP:
+    """Train ``clip`` with the soft CLIP loss on ``dataset`` items (image (3, S, S), label, token ids (T,));
+    AdamW with warm-up and cosine, the logit scale clamped to 100 at the end. Returns it in eval mode."""
 
     def loss_fn(model: CLIP, batch: Sequence[Tensor]) -> Tensor:
         img, y, ids = batch
         logits, _ = model(img, ids)
         return soft_clip_loss(logits, y)
 
-    tcfg = TrainConfig(epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup_steps=max(1, cfg.steps // 20), weight_decay=0.05, label_smoothing=0.0,
-                       out_dir=str(out_dir), progress=cfg.progress, ckpt_every=10**9,
-                       log_every=max(1, cfg.steps // 20), seed=cfg.seed)
-    Trainer(clip, ds, tcfg, loss_fn=loss_fn).fit()
+    tcfg = TrainConfig(epochs=1, max_steps=steps, batch_size=batch_size, lr=lr,
+                       warmup_steps=max(1, steps // 20), weight_decay=0.05, label_smoothing=0.0,
+                       out_dir=str(out_dir), progress=progress, ckpt_every=10**9,
+                       log_every=log_every or max(1, steps // 20), seed=seed)
+    Trainer(clip, dataset, tcfg, loss_fn=loss_fn).fit()
     with torch.no_grad():
         clip.logit_scale.clamp_(0, np.log(100))
     return clip.eval()
