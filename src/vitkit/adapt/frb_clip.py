@@ -107,12 +107,11 @@ def caption_words() -> list[str]:
     FRB's training words (×1)."""
     import regex
 
-    from ..data.frb import TRAINING_WORDS  # the training-text vocabulary of the FRB generator
-
     def words(text: str) -> list[str]:
         return regex.findall(r"\p{L}+", text)
 
-    return words(TEMPLATE.format("")) * 50 + words(" ".join(frb.FONT_NAMES)) * 20 + words(" ".join(TRAINING_WORDS))
+    return (words(TEMPLATE.format("")) * 50 + words(" ".join(frb.FONT_NAMES)) * 20
+            + words(" ".join(frb.TRAINING_WORDS)))
 
 
 def font_tokenizer(cfg: FRBClipConfig) -> CLIPTokenizer:
@@ -120,8 +119,11 @@ def font_tokenizer(cfg: FRBClipConfig) -> CLIPTokenizer:
     return CLIPTokenizer(vocab, merges, context_length=cfg.context_length)
 
 
-def build_clip(cfg: FRBClipConfig, tokenizer: CLIPTokenizer) -> CLIP:
-    vision = ViTConfig(img_size=(cfg.crop, cfg.crop), patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
+def build_clip(cfg, tokenizer: CLIPTokenizer, img_size: int | None = None) -> CLIP:
+    """A small CLIP sized by ``cfg`` (:class:`FRBClipConfig` or any config with its tower fields) for
+    ``img_size``-px images (default ``cfg.crop``), with ``tokenizer`` attached."""
+    size = img_size or cfg.crop
+    vision = ViTConfig(img_size=(size, size), patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
                        num_heads=cfg.heads, proj_dim=cfg.embed_dim, pre_norm=True, family="clip")
     text = TextConfig(vocab_size=tokenizer.vocab_size, context_length=cfg.context_length, width=cfg.text_width,
                       depth=cfg.text_depth, num_heads=cfg.text_heads, proj_dim=cfg.embed_dim,
@@ -170,20 +172,22 @@ def train_frb_clip(cfg: FRBClipConfig, pages: Tensor, labels: Tensor, texts: Seq
 
 
 def fit_clip(clip: CLIP, dataset, *, steps: int, batch_size: int, lr: float, seed: int, progress: bool,
-             out_dir: str | Path, log_every: int | None = None) -> CLIP:
+             out_dir: str | Path, log_every: int | None = None, epochs: int = 1, ckpt_every: int = 10**9,
+             resume: bool = False) -> CLIP:
     """Train ``clip`` with the soft CLIP loss on ``dataset`` items (image (3, S, S), label, token ids (T,));
-    AdamW with warm-up and cosine, the logit scale clamped to 100 at the end. Returns it in eval mode."""
+    AdamW with warm-up and cosine for ``steps`` steps (over up to ``epochs`` passes), the logit scale
+    clamped to 100 at the end. Returns it in eval mode."""
 
     def loss_fn(model: CLIP, batch: Sequence[Tensor]) -> Tensor:
         img, y, ids = batch
         logits, _ = model(img, ids)
         return soft_clip_loss(logits, y)
 
-    tcfg = TrainConfig(epochs=1, max_steps=steps, batch_size=batch_size, lr=lr,
+    tcfg = TrainConfig(epochs=epochs, max_steps=steps, batch_size=batch_size, lr=lr,
                        warmup_steps=max(1, steps // 20), weight_decay=0.05, label_smoothing=0.0,
-                       out_dir=str(out_dir), progress=progress, ckpt_every=10**9,
+                       out_dir=str(out_dir), progress=progress, ckpt_every=ckpt_every,
                        log_every=log_every or max(1, steps // 20), seed=seed)
-    Trainer(clip, dataset, tcfg, loss_fn=loss_fn).fit()
+    Trainer(clip, dataset, tcfg, loss_fn=loss_fn).fit(resume=resume)
     with torch.no_grad():
         clip.logit_scale.clamp_(0, np.log(100))
     return clip.eval()

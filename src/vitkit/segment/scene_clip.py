@@ -20,11 +20,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..adapt.frb_clip import train_bpe
-from ..engine import TrainConfig, Trainer
-from ..models.clip import CLIP, CLIPConfig, TextConfig, text_classifier_weights
+from ..adapt.frb_clip import build_clip, fit_clip, train_bpe
+from ..models.clip import CLIP, text_classifier_weights
 from ..models.tokenizer import CLIPTokenizer
-from ..models.vit import ViTConfig
 
 log = logging.getLogger(__name__)
 
@@ -91,39 +89,16 @@ class CaptionedScenes(Dataset):
         return self.images[i].permute(2, 0, 1).float() / 255.0, self.keys[i], self.ids[i]
 
 
-def soft_clip_loss(logits: Tensor, keys: Tensor) -> Tensor:
-    """Symmetric cross-entropy of image↔text logits (B, B), every pair with the same class set a positive."""
-    same = (keys[:, None] == keys[None, :]).float()
-    target = same / same.sum(1, keepdim=True)
-    return 0.5 * ((-target * logits.log_softmax(1)).sum(1).mean() + (-target * logits.t().log_softmax(1)).sum(1).mean())
-
-
 def train_scene_clip(images: Tensor, multi_hot: Tensor, class_names: Sequence[str], cfg: SceneClipConfig,
                      out_dir: str | Path, *, progress: bool = False, resume: bool = False) -> CLIP:
     """Train the small CLIP on uint8 images (N, H, W, 3) and their multi-hot labels (N, C)."""
     torch.manual_seed(cfg.seed)
-    tok = scene_tokenizer(class_names, cfg)
-    size = images.shape[1]
-    vision = ViTConfig(img_size=(size, size), patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth,
-                       num_heads=cfg.heads, proj_dim=cfg.embed_dim, pre_norm=True, family="clip")
-    text = TextConfig(vocab_size=tok.vocab_size, context_length=cfg.context_length, width=cfg.text_width,
-                      depth=cfg.text_depth, num_heads=cfg.text_heads, proj_dim=cfg.embed_dim,
-                      eos_token_id=tok.eos_token_id)
-    clip = CLIP(CLIPConfig(vision, text))
-    clip.tokenizer = tok
-    ds = CaptionedScenes(images, multi_hot, class_names, tok, seed=cfg.seed)
-
-    def loss_fn(model: CLIP, batch: Sequence[Tensor]) -> Tensor:
-        img, keys, ids = batch
-        logits, _ = model(img, ids)
-        return soft_clip_loss(logits, keys)
-
-    tcfg = TrainConfig(epochs=10**6, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                       warmup_steps=max(1, cfg.steps // 20), weight_decay=0.05, label_smoothing=0.0,
-                       out_dir=str(out_dir), progress=progress, ckpt_every=max(1, cfg.steps // 4),
-                       log_every=max(1, cfg.steps // 10), seed=cfg.seed)
-    Trainer(clip, ds, tcfg, loss_fn=loss_fn).fit(resume=resume)
-    return clip.eval()
+    clip = build_clip(cfg, scene_tokenizer(class_names, cfg), img_size=images.shape[1])
+    ds = CaptionedScenes(images, multi_hot, class_names, clip.tokenizer, seed=cfg.seed)
+    # items are (image, class-set key, caption ids): same-key pairs are positives of the soft CLIP loss
+    return fit_clip(clip, ds, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, progress=progress,
+                    out_dir=out_dir, log_every=max(1, cfg.steps // 10), epochs=10**6,
+                    ckpt_every=max(1, cfg.steps // 4), resume=resume)
 
 
 @torch.no_grad()
