@@ -375,25 +375,24 @@ def _paper_sample(image: Image.Image, label: int, text: str, split: str) -> FRBS
 
 
 def _iter_easy(layout: str = "paper") -> Iterator[FRBSample]:
-    for label, spec in enumerate(FONTS):
-        if _check_layout(layout) == "canvas440":
-            for sentence in PANGRAMS:
-                yield FRBSample(render_text(sentence, label), label, spec.name, sentence, "easy")
-            continue
+    if _check_layout(layout) == "canvas440":
+        yield from _iter_lines(PANGRAMS, "easy", FONT_SIZE, layout)
+        return
+    for label in range(len(FONTS)):
         font = load_font(label, EASY_FONT_SIZE)
         for sentence in EASY_SENTENCES:
             yield _paper_sample(frb_layout.render_paragraph(sentence, font), label, sentence, "easy")
 
 
 def _iter_lines(texts: Sequence[str], split: str, size: int, layout: str) -> Iterator[FRBSample]:
+    paper = _check_layout(layout) == "paper"
     for label, spec in enumerate(FONTS):
-        if _check_layout(layout) == "canvas440":
-            for text in texts:
-                yield FRBSample(render_text(text, label, size=size), label, spec.name, text, split)
-            continue
         font = load_font(label, size)
         for text in texts:
-            yield _paper_sample(frb_layout.render_line(text, font), label, text, split)
+            if paper:
+                yield _paper_sample(frb_layout.render_line(text, font), label, text, split)
+            else:
+                yield FRBSample(render_text(text, label, size=size), label, spec.name, text, split)
 
 
 def easy_split(layout: str = "paper") -> list[FRBSample]:
