@@ -125,3 +125,10 @@ def test_frb_pages_restricts_to_fonts_and_remaps_labels():
     assert labels.tolist() == [1] * 10 + [0] * 10
     with pytest.raises(ValueError, match="no FRB samples"):
         frb_pages(samples, fonts=["Lobster"])
+
+
+def test_data_frb_rejects_an_unknown_layout_in_one_line(tmp_path):
+    r = runner.invoke(app, ["data", "frb", "--out", str(tmp_path / "frb"), "--n-train", "0", "--n-val", "0",
+                            "--layout", "a4"])
+    assert r.exit_code == 2 and "a4" in r.output and "canvas440" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "frb").exists()  # nothing written

@@ -721,6 +721,7 @@ def generate(
     progress: bool = True,
 ) -> dict[str, Path]:
     """Write the easy, hard (in ``layout``), train and val splits under ``out_dir``; returns split -> manifest."""
+    _check_layout(layout)  # before anything is written
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger.info(
@@ -728,7 +729,7 @@ def generate(
         layout, out, n_train, n_val, seed,
     )
     jobs: list[tuple[str, Iterable[FRBSample], int]] = [
-        ("easy", _iter_easy(_check_layout(layout)), len(FONTS) * len(EASY_SENTENCES)),
+        ("easy", _iter_easy(layout), len(FONTS) * len(EASY_SENTENCES)),
         ("hard", _iter_lines(FONT_NAMES, "hard", FONT_SIZE, layout), len(FONTS) ** 2),
         ("train", train_split(n_train, seed), n_train),
         ("val", val_split(n_val, seed), n_val),
