@@ -65,7 +65,7 @@ def test_vpt_matches_reference_and_removes_cleanly(deep, kw):
     out = model(x)
     torch.testing.assert_close(out, reference(model, x, tokens.detach(), deep), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(out, plain)
-    assert model.last_state.num_prefix == n_prefix + 3
+    assert model.forward_features(x, return_state=True)[1].num_prefix == n_prefix + 3
     remove_vpt(model)
     assert model.num_prefix_tokens == n_prefix and model.embed_hook is None
     assert all(b.pre_hook is None for b in model.blocks)

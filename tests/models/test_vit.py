@@ -63,9 +63,9 @@ def test_forward_backward_shapes_and_grads(family: str, size: tuple[int, int]) -
 
     assert model.num_prefix_tokens == n_prefix
     assert model.patch_grid(*size) == (gh, gw)
-    feats = model.forward_features(x)
+    feats, state = model.forward_features(x, return_state=True)
     assert feats.shape == (2, n_prefix + gh * gw, DIM)
-    assert model.last_state.grid == (gh, gw)
+    assert state.grid == (gh, gw)
     out = model.forward_head(feats)
     assert out.shape == (2, out_dim)
     assert torch.isfinite(out).all()
@@ -561,21 +561,22 @@ def test_token_hook_drops_tokens(family: str) -> None:
         model.blocks[0].token_hook = _drop_half
         with model.attention_readout(kind="full") as maps:
             out = model(x)
-        feats = model.forward_features(x)
+        feats, state = model.forward_features(x, return_state=True)
         assert seen == [n_half, n_half]
         assert maps[0].shape[-1] == n_full and maps[1].shape[-1] == n_half
         assert feats.shape == (2, n_half, DIM)
         assert out.shape == ref.shape and torch.isfinite(out).all()
         assert not torch.allclose(out, ref, atol=1e-5)
-        assert model.last_state.index.shape == (2, n_half)
-        assert model.last_state.grid == (4, 6)
+        assert state.index.shape == (2, n_half)
+        assert state.grid == (4, 6)
         with pytest.raises(ValueError, match="reduced"):
             model.forward_intermediates(x, output_fmt="NCHW")
         model.blocks[0].token_hook = None
         model.blocks[1].pre_hook = None
         assert torch.equal(model(x), ref)
-        assert torch.equal(model.forward_features(x), ref_feats)
-        assert model.last_state.index is None
+        feats, state = model.forward_features(x, return_state=True)
+        assert torch.equal(feats, ref_feats)
+        assert state.index is None
 
 
 def test_embed_hook_adds_prompt_tokens() -> None:
@@ -620,15 +621,20 @@ def test_pre_hook_called_once_per_block_and_can_edit() -> None:
         assert not torch.allclose(model(x), ref, atol=1e-5)
 
 
-def test_last_state() -> None:
+def test_returned_state() -> None:
+    """The forward returns its TokenState (nothing is kept on the model); model(x) stays logits alone."""
     model = make("deit")
-    assert model.last_state is None
+    x = images(1, 40, 24)
     with torch.no_grad():
-        model(images(1, 40, 24))
-    st = model.last_state
+        feats, st = model.forward_features(x, return_state=True)
+        logits = model(x)
+        final, inter, st2 = model.forward_intermediates(x, [0], return_state=True)
+    assert not hasattr(model, "last_state")
     assert isinstance(st, TokenState)
     assert st.grid == (5, 3) and st.num_prefix == 2
     assert st.index is None and st.size is None and st.attn_bias is None
+    assert torch.equal(logits, model.forward_head(feats)) and torch.equal(final, feats)
+    assert st2.grid == st.grid and st2.num_prefix == st.num_prefix and len(inter) == 1
 
 
 # ---------------------------------------------------------------------------------------------- config

@@ -4,7 +4,15 @@ import torch
 
 from vitkit.models.vit import VisionTransformer
 from vitkit.pretrain import FSFM, MAE, FSFMConfig, MAEConfig, attach_ema, ema_momentum
-from vitkit.pretrain.mae import encode_visible, fill_masked, masked_mse, patch_targets, patchify, unpatchify
+from vitkit.pretrain.mae import (
+    encode_visible,
+    fill_masked,
+    masked_mse,
+    patch_targets,
+    patchify,
+    unpatchify,
+    visible_only,
+)
 from vitkit.pretrain.masking import mask_to_ids, random_mask
 
 
@@ -34,7 +42,10 @@ def test_visible_encoding_equals_full_forward_on_the_same_tokens():
     assert out.shape == (3, vit.num_prefix_tokens + 4, 32)
     assert vit.embed_hook is None  # the hook is removed after the forward
     p = vit.num_prefix_tokens
-    assert torch.equal(vit.last_state.index[:, p:] - p, keep)  # TokenState records the kept positions
+    with visible_only(vit, keep):
+        again, state = vit.forward_features(x, return_state=True)
+    assert torch.equal(again, out)
+    assert torch.equal(state.index[:, p:] - p, keep)  # TokenState records the kept positions
     # reference: embed all tokens, keep the same rows, run the blocks directly
     tokens, state = vit.embed(x)
     rows = torch.cat([torch.arange(p).expand(3, -1), keep + p], 1)

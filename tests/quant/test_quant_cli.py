@@ -29,7 +29,7 @@ def test_quantize_w4a4_real_images(tmp_path, one_thread):
                             "--n", "3", "--recon-steps", "0", "--out", str(out)])
     assert r.exit_code == 0, r.output
     m = quant.load_quantized(out)
-    assert m.quant_config.w_bits == 4 and isinstance(m.blocks[1].mlp.fc2, quant.QuantLinear)
+    assert m.applied["quant"].w_bits == 4 and isinstance(m.blocks[1].mlp.fc2, quant.QuantLinear)
 
 
 def test_quantize_bad_arguments(tmp_path):

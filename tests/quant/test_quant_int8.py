@@ -87,7 +87,7 @@ def test_fake_quant_save_load_roundtrip(vit, images, tmp_path, granularity):
     codes = sd["blocks.0.mlp.fc1.weight_int"]
     assert codes.dtype == torch.int8 and codes.abs().max() <= 7
     back = quant.load_quantized(tmp_path / "q")
-    assert back.quant_config.w_bits == 4
+    assert back.applied["quant"].w_bits == 4
     assert torch.allclose(back(images), y, atol=1e-5)
 
 

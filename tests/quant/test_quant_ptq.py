@@ -48,7 +48,7 @@ def test_apply_reports_and_remove_restores(vit, images):
     assert all(vit.get_submodule(n) is m for n, m in originals.items())
     assert all(b.attn.attn_map_fn is None for b in vit.blocks)
     assert torch.equal(vit(images), ref)
-    assert not hasattr(vit, "quant_config")
+    assert "quant" not in vit.applied and not hasattr(vit, "quant_config")
 
 
 def test_apply_errors(vit):

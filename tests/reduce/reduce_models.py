@@ -52,6 +52,11 @@ def encode(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return getattr(model, "visual", model).forward_features(x)
 
 
+def encode_with_state(model: nn.Module, x: torch.Tensor):
+    """(final tokens (B, N, C), the forward's TokenState) of the vision tower."""
+    return getattr(model, "visual", model).forward_features(x, return_state=True)
+
+
 def image_for(model: nn.Module, batch: int = 2) -> torch.Tensor:
     vis = getattr(model, "visual", model)
     h, w = vis.cfg.img_size

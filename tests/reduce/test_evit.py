@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reduce_models import encode, image_for, make
+from reduce_models import encode, encode_with_state, image_for, make
 
 from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import evit
@@ -55,10 +55,10 @@ def test_drops_by_cls_attention_and_removes(backbone):
     ref = maps[0][:, :, 0].sum(1)  # (B, N): CLS row summed over heads
     p, n = vis.num_prefix_tokens, vis.grid_size[0] * vis.grid_size[1]
     evit.apply(backbone, evit.EViTConfig(layers=(0,), keep_rate=0.5, fuse=True))
-    out = encode(backbone, x)
+    out, state = encode_with_state(backbone, x)
     keep = evit.kept_count(n, 0.5)
     assert out.shape[1] == p + keep + 1
-    idx = vis.last_state.index
+    idx = state.index
     want = ref[:, p:].topk(keep, dim=1).indices.sort(dim=1).values + p
     assert torch.equal(idx[:, p:-1], want)
     assert (idx[:, -1] == evit.FUSED).all()

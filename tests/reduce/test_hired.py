@@ -106,7 +106,7 @@ def test_early_drops_inside_the_encoder_and_matches_per_partition_runs():
     ts = hired.encode(m, x)
     T, npre = 64, vis.num_prefix_tokens
     assert ts.tokens.shape[1] == int(0.25 * 5 * T)
-    budgets = vis.last_state.extras["hired_budgets"]
+    budgets = ts.state.extras["hired_budgets"]  # the encoder forward's TokenState comes with the token set
     hired.remove(m)
     # reference: run each partition alone with the same kept tokens from block 1's MLP on
     parts = partition(x, (2, 2), vis.cfg.img_size).flatten(0, 1)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from reduce_models import encode, image_for, make
+from reduce_models import encode, encode_with_state, image_for, make
 
 from vitkit.reduce import tome
 
@@ -64,8 +64,7 @@ def test_merging_sizes_bias_and_source(backbone):
     p = vis.num_prefix_tokens
     touched = tome.apply(backbone, tome.ToMeConfig(r=[3, 2] + [0] * (vis.depth - 2)))
     assert touched == [f"blocks.{i}" for i in range(vis.depth)]
-    out = encode(backbone, x)
-    st = vis.last_state
+    out, st = encode_with_state(backbone, x)
     assert out.shape[1] == p + n - 5
     assert torch.equal(st.size.sum(1).squeeze(-1), torch.full((2,), float(p + n)))
     assert torch.allclose(st.attn_bias.squeeze(), st.size.squeeze(-1).log())

@@ -37,21 +37,17 @@ def _retarget_head(model, fonts: list[str]) -> None:
     import torch
     from torch import nn
 
-    cfg = model.cfg
-    old_labels = list(cfg.labels or [])
-    if cfg.num_classes == len(fonts) and old_labels == fonts:
+    old_labels = list(model.cfg.labels or [])
+    if model.cfg.num_classes == len(fonts) and old_labels == fonts:
         return
-    head = nn.Linear(model.num_features, len(fonts))
-    nn.init.trunc_normal_(head.weight, std=0.02)
-    nn.init.zeros_(head.bias)
-    if isinstance(model.head, nn.Linear):
+    old = model.head
+    model.reset_classifier(len(fonts), fonts)
+    if isinstance(old, nn.Linear):
         with torch.no_grad():
             for i, f in enumerate(fonts):
-                if f in old_labels and old_labels.index(f) < model.head.out_features:
-                    head.weight[i] = model.head.weight[old_labels.index(f)]
-                    head.bias[i] = model.head.bias[old_labels.index(f)]
-    model.head = head
-    cfg.num_classes, cfg.labels = len(fonts), list(fonts)
+                if f in old_labels and old_labels.index(f) < old.out_features:
+                    model.head.weight[i] = old.weight[old_labels.index(f)]
+                    model.head.bias[i] = old.bias[old_labels.index(f)]
 
 
 def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: int, lr: float | None, rank: int,

@@ -29,12 +29,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import config_from_dict
+from ..models.applied import forget, record, record_of, restorer
+from ..models.surgery import replace_module
+from ..models.wrapper import LayerWrapper, base_of, linear_features
 
 log = logging.getLogger(__name__)
 
 PREFIX = "lora_"  # every adapter parameter's name contains it: freezing and saving are name filters
 QKV_PARTS = "qkv"
 FORMAT = "vitkit-lora/1"
+METHOD = "lora"
 
 
 @dataclass
@@ -114,16 +118,7 @@ def delta_weight(A: Tensor, B: Tensor, scaling: float) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- wrapper
-def _features(layer: nn.Module) -> tuple[int, int]:
-    if isinstance(layer, nn.Linear):
-        return layer.in_features, layer.out_features
-    i, o = getattr(layer, "in_features", None), getattr(layer, "out_features", None)
-    if isinstance(i, int) and isinstance(o, int):
-        return i, o
-    raise TypeError(f"{type(layer).__name__} is not a Linear layer (no in_features/out_features)")
-
-
-class LoraLinear(nn.Module):
+class LoraLinear(LayerWrapper):
     """A Linear layer plus named low-rank adapters; ``base_layer`` is the original layer.
 
     ``forward(x)`` = base_layer(x) + Σ_active Δ_a(x), where an adapter covers either the whole output
@@ -132,9 +127,7 @@ class LoraLinear(nn.Module):
     """
 
     def __init__(self, base_layer: nn.Module) -> None:
-        super().__init__()
-        self.base_layer = base_layer
-        self.in_features, self.out_features = _features(base_layer)
+        super().__init__(base_layer)
         self.lora_A = nn.ParameterDict()
         self.lora_B = nn.ParameterDict()
         self.lora_dropout = nn.ModuleDict()
@@ -142,15 +135,6 @@ class LoraLinear(nn.Module):
         self.slices: dict[str, tuple[int, ...]] = {}  # adapter → covered output parts (qkv thirds), () = all
         self.active: list[str] = []
         self.merged: list[str] = []
-
-    # delegation so code that reads qkv.weight / qkv.bias keeps working
-    @property
-    def weight(self) -> Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base_layer.bias
 
     def add_adapter(self, name: str, rank: int, alpha: float, dropout: float, parts: str | None) -> None:
         """Add adapter ``name``; ``parts`` = subset of "qkv" for a fused qkv layer, None = whole output."""
@@ -260,21 +244,25 @@ def _in_layers(name: str, layers: Sequence[int] | None) -> bool:
 
 
 def _is_qkv(name: str, layer: nn.Module) -> bool:
-    i, o = _features(layer)
+    i, o = linear_features(layer)
     return name.rsplit(".", 1)[-1] == "qkv" and o == 3 * i
 
 
 def _linear_like(m: nn.Module) -> bool:
     if isinstance(m, nn.Linear | LoraLinear):
         return True
-    return hasattr(m, "base_layer") or (isinstance(getattr(m, "in_features", None), int)
+    return base_of(m) is not None or (isinstance(getattr(m, "in_features", None), int)
                                         and isinstance(getattr(m, "out_features", None), int))
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
+def key(name: str) -> str:
+    """The key of adapter ``name`` in the model's applied-methods record."""
+    return f"{METHOD}:{name}"
+
+
+def configs(model: nn.Module) -> dict[str, LoraConfig]:
+    """{adapter name: LoraConfig} of the adapters applied to ``model`` (read from its record)."""
+    return {k.split(":", 1)[1]: c for k, c in record_of(model).items() if k.startswith(METHOD + ":")}
 
 
 def lora_layers(model: nn.Module) -> dict[str, LoraLinear]:
@@ -308,7 +296,7 @@ def apply(model: nn.Module, cfg: LoraConfig | None = None, name: str = "default"
             parts = cfg.qkv_parts if _is_qkv(n, wrapper.base_layer) else None
             wrapper.add_adapter(name, cfg.rank, cfg.alpha, cfg.dropout, parts)
             if wrapper is not m:
-                _set_module(model, n, wrapper)
+                replace_module(model, n, wrapper)
             touched.append(n)
     if unmatched:
         # undo what this call did so a failed apply leaves the model as it was
@@ -327,11 +315,8 @@ def apply(model: nn.Module, cfg: LoraConfig | None = None, name: str = "default"
             for n in touched:
                 _drop(model, n, name)
             raise ValueError(f"LoraConfig.modules_to_save: no module named {m!r} in the model") from e
-    configs = getattr(model, "lora_configs", None)
-    if not isinstance(configs, dict):
-        configs = {}
-        model.lora_configs = configs  # plain attribute (not a module): name → LoraConfig
-    configs[name] = cfg
+    forget(model, key(name))  # re-applying an adapter name replaces its record (as before: one config per name)
+    record(model, key(name), cfg)
     log.info("LoRA %r (rank %d, alpha %g) on %d layers: %s", name, cfg.rank, cfg.alpha, len(touched), touched)
     return touched
 
@@ -341,7 +326,7 @@ def _drop(model: nn.Module, module_name: str, name: str) -> None:
     if isinstance(w, LoraLinear) and name in w.adapters:
         w.delete_adapter(name)
         if not w.adapters:
-            _set_module(model, module_name, w.base_layer)
+            replace_module(model, module_name, w.base_layer)
 
 
 def remove(model: nn.Module, name: str | None = None, merge: bool = False) -> list[str]:
@@ -361,11 +346,11 @@ def remove(model: nn.Module, name: str | None = None, merge: bool = False) -> li
                 w.delete_adapter(a)
                 touched.append(n)
         if not w.adapters:
-            _set_module(model, n, w.base_layer)
+            replace_module(model, n, w.base_layer)
     if not touched:
         raise ValueError(f"no adapter named {name!r}; adapters here: {adapter_names(model)}")
     for a in names:
-        getattr(model, "lora_configs", {}).pop(a, None)
+        forget(model, key(a))
     return sorted(set(touched))
 
 
@@ -412,9 +397,8 @@ def unmerge(model: nn.Module, name: str | None = None) -> list[str]:
 def mark_trainable(model: nn.Module, name: str | None = None, extra: Iterable[str] = ()) -> int:
     """Freeze everything except adapter ``name``'s parameters (None = all adapters), the adapter's
     ``modules_to_save`` and the modules named in ``extra``. Returns the number of trainable values."""
-    cfgs = getattr(model, "lora_configs", {})
     keep = set(extra)
-    for a, c in cfgs.items():
+    for a, c in configs(model).items():
         if name is None or a == name:
             keep |= set(c.modules_to_save)
     for pname, p in model.named_parameters():
@@ -446,7 +430,7 @@ def adapter_state_dict(model: nn.Module, name: str = "default") -> dict[str, Ten
             sd[f"{n}.lora_B"] = w.lora_B[name].detach()
     if not sd:
         raise ValueError(f"no adapter named {name!r}; adapters here: {adapter_names(model)}")
-    cfg = getattr(model, "lora_configs", {}).get(name)
+    cfg = configs(model).get(name)
     for m in (cfg.modules_to_save if cfg else ()):
         for k, v in model.get_submodule(m).state_dict().items():
             sd[f"{m}.{k}"] = v.detach()
@@ -464,7 +448,7 @@ def save_adapter(model: nn.Module, path: str | Path, name: str = "default") -> P
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
-    cfg = getattr(model, "lora_configs", {}).get(name)
+    cfg = configs(model).get(name)
     if cfg is None:
         raise ValueError(f"no adapter named {name!r}; adapters here: {adapter_names(model)}")
     sd = {k: v.contiguous().cpu() for k, v in adapter_state_dict(model, name).items()}
@@ -507,7 +491,7 @@ def load_adapter(model: nn.Module, path: str | Path, name: str | None = None) ->
                              "which this model lacks")
         base = m.base_layer if isinstance(m, LoraLinear) else m
         try:
-            shape = list(_features(base))
+            shape = list(linear_features(base))
         except TypeError:
             shape = None
         if shape != [i, o]:
@@ -541,7 +525,14 @@ def load_adapter(model: nn.Module, path: str | Path, name: str | None = None) ->
     return touched
 
 
+@restorer(METHOD, LoraConfig)
+def restore(model: nn.Module, cfg: LoraConfig, name: str | None) -> None:
+    """Re-apply a saved adapter (fresh tensors; :func:`vitkit.load` loads the saved ones after)."""
+    apply(model, cfg, name or "default")
+
+
 __all__ = [
+    "configs",
     "LoraConfig",
     "LoraLinear",
     "adapter_names",

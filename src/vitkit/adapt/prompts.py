@@ -7,7 +7,8 @@ position embedding. *Shallow*: inserted once, after the position embedding (``mo
 prompts (``block.pre_hook``), so each layer has its own. The prompts count as prefix tokens
 (``model.num_prefix_tokens`` grows by n while applied), so pooling, token reduction and grid
 read-outs skip them. Initialisation: uniform in ±√(6 / (3·P² + C)) (VPT's Xavier-style choice).
-:func:`apply_vpt` / :func:`remove_vpt` wire it in and out; the prompts live in ``model.vpt``.
+:func:`apply_vpt` / :func:`remove_vpt` wire it in and out; the prompts live in ``model.vpt`` and the
+config in the vision tower's applied-methods record (key ``"vpt"``).
 
 CoOp (Zhou et al., 2022). The text prompt of class k is ``[SOS] ctx₁ … ctx_M name_k . [EOS]``
 where the M context vectors are learned word embeddings: one shared set, or one set per class
@@ -27,12 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.applied import forget, record, record_of, restorer
 from ..models.clip import CLIP
 from ..models.vit import TokenState, VisionTransformer
 
 log = logging.getLogger(__name__)
 
 POSITIONS = ("end", "middle", "front")
+VPT = "vpt"
 
 
 # ================================================================================================ VPT
@@ -94,7 +97,7 @@ def apply_vpt(model: nn.Module, cfg: VPTConfig | None = None) -> list[str]:
     """
     cfg = cfg or VPTConfig()
     vit = _vision(model)
-    if hasattr(vit, "vpt"):
+    if VPT in record_of(vit):
         raise ValueError("this model already has visual prompts: call remove_vpt first")
     blocks = list(vit.blocks)
     busy = (["embed_hook"] if vit.embed_hook is not None else []) + [
@@ -116,6 +119,7 @@ def apply_vpt(model: nn.Module, cfg: VPTConfig | None = None) -> list[str]:
             blk.pre_hook = _deep_hook(prompts, i, prefix)
             touched.append(f"blocks.{i}.pre_hook")
     vit.num_prefix_tokens = prefix + cfg.num_tokens
+    record(vit, VPT, cfg)
     log.info("VPT (%s, %d tokens) on %s", "deep" if cfg.deep else "shallow", cfg.num_tokens, touched)
     return touched
 
@@ -130,8 +134,9 @@ def _deep_hook(prompts: VisualPrompts, i: int, prefix: int):
 def remove_vpt(model: nn.Module) -> VisualPrompts:
     """Take the prompts out again; returns them (the model is the plain model afterwards)."""
     vit = _vision(model)
-    if not hasattr(vit, "vpt"):
+    if VPT not in record_of(vit):
         raise ValueError("this model has no visual prompts to remove")
+    forget(vit, VPT)
     prompts = vit.vpt
     del vit.vpt
     vit.embed_hook = None
@@ -140,6 +145,12 @@ def remove_vpt(model: nn.Module) -> VisualPrompts:
             blk.pre_hook = None
     vit.num_prefix_tokens -= prompts.cfg.num_tokens
     return prompts
+
+
+@restorer(VPT, VPTConfig)
+def restore_vpt(model: nn.Module, cfg: VPTConfig, instance: str | None = None) -> None:
+    """Re-insert saved visual prompts (fresh values; :func:`vitkit.load` loads the saved ones after)."""
+    apply_vpt(model, cfg)
 
 
 def mark_prompts_trainable(model: nn.Module, extra: Sequence[str] = ()) -> int:

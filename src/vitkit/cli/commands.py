@@ -114,6 +114,10 @@ def info_cmd(
 
 
 def _preprocess_row(table: Table, model) -> None:
+    from ..models.applied import describe
+
+    for i, line in enumerate(describe(model)):
+        table.add_row("applied" if i == 0 else "", line)
     if model.preprocess is not None:
         pp = model.preprocess
         table.add_row("preprocess", f"{pp.resize_mode} {pp.interpolation}, crop {pp.crop_pct:g}, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -43,15 +44,10 @@ class TextConfig:
         if self.mlp_hidden_dim is None:
             self.mlp_hidden_dim = 4 * self.width
 
-    def as_block_config(self) -> ViTConfig:
-        return ViTConfig(
-            embed_dim=self.width,
-            depth=self.depth,
-            num_heads=self.num_heads,
-            mlp_hidden_dim=self.mlp_hidden_dim,
-            act=self.act,
-            norm_eps=self.norm_eps,
-        )
+    def block(self) -> Block:
+        """One text-transformer block (causality comes from the attention bias at run time)."""
+        return Block(self.width, self.num_heads, mlp_hidden_dim=self.mlp_hidden_dim, act=self.act,
+                     norm_layer=partial(nn.LayerNorm, eps=self.norm_eps))
 
 
 @dataclass
@@ -81,10 +77,9 @@ class TextTransformer(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        block_cfg = cfg.as_block_config()
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.pos_embed = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.blocks = nn.ModuleList([Block(block_cfg) for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList([cfg.block() for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.proj = nn.Linear(cfg.width, cfg.proj_dim, bias=cfg.proj_bias) if cfg.proj_dim else None
         nn.init.normal_(self.token_embedding.weight, std=0.02)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import config_from_dict
+from .surgery import reset_head
 
 MAX_LOG_TEMP = math.log(100.0)
 
@@ -201,7 +202,6 @@ class HybridCNNTransformer(nn.Module):
         self.patch_size = cfg.stride
         self.grid_size = (cfg.img_size[0] // cfg.stride, cfg.img_size[1] // cfg.stride)
         self.head = nn.Linear(cfg.dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
-        self.last_grid: tuple[int, int] | None = None
         self.preprocess = None  # a vitkit.data.PreprocessConfig, set by loaders
 
     @property
@@ -216,7 +216,7 @@ class HybridCNNTransformer(nn.Module):
 
     def trunk(self, x: Tensor) -> Tensor:
         """Pixels (B, 3, H, W) → grid features (B, dim, h, w)."""
-        self.last_grid = self.patch_grid(x.shape[-2], x.shape[-1])
+        self.patch_grid(x.shape[-2], x.shape[-1])  # refuses a size that is not a multiple of the stride
         return self.trunk_proj(self.stages(self.stem(x)))
 
     @staticmethod
@@ -283,6 +283,10 @@ class HybridCNNTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
+        """A fresh ``num_classes``-way head (0 = features only); ``cfg.num_classes`` and ``cfg.labels`` follow."""
+        reset_head(self, num_classes, labels)
 
 
 def evidence_loss(logits: Tensor, maps: Tensor, target: Tensor, *, l1_weight: float = 8e-6,

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from ..config import config_from_dict
 from .mingru import DEFAULT_CHUNK, MinGRU
+from .surgery import reset_head
 from .vit import DropPath, Mlp
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,10 @@ class VisionGRU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
+        """A fresh ``num_classes``-way head (0 = features only); ``cfg.num_classes`` and ``cfg.labels`` follow."""
+        reset_head(self, num_classes, labels)
 
     def attention_readout(self, *args, **kwargs):
         """Refuses: there is no attention to read (``ValueError``, one line)."""

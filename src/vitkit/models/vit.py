@@ -13,9 +13,11 @@ Hook points that methods set as plain attributes and reset to ``None`` on ``remo
   merging). It may change N and must then update ``state``.
 * ``block.attn.readout`` / ``model.attention_readout(...)``: attention read-out (see attention.py).
 
-Every forward builds a :class:`TokenState` that travels through the blocks and is kept as
-``model.last_state``: which original token each row is (``index``), how many tokens each row
-stands for (``size``, for proportional attention), and an additive attention bias.
+Every forward builds a :class:`TokenState` that travels through the blocks: which original token
+each row is (``index``), how many tokens each row stands for (``size``, for proportional attention),
+and an additive attention bias. ``forward_features(x, return_state=True)`` and
+``forward_intermediates(..., return_state=True)`` return it with the tokens; ``model(x)`` gives
+logits alone.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +35,7 @@ from torch import Tensor, nn
 
 from ..config import config_from_dict
 from .attention import Attention
+from .surgery import linear_head, reset_head
 
 log = logging.getLogger(__name__)
 
@@ -166,18 +170,40 @@ class DropPath(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x)))."""
+    """Pre-norm transformer block: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))).
 
-    def __init__(self, cfg: ViTConfig, drop_path: float = 0.0) -> None:
+    The parts are injectable (as in timm): ``attn_layer(dim, num_heads, qkv_bias=, attn_drop=,
+    proj_drop=)``, ``mlp_layer(dim, hidden, act=, drop=)`` and ``norm_layer(dim)`` are classes or
+    factories (e.g. ``functools.partial(nn.LayerNorm, eps=1e-5)``). ``init_values`` turns on
+    LayerScale with that initial value (None = off). x (B, N, dim) → (B, N, dim).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        mlp_hidden_dim: int | None = None,
+        qkv_bias: bool = True,
+        act: str = "gelu",
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        init_values: float | None = None,
+        attn_layer: Callable[..., nn.Module] = Attention,
+        mlp_layer: Callable[..., nn.Module] = Mlp,
+        norm_layer: Callable[[int], nn.Module] | None = None,
+    ) -> None:
         super().__init__()
-        dim = cfg.embed_dim
-        self.norm1 = nn.LayerNorm(dim, eps=cfg.norm_eps)
-        self.attn = Attention(dim, cfg.num_heads, qkv_bias=cfg.qkv_bias, proj_drop=cfg.drop_rate)
-        self.ls1 = LayerScale(dim, cfg.layer_scale_init) if cfg.layer_scale else nn.Identity()
+        norm_layer = norm_layer or partial(nn.LayerNorm, eps=1e-6)
+        hidden = mlp_hidden_dim or 4 * dim
+        self.norm1 = norm_layer(dim)
+        self.attn = attn_layer(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.ls1 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path1 = DropPath(drop_path)
-        self.norm2 = nn.LayerNorm(dim, eps=cfg.norm_eps)
-        self.mlp = Mlp(dim, cfg.mlp_hidden_dim, cfg.act, cfg.drop_rate)
-        self.ls2 = LayerScale(dim, cfg.layer_scale_init) if cfg.layer_scale else nn.Identity()
+        self.norm2 = norm_layer(dim)
+        self.mlp = mlp_layer(dim, hidden, act=act, drop=proj_drop)
+        self.ls2 = LayerScale(dim, init_values) if init_values is not None else nn.Identity()
         self.drop_path2 = DropPath(drop_path)
         self.pre_hook: Callable[[Tensor, TokenState], Tensor] | None = None
         self.token_hook: Callable[[Tensor, TokenState], Tensor] | None = None
@@ -191,6 +217,21 @@ class Block(nn.Module):
             x = self.token_hook(x, state)
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x
+
+
+def vit_block(cfg: ViTConfig, drop_path: float = 0.0) -> Block:
+    """The block a :class:`VisionTransformer` with config ``cfg`` is made of."""
+    return Block(
+        cfg.embed_dim,
+        cfg.num_heads,
+        mlp_hidden_dim=cfg.mlp_hidden_dim,
+        qkv_bias=cfg.qkv_bias,
+        act=cfg.act,
+        proj_drop=cfg.drop_rate,
+        drop_path=drop_path,
+        init_values=cfg.layer_scale_init if cfg.layer_scale else None,
+        norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),
+    )
 
 
 def resample_pos_embed(
@@ -237,7 +278,7 @@ class VisionTransformer(nn.Module):
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         self.norm_pre = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.pre_norm else nn.Identity()
         dpr = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
-        self.blocks = nn.ModuleList([Block(cfg, dpr[i]) for i in range(cfg.depth)])
+        self.blocks = nn.ModuleList([vit_block(cfg, dpr[i]) for i in range(cfg.depth)])
         self.norm = nn.LayerNorm(dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
 
         pooled = 2 * dim if cfg.global_pool == "token_avg" else dim
@@ -251,7 +292,6 @@ class VisionTransformer(nn.Module):
         )
 
         self.embed_hook: Callable[[Tensor, TokenState], Tensor] | None = None
-        self.last_state: TokenState | None = None
         self.preprocess = None  # a vitkit.data.PreprocessConfig, set by loaders
         self.pipeline = None  # a vitkit.models.tiled.PagePolicy for crop classifiers that read whole pages
         self.init_weights()
@@ -308,13 +348,14 @@ class VisionTransformer(nn.Module):
         x = self.norm_pre(self.pos_drop(x))
         return x, state
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """Final normalised tokens (B, N, C)."""
+    def forward_features(self, x: Tensor, *, return_state: bool = False) -> Tensor | tuple[Tensor, TokenState]:
+        """Final normalised tokens (B, N, C); with ``return_state`` also the forward's TokenState
+        (which rows survived token reduction, the grid, the prefix count)."""
         x, state = self.embed(x)
         for blk in self.blocks:
             x = blk(x, state)
-        self.last_state = state
-        return self.norm(x)
+        x = self.norm(x)
+        return (x, state) if return_state else x
 
     def forward_intermediates(
         self,
@@ -325,8 +366,9 @@ class VisionTransformer(nn.Module):
         output_fmt: str = "NLC",
         prefix_tokens: bool = True,
         stop_early: bool = False,
-    ) -> tuple[Tensor | None, list[Tensor]]:
-        """Outputs of chosen blocks.
+        return_state: bool = False,
+    ) -> tuple[Tensor | None, list[Tensor]] | tuple[Tensor | None, list[Tensor], TokenState]:
+        """Outputs of chosen blocks: (final, [per block]), and the TokenState with ``return_state``.
 
         ``indices``: block indices (negative allowed) or an int n = the last n blocks; None = all.
         ``output_fmt``: "NLC" → (B, N, C) tokens; "NCHW" → (B, C, gh, gw) patch tokens only
@@ -348,9 +390,8 @@ class VisionTransformer(nn.Module):
                 elif not prefix_tokens:
                     y = y[:, state.num_prefix :]
                 out.append(y)
-        self.last_state = state
         final = self.norm(x) if last == self.depth - 1 else None
-        return final, out
+        return (final, out, state) if return_state else (final, out)
 
     def tokens_to_grid(self, x: Tensor, state: TokenState) -> Tensor:
         """Patch tokens (B, prefix + gh·gw, C) → (B, C, gh, gw)."""
@@ -389,6 +430,13 @@ class VisionTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int, labels: Sequence[str] | None = None) -> None:
+        """A fresh ``num_classes``-way head (0 = features only), and the distillation head of a DeiT
+        with one; ``cfg.num_classes`` and ``cfg.labels`` follow (``labels`` has one name per class)."""
+        reset_head(self, num_classes, labels)
+        with_dist = num_classes and self.cfg.dist_token and self.cfg.dist_head
+        self.head_dist = linear_head(self.num_features, num_classes, like=self.pos_embed) if with_dist else None
 
     # ------------------------------------------------------------------ read-out
     def _layer_indices(self, indices: int | Sequence[int] | None, name: str) -> list[int]:

@@ -25,11 +25,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from ..registry import Registry
 from . import scores
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "DETECTORS",
     "DETECTOR_NAMES",
     "Detector",
     "EnergyDetector",
@@ -40,6 +42,7 @@ __all__ = [
     "collect",
     "load_detector",
     "make_detector",
+    "register_detector",
 ]
 
 FORMAT = "vitkit-ood-detector/1"
@@ -91,24 +94,31 @@ class NoConfig:
     pass
 
 
-#: name → detector class, filled by ``Detector.__init_subclass__`` (vitkit.ood imports every module that defines one)
-_DETECTORS: dict[str, type] = {}
+#: name → detector class, filled by :func:`register_detector` where each is defined (vitkit.ood imports them all)
+DETECTORS: Registry[type] = Registry("detector")
+#: the same registry: iterating it gives the detector names
+DETECTOR_NAMES = DETECTORS
+
+
+def register_detector(name: str):
+    """Class decorator: file a :class:`Detector` subclass under ``name`` (and set its ``name``)."""
+
+    def add(cls: type) -> type:
+        cls.name = name
+        return DETECTORS.register(name)(cls)
+
+    return add
 
 
 class Detector:
-    """Base class: subclasses set ``name``, ``input`` ('logits' | 'features'), ``Config`` and
-    implement ``_fit(x, y)``, ``_score(x)``, ``_tensors()`` and ``_restore(tensors)``."""
+    """Base class: subclasses are decorated with :func:`register_detector`, set ``input`` ('logits' |
+    'features') and ``Config``, and implement ``_fit(x, y)``, ``_score(x)``, ``_tensors()`` and
+    ``_restore(tensors)``."""
 
     name: ClassVar[str] = ""
     input: ClassVar[str] = "features"
     needs_labels: ClassVar[bool] = False
     Config: ClassVar[type] = NoConfig
-
-    def __init_subclass__(cls, **kwargs) -> None:
-        # every named detector registers itself, wherever it is defined (MoLAR lives in molar.py)
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            _DETECTORS[cls.name] = cls
 
     def __init__(self, cfg: Any | None = None, **kwargs) -> None:
         if cfg is None:
@@ -178,19 +188,21 @@ class Detector:
         pass
 
 
+@register_detector("msp")
 class MSPDetector(Detector):
     """Maximum softmax probability of the classifier's logits."""
 
-    name, input = "msp", "logits"
+    input = "logits"
 
     def _score(self, x: Tensor) -> Tensor:
         return scores.msp(x)
 
 
+@register_detector("max_logit")
 class MaxLogitDetector(Detector):
     """Maximum logit."""
 
-    name, input = "max_logit", "logits"
+    input = "logits"
 
     def _score(self, x: Tensor) -> Tensor:
         return scores.max_logit(x)
@@ -205,10 +217,11 @@ class EnergyConfig:
             raise ValueError(f"temperature={self.temperature} must be > 0")
 
 
+@register_detector("energy")
 class EnergyDetector(Detector):
     """Negative free energy T·logsumexp(logits / T)."""
 
-    name, input, Config = "energy", "logits", EnergyConfig
+    input, Config = "logits", EnergyConfig
 
     def _score(self, x: Tensor) -> Tensor:
         return scores.energy(x, self.cfg.temperature)
@@ -223,10 +236,11 @@ class KNNConfig:
             raise ValueError(f"k={self.k} must be >= 1")
 
 
+@register_detector("knn")
 class KNNDetector(Detector):
     """Cosine similarity to the k-th nearest of ALL normalised training features (Sun et al. 2022)."""
 
-    name, input, Config = "knn", "features", KNNConfig
+    input, Config = "features", KNNConfig
 
     def _fit(self, x: Tensor, y: Tensor | None) -> None:
         if self.cfg.k > len(x):
@@ -243,10 +257,11 @@ class KNNDetector(Detector):
         self.bank = t["bank"]
 
 
+@register_detector("mahalanobis")
 class MahalanobisDetector(Detector):
     """Negative minimum Mahalanobis distance to the class means under a shared covariance."""
 
-    name, input, needs_labels = "mahalanobis", "features", True
+    input, needs_labels = "features", True
 
     def _fit(self, x: Tensor, y: Tensor | None) -> None:
         k = int(y.max()) + 1
@@ -268,19 +283,9 @@ class MahalanobisDetector(Detector):
         self.means, self.precision = t["means"], t["precision"]
 
 
-def _registry() -> dict[str, type[Detector]]:
-    return dict(_DETECTORS)
-
-
-DETECTOR_NAMES = ("msp", "max_logit", "energy", "knn", "mahalanobis", "molar")
-
-
 def make_detector(name: str, **options) -> Detector:
-    """A detector by name (one of :data:`DETECTOR_NAMES`) with its config options."""
-    reg = _registry()
-    if name not in reg:
-        raise ValueError(f"unknown detector {name!r}; choose one of {list(reg)}")
-    return reg[name](**options)
+    """A detector by name (one of :data:`DETECTORS`) with its config options."""
+    return DETECTORS.lookup(name)(**options)
 
 
 def load_detector(path: str | Path) -> Detector:
@@ -300,11 +305,10 @@ def load_detector(path: str | Path) -> Detector:
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a vitkit OOD detector (metadata 'format' is {meta.get('format')!r}, "
                          f"expected {FORMAT!r}); write it with Detector.save or `vitkit ood fit`")
-    reg = _registry()
     name = meta.get("detector")
-    if name not in reg:
-        raise ValueError(f"{path}: unknown detector {name!r}; known: {list(reg)}")
-    cls = reg[name]
+    if name not in DETECTORS:
+        raise ValueError(f"{path}: unknown detector {name!r}; known: {list(DETECTORS)}")
+    cls = DETECTORS[name]
     try:
         det = cls(cls.Config(**json.loads(meta.get("config", "{}"))))
     except TypeError as e:

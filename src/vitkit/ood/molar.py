@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .detectors import Detector
+from .detectors import Detector, register_detector
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,11 @@ class MoLARConfig:
                              "tau/sharpen > 0, label_smoothing and view_dropout in [0, 1), batch_size >= 2")
 
 
+@register_detector("molar")
 class MoLARDetector(Detector):
     """MoLAR on features (B, D): needs labels; score = max cosine similarity to the exemplars in head space."""
 
-    name, input, needs_labels, Config = "molar", "features", True, MoLARConfig
+    input, needs_labels, Config = "features", True, MoLARConfig
 
     def fit(self, data, labels=None, *, extractor=None, groups: Tensor | None = None) -> MoLARDetector:
         """As :meth:`Detector.fit`; ``groups`` (N,) optionally names the image each row was cropped from:

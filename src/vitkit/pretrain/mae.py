@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..models.vit import Block, TokenState, VisionTransformer, ViTConfig
+from ..models.vit import Block, TokenState, VisionTransformer
 from .masking import mask_to_ids, random_mask
 
 
@@ -137,8 +137,7 @@ def encode_visible(encoder: VisionTransformer, images: Tensor, ids_keep: Tensor)
 # ---------------------------------------------------------------------------- modules
 def decoder_blocks(dim: int, depth: int, heads: int) -> nn.ModuleList:
     """``depth`` vitkit transformer blocks of width ``dim`` (pre-norm, GELU, MLP ×4)."""
-    cfg = ViTConfig(img_size=(16, 16), patch_size=16, embed_dim=dim, depth=depth, num_heads=heads)
-    return nn.ModuleList([Block(cfg) for _ in range(depth)])
+    return nn.ModuleList([Block(dim, heads) for _ in range(depth)])
 
 
 class PixelDecoder(nn.Module):

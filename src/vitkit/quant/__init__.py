@@ -8,16 +8,18 @@ SPDFQ), block reconstruction, real int8 execution and quantized checkpoints.
     quant.linear_input_ranges(model, images)  # per-channel input ranges: are there outlier channels?
 """
 
-from .calibrate import SOURCES, calibration_images, quantize
-from .int8 import Int8Linear, to_int8
+from .calibrate import CALIBRATION_SOURCES, SOURCES, calibration_images, quantize, register_source
+from .int8 import Int8Config, Int8Linear, to_int8
 from .ptq import QuantConfig, QuantLinear, apply, calibrate, quant_disabled, reconstruct_blocks, remove
 from .quantizers import ActQuantizer, Log2Quantizer, WeightQuantizer, parse_bits
 from .serialize import load_quantized, save_quantized
 from .stats import channel_spread, linear_input_ranges, spread_by_kind
 
 __all__ = [
+    "CALIBRATION_SOURCES",
     "SOURCES",
     "ActQuantizer",
+    "Int8Config",
     "Int8Linear",
     "Log2Quantizer",
     "QuantConfig",
@@ -33,6 +35,7 @@ __all__ = [
     "quant_disabled",
     "quantize",
     "reconstruct_blocks",
+    "register_source",
     "remove",
     "save_quantized",
     "spread_by_kind",

@@ -9,22 +9,71 @@ so they must be produced before the model is quantized; :func:`quantize` takes c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
 from . import ptq
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("real", "noise", "psaq", "spdfq")
+#: name → ``source(model, n, gen, device, *, images, seed, steps, progress, pixel_range, **options)`` →
+#: images (n, C, H, W) on ``device``; each takes what it needs. Filled by :func:`register_source`.
+CALIBRATION_SOURCES: Registry[Callable[..., Tensor]] = Registry("calibration source")
+
+
+def register_source(name: str):
+    """Decorator: file a calibration-image source under ``name``."""
+    return CALIBRATION_SOURCES.register(name)
 
 
 def check_source(source: str) -> str:
-    if source not in SOURCES:
-        raise ValueError(f"calib={source!r}: unknown calibration source; allowed {SOURCES}")
+    if source not in CALIBRATION_SOURCES:
+        raise ValueError(f"calib={source!r}: unknown calibration source; allowed {CALIBRATION_SOURCES.names()}")
     return source
+
+
+@register_source("real")
+def real_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.device, *, images: Tensor | None = None,
+                **_) -> Tensor:
+    """A seeded random subset of n of the user's ``images`` (M, C, H, W)."""
+    if images is None or len(images) == 0:
+        raise ValueError("calib='real' needs calibration images (images=… / --images DIR)")
+    idx = torch.randperm(len(images), generator=gen)[:n]
+    return images[idx.to(images.device)].to(device)
+
+
+@register_source("noise")
+def noise_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.device, *,
+                 pixel_range: tuple[float, float] | None = None, **_) -> Tensor:
+    """Standard Gaussian images at the model's input size (clamped to ``pixel_range`` if given)."""
+    vcfg = model.cfg
+    x = torch.randn(n, vcfg.in_chans, *vcfg.img_size, generator=gen).to(device)
+    return x.clamp(*pixel_range) if pixel_range is not None else x
+
+
+@register_source("psaq")
+def psaq_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.device, *,
+                images: Tensor | None = None, steps: int | None = None, **options) -> Tensor:
+    """Patch-similarity synthesis (:mod:`vitkit.quant.psaq`)."""
+    from .psaq import PSAQConfig, synthesize
+
+    return synthesize(model, PSAQConfig(n_images=n, **options, **({} if steps is None else {"steps": steps})))
+
+
+@register_source("spdfq")
+def spdfq_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.device, *,
+                 images: Tensor | None = None, steps: int | None = None, **options) -> Tensor:
+    """Attention priors + soft labels + multi-semantic reinforcement (:mod:`vitkit.quant.spdfq`)."""
+    from .spdfq import SPDFQConfig, synthesize
+
+    return synthesize(model, SPDFQConfig(n_images=n, **options, **({} if steps is None else {"steps": steps})))
+
+
+SOURCES = CALIBRATION_SOURCES.names()
 
 
 def calibration_images(model: nn.Module, source: str, n: int = 32, *, images: Tensor | None = None, seed: int = 0,
@@ -43,26 +92,8 @@ def calibration_images(model: nn.Module, source: str, n: int = 32, *, images: Te
         log.debug("calibration images are produced with the model in eval mode")
     gen = torch.Generator().manual_seed(seed)  # random draws on the CPU (the same on every device), then moved
     device = ptq.model_device(model)
-    if source == "real":
-        if images is None or len(images) == 0:
-            raise ValueError("calib='real' needs calibration images (images=… / --images DIR)")
-        idx = torch.randperm(len(images), generator=gen)[:n]
-        return images[idx.to(images.device)].to(device)
-    vcfg = model.cfg
-    H, W = vcfg.img_size
-    if source == "noise":
-        x = torch.randn(n, vcfg.in_chans, H, W, generator=gen).to(device)
-        return x.clamp(*pixel_range) if pixel_range is not None else x
-    extra = {"n_images": n, "seed": seed, "progress": progress, "pixel_range": pixel_range, **kwargs}
-    if steps is not None:
-        extra["steps"] = steps
-    if source == "psaq":
-        from .psaq import PSAQConfig, synthesize
-
-        return synthesize(model, PSAQConfig(**extra))
-    from .spdfq import SPDFQConfig, synthesize
-
-    return synthesize(model, SPDFQConfig(**extra))
+    return CALIBRATION_SOURCES[source](model, n, gen, device, images=images, seed=seed, steps=steps,
+                                       progress=progress, pixel_range=pixel_range, **kwargs)
 
 
 def quantize(model: nn.Module, cfg: ptq.QuantConfig | None = None, source: str = "spdfq", *, n: int = 32,

@@ -14,17 +14,36 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from ..models.applied import forget, record, restorer
 from ..models.attention import Attention
-from .ptq import DEFAULT_TARGETS, QuantLinear, set_child
+from ..models.surgery import replace_module
+from ..models.wrapper import base_of
+from . import ptq
+from .ptq import DEFAULT_TARGETS, QuantLinear
 from .quantizers import Log2Quantizer
 
 log = logging.getLogger(__name__)
 
 QMAX = 127
+METHOD = "int8"
+
+
+@dataclass
+class Int8Config:
+    """Which Linears run in int8: ``targets`` is a regex over module names (default: every Linear in the blocks)."""
+
+    targets: str = DEFAULT_TARGETS
+
+    def __post_init__(self) -> None:
+        try:
+            re.compile(self.targets)
+        except re.error as e:
+            raise ValueError(f"targets={self.targets!r} is not a valid regular expression ({e})") from e
 
 
 def quantize_per_token(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -107,6 +126,7 @@ def to_int8(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str]:
 
     Returns the names replaced; raises ValueError when none matched or a target cannot run in int8.
     """
+    cfg = Int8Config(targets)
     pattern = re.compile(targets)
     touched: list[str] = []
     for name, mod in list(model.named_modules()):
@@ -119,13 +139,13 @@ def to_int8(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str]:
             new = Int8Linear.from_linear(mod.base_layer, wq.scale.detach())
         elif isinstance(mod, nn.Linear):
             new = Int8Linear.from_linear(mod)
-        elif isinstance(getattr(mod, "base_layer", None), nn.Linear):
+        elif isinstance(base_of(mod), nn.Linear):  # an adapter wrapper (LoRA): its inner Linear runs in int8
             mod.base_layer = Int8Linear.from_linear(mod.base_layer)
             touched.append(f"{name}.base_layer")
             continue
         else:
             raise ValueError(f"module {name!r} matches targets but is a {type(mod).__name__}, not a Linear")
-        set_child(model, name, new)
+        replace_module(model, name, new)
         touched.append(name)
     if not touched:
         raise ValueError(f"no Linear of {type(model).__name__} matches targets={targets!r}")
@@ -133,8 +153,8 @@ def to_int8(model: nn.Module, targets: str = DEFAULT_TARGETS) -> list[str]:
         if isinstance(mod, Attention) and isinstance(mod.attn_map_fn, Log2Quantizer):
             mod.attn_map_fn = None
             log.info("%s: log2 attention-map quantizer removed (the int8 path keeps maps float)", name)
-    if hasattr(model, "quant_config"):
-        del model.quant_config
+    forget(model, ptq.METHOD)  # the fake quantizers are gone: the model now runs real int8
+    record(model, METHOD, cfg)
     log.info("int8: %d Linear layers", len(touched))
     return touched
 
@@ -158,3 +178,9 @@ def linear_bytes(model: nn.Module) -> int:
             total += sum(p.numel() * p.element_size() for p in m.parameters(recurse=False))
     return total
 
+
+
+@restorer(METHOD, Int8Config)
+def restore(model: nn.Module, cfg: Int8Config, instance: str | None = None) -> None:
+    """Re-create the Int8Linear layers of a saved int8 model (placeholders until its tensors are loaded)."""
+    to_int8(model, cfg.targets)

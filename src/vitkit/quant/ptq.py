@@ -24,12 +24,16 @@ from torch import Tensor, nn
 
 from ..config import config_from_dict
 from ..engine import model_device
+from ..models.applied import forget, record, record_of, restorer
 from ..models.attention import Attention
+from ..models.surgery import replace_module
+from ..models.wrapper import LayerWrapper, base_of
 from .quantizers import GRANULARITIES, METHODS, ActQuantizer, Log2Quantizer, WeightQuantizer, check_bits
 
 log = logging.getLogger(__name__)
 
 # every Linear inside the blocks: a ViT's attention and MLP, a VisionGRU's minGRU projections and MLP
+METHOD = "quant"
 DEFAULT_TARGETS = r"(^|\.)blocks\.\d+\.(attn\.(qkv|proj)|mlp\.(fc1|fc2)|gru_(fwd|rev)\.(proj_in|proj_out))$"
 
 
@@ -83,36 +87,26 @@ class QuantConfig:
         return config_from_dict(cls, d)
 
 
-class QuantLinear(nn.Module):
-    """Fake-quantized Linear: y = Q_a(x) · Q_w(W)ᵀ + b. x (…, in) → (…, out). Keeps ``base_layer``."""
+class QuantLinear(LayerWrapper):
+    """Fake-quantized Linear: y = Q_a(x) · Q_w(W)ᵀ + b. x (…, in) → (…, out). Keeps ``base_layer``;
+    ``weight`` / ``bias`` read the float values (adapters, FLOP counters)."""
 
     def __init__(self, base_layer: nn.Linear, cfg: QuantConfig) -> None:
-        super().__init__()
-        self.base_layer = base_layer
-        self.in_features, self.out_features = base_layer.in_features, base_layer.out_features
+        super().__init__(base_layer)
         self.weight_quantizer = WeightQuantizer(cfg.w_bits, cfg.w_symmetric, cfg.calib_method)
         self.input_quantizer = ActQuantizer(cfg.a_bits, cfg.act_granularity, cfg.a_symmetric, cfg.calib_method,
                                             cfg.percentile).to(base_layer.weight.device)
         with torch.no_grad():
             self.weight_quantizer.calibrate(base_layer.weight)
 
-    # delegation so code that reads .weight / .bias (adapters, FLOP counters) keeps working: the float values
-    @property
-    def weight(self) -> Tensor:
-        return self.base_layer.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.base_layer.bias
-
     def forward(self, x: Tensor) -> Tensor:
         w = self.weight_quantizer(self.base_layer.weight)
         return F.linear(self.input_quantizer(x), w, self.base_layer.bias)
 
 
-def set_child(model: nn.Module, name: str, child: nn.Module) -> None:
-    parent_name, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, attr, child)
+def config(model: nn.Module) -> QuantConfig | None:
+    """The QuantConfig ``model`` was quantized with (its applied-methods record), or None."""
+    return record_of(model).get(METHOD)
 
 
 def apply(model: nn.Module, cfg: QuantConfig | None = None) -> list[str]:
@@ -130,9 +124,9 @@ def apply(model: nn.Module, cfg: QuantConfig | None = None) -> list[str]:
         if not name or not pattern.search(name):
             continue
         if isinstance(mod, nn.Linear):
-            set_child(model, name, QuantLinear(mod, cfg))
+            replace_module(model, name, QuantLinear(mod, cfg))
             touched.append(name)
-        elif isinstance(getattr(mod, "base_layer", None), nn.Linear):  # an adapter wrapper (LoRA)
+        elif isinstance(base_of(mod), nn.Linear):  # an adapter wrapper (LoRA)
             mod.base_layer = QuantLinear(mod.base_layer, cfg)
             touched.append(f"{name}.base_layer")
             log.info("%s is a %s wrapper: quantizing its base_layer", name, type(mod).__name__)
@@ -150,7 +144,7 @@ def apply(model: nn.Module, cfg: QuantConfig | None = None) -> list[str]:
                     raise ValueError(f"{name}.attn_map_fn is already set by another method; remove it first")
                 mod.attn_map_fn = Log2Quantizer(cfg.attn_bits).to(model_device(mod))
                 touched.append(f"{name}.attn_map_fn")
-    model.quant_config = cfg
+    record(model, METHOD, cfg)
     log.info("quantized %d modules to W%dA%d (attention maps: %s)", len(touched), cfg.w_bits, cfg.a_bits,
              f"log2 {cfg.attn_bits}-bit" if cfg.attn_bits else "float")
     return touched
@@ -161,15 +155,14 @@ def remove(model: nn.Module) -> list[str]:
     restored: list[str] = []
     for name, mod in list(model.named_modules()):
         if isinstance(mod, QuantLinear):
-            set_child(model, name, mod.base_layer)
+            replace_module(model, name, mod.base_layer)
             restored.append(name)
         elif isinstance(mod, Attention) and isinstance(mod.attn_map_fn, Log2Quantizer):
             mod.attn_map_fn = None
             restored.append(f"{name}.attn_map_fn")
     if not restored:
         raise ValueError(f"{type(model).__name__} has no quantized modules to remove")
-    if hasattr(model, "quant_config"):
-        del model.quant_config
+    forget(model, METHOD)
     return restored
 
 
@@ -316,10 +309,22 @@ def calibrate(model: nn.Module, images: Tensor, *, batch_size: int = 32, recon_s
               progress: bool = False) -> dict:
     """Activation ranges from ``images`` (B, 3, H, W), then block reconstruction if ``recon_steps`` > 0.
 
-    ``recon_steps`` None = the model's ``quant_config.recon_steps``.
+    ``recon_steps`` None = the ``recon_steps`` of the model's QuantConfig.
     """
-    cfg: QuantConfig = getattr(model, "quant_config", QuantConfig())
+    cfg: QuantConfig = config(model) or QuantConfig()
     n = calibrate_ranges(model, images, batch_size)
     steps = cfg.recon_steps if recon_steps is None else recon_steps
     recon = reconstruct_blocks(model, images, steps, cfg.recon_lr, cfg.recon_batch, progress=progress) if steps else []
     return {"activation_quantizers": n, "reconstruction": recon}
+
+
+def mark_calibrated(model: nn.Module) -> None:
+    """Every quantizer in ``model`` counts as calibrated (its scales were loaded from a checkpoint)."""
+    for _, q in quantizer_modules(model):
+        q.ready = True
+
+
+@restorer(METHOD, QuantConfig, loaded=mark_calibrated)
+def restore(model: nn.Module, cfg: QuantConfig, instance: str | None = None) -> None:
+    """Re-wire a saved fake-quantized model (its scales are loaded after, by :func:`vitkit.load`)."""
+    apply(model, cfg)

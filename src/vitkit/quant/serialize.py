@@ -16,18 +16,22 @@ Everything else is the float model's own state dict.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ..models.applied import record
 from ..models.attention import Attention
+from ..models.surgery import replace_module
 from ..models.visiongru import VisionGRU
 from ..models.vit import VisionTransformer
 from ..weights.io import CheckpointError, read_json, read_state_dict, save_state_dict
 from ..weights.load import ARCHS, FORMAT_VERSION, arch_of, load_into
 from . import ptq
-from .int8 import Int8Linear
+from .int8 import METHOD as INT8
+from .int8 import Int8Config, Int8Linear
 from .quantizers import qrange
 
 QUANT_FORMAT_VERSION = 1
@@ -60,7 +64,10 @@ def save_quantized(model: nn.Module, directory: str | Path) -> Path:
     if int8:
         quant = {"format": "int8", "modules": int8, "config": None}
     else:
-        cfg: ptq.QuantConfig = model.quant_config
+        cfg = ptq.config(model)
+        if cfg is None:
+            raise ValueError("model has QuantLinear layers but no QuantConfig in its record: quantize it with "
+                             "vitkit.quant.apply")
         for name in fake:
             mod: ptq.QuantLinear = model.get_submodule(name)
             wq = mod.weight_quantizer
@@ -131,7 +138,8 @@ def load_quantized(directory: str | Path) -> VisionTransformer | VisionGRU:
                 raise CheckpointError(f"{cfg_path}: quantized module {name!r} is not in the model") from e
             if not isinstance(base, nn.Linear):
                 raise CheckpointError(f"{cfg_path}: quantized module {name!r} is a {type(base).__name__}, not a Linear")
-            ptq.set_child(model, name, Int8Linear(base.in_features, base.out_features, base.bias is not None))
+            replace_module(model, name, Int8Linear(base.in_features, base.out_features, base.bias is not None))
+        record(model, INT8, Int8Config("^(" + "|".join(re.escape(n) for n in names) + ")$"))
     else:
         try:
             qcfg = ptq.QuantConfig.from_dict(quant["config"])
@@ -153,6 +161,5 @@ def load_quantized(directory: str | Path) -> VisionTransformer | VisionGRU:
                                       f"{tuple(base.weight.shape)}")
             sd[f"{name}.base_layer.weight"] = (codes - sd.get(zkey, torch.zeros(()))) * sd[skey]
     load_into(model, sd, str(wpath))
-    for _, q in ptq.quantizer_modules(model):
-        q.ready = True
+    ptq.mark_calibrated(model)
     return model.eval()

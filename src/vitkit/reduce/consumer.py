@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..engine import TrainConfig, Trainer, TrainResult, model_device
-from ..models.vit import Block, ViTConfig
+from ..models.vit import Block
 from .partitions import TokenSet
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,12 @@ class TokenSetConsumer(nn.Module):
     def __init__(self, cfg: ConsumerConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        vcfg = ViTConfig(embed_dim=cfg.dim, num_heads=cfg.heads, depth=cfg.depth)
         self.proj = nn.Linear(cfg.in_dim, cfg.dim)
         self.part_embed = nn.Embedding(cfg.num_partitions, cfg.dim)
         self.row_embed = nn.Embedding(cfg.grid[0] + 1, cfg.dim)  # last row: no position
         self.col_embed = nn.Embedding(cfg.grid[1] + 1, cfg.dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
-        self.blocks = nn.ModuleList([Block(vcfg) for _ in range(cfg.depth)])
+        self.blocks = nn.ModuleList([Block(cfg.dim, cfg.heads) for _ in range(cfg.depth)])
         self.norm = nn.LayerNorm(cfg.dim, eps=1e-6)
         self.head = nn.Linear(cfg.dim, cfg.num_classes)
         for m in self.modules():

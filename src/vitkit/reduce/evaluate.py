@@ -20,9 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from ..engine import model_device
-from . import hired
-from .partitions import TokenSet, encode_partitions, partition
-from .wiring import vision_tower
+from .partitions import TokenSet
+from .reducers import Reducer, reducer_for
 
 #: a method: None (dense) or (module with apply/remove, its config)
 Method = tuple[ModuleType, object] | None
@@ -46,10 +45,9 @@ class applied:
 
 def encode(model: nn.Module, method: Method, images: Tensor, grid: tuple[int, int]) -> TokenSet:
     """Images (B, C, H, W) → token set with ``method`` (already applied; None = dense)."""
-    if method is not None and method[0] is hired:
-        return hired.encode(model, images)
-    vis = vision_tower(model)
-    return encode_partitions(model, partition(images, grid, vis.cfg.img_size, vis.patch_size))
+    if method is None:
+        return Reducer.encode(model, images, grid)
+    return reducer_for(method[1]).encode(model, images, grid)
 
 
 def synchronize(device: torch.device | str) -> None:

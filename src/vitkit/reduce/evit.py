@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.vit import TokenState
+from .reducers import Reducer, register_reducer
 from .wiring import (
     check_layers,
     check_rate,
@@ -119,9 +120,18 @@ def apply(model: nn.Module, cfg: EViTConfig) -> list[str]:
         raise ValueError("EViT ranks tokens by CLS attention: the model has no class token")
     layers = check_layers(cfg.layers, vis.depth, "layers")
     hooks = {i: _hook(vis.blocks[i].attn, cfg) for i in layers}
-    return install(vis, METHOD, hooks, readout=layers)
+    return install(vis, METHOD, cfg, hooks, readout=layers)
 
 
 def remove(model: nn.Module) -> list[str]:
     """Undo :func:`apply`."""
     return restore(vision_tower(model), METHOD)
+
+
+@register_reducer(METHOD)
+class EViT(Reducer):
+    """EViT in the reducer registry."""
+
+    config = EViTConfig
+    apply = staticmethod(apply)
+    remove = staticmethod(remove)

@@ -28,7 +28,9 @@ from torch import Tensor, nn
 
 from ..models.vit import TokenState
 from .partitions import TokenSet, partition, token_set_from_rows
+from .reducers import Reducer, register_reducer
 from .wiring import check_layers, check_rate, cls_scores, install, restore, vision_tower
+from .wiring import config as applied_config
 
 METHOD = "hired"
 
@@ -216,9 +218,7 @@ def apply(model: nn.Module, cfg: HiREDConfig) -> list[str]:
         raise ValueError("HiRED ranks tokens by CLS attention: the model has no class token")
     a, s = cfg.layers(vis.depth)
     hooks = {s: _early_hook(vis, cfg)} if cfg.early else {}
-    touched = install(vis, METHOD, hooks, readout=sorted({a, s}))
-    vis._vitkit_reduce["cfg"] = cfg
-    return touched
+    return install(vis, METHOD, cfg, hooks, readout=sorted({a, s}))
 
 
 def remove(model: nn.Module) -> list[str]:
@@ -227,10 +227,8 @@ def remove(model: nn.Module) -> list[str]:
 
 
 def config(model: nn.Module) -> HiREDConfig:
-    rec = getattr(vision_tower(model), "_vitkit_reduce", None)
-    if rec is None or rec["method"] != METHOD:
-        raise ValueError("HiRED is not applied to this model: call vitkit.reduce.hired.apply(model, cfg) first")
-    return rec["cfg"]
+    """The HiREDConfig applied to ``model``; ValueError if HiRED is not applied."""
+    return applied_config(model, METHOD)
 
 
 def encode(model: nn.Module, images: Tensor) -> TokenSet:
@@ -243,18 +241,34 @@ def encode(model: nn.Module, images: Tensor) -> TokenSet:
     vis = vision_tower(model)
     parts = partition(images, cfg.grid, vis.cfg.img_size, vis.patch_size)
     B, P = parts.shape[:2]
-    x = vis.forward_features(parts.flatten(0, 1))
-    st = vis.last_state
+    x, st = vis.forward_features(parts.flatten(0, 1), return_state=True)
     grid = st.grid
     T = grid[0] * grid[1]
     packed = st.extras.get("hired_packed")
     if packed is not None:  # HiRED-early: (B, P·npre + K, C), prefix tokens first
         _, npre, flat = packed
-        return token_set_from_rows(x[:, P * npre :], flat, grid, P)
+        ts = token_set_from_rows(x[:, P * npre :], flat, grid, P)
+        ts.state = st
+        return ts
     npre = st.num_prefix
     if cfg.early:  # rate 1.0 with early: nothing was dropped
         flat = torch.arange(P * T, device=x.device).expand(B, -1)
     else:
         _, flat = _plan(vis, cfg, B, P, x.shape[1], npre, grid)
     toks = x[:, npre:].reshape(B, P * T, -1)
-    return token_set_from_rows(toks.gather(1, flat.unsqueeze(-1).expand(-1, -1, toks.shape[-1])), flat, grid, P)
+    ts = token_set_from_rows(toks.gather(1, flat.unsqueeze(-1).expand(-1, -1, toks.shape[-1])), flat, grid, P)
+    ts.state = st
+    return ts
+
+
+@register_reducer(METHOD)
+class HiRED(Reducer):
+    """HiRED in the reducer registry."""
+
+    config = HiREDConfig
+    apply = staticmethod(apply)
+    remove = staticmethod(remove)
+
+    @staticmethod
+    def encode(model: nn.Module, images: Tensor, grid: tuple[int, int]) -> TokenSet:
+        return encode(model, images)  # HiRED's own partitions (its config's grid)

@@ -9,12 +9,13 @@ is applied to the tower.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..models.vit import TokenState
 from .wiring import vision_tower
 
 NO_POS = -1  # position of a token that stands for no single patch (EViT's fused token)
@@ -24,13 +25,15 @@ NO_POS = -1  # position of a token that stands for no single patch (EViT's fused
 class TokenSet:
     """Tokens for a downstream consumer. tokens (B, K, C); partition (B, K) partition id
     (0 = thumbnail); pos (B, K, 2) (row, col) in the partition's patch grid, −1 for a fused token;
-    ``grid`` the patch grid of one partition; ``num_partitions`` P."""
+    ``grid`` the patch grid of one partition; ``num_partitions`` P; ``state`` the TokenState of the
+    encoder forward that made the set (e.g. ToMe's ``extras["tome_source"]``), None if unknown."""
 
     tokens: Tensor
     partition: Tensor
     pos: Tensor
     grid: tuple[int, int]
     num_partitions: int
+    state: TokenState | None = field(default=None, compare=False, repr=False)  # the encoder forward's, if any
 
     @property
     def flat(self) -> Tensor:
@@ -101,8 +104,7 @@ def encode_partitions(model: nn.Module, parts: Tensor) -> TokenSet:
     """
     vis = vision_tower(model)
     B, P = parts.shape[:2]
-    x = vis.forward_features(parts.flatten(0, 1))  # (B·P, N, C)
-    st = vis.last_state
+    x, st = vis.forward_features(parts.flatten(0, 1), return_state=True)  # (B·P, N, C)
     p = st.num_prefix
     gh, gw = st.grid
     T = gh * gw
@@ -116,4 +118,5 @@ def encode_partitions(model: nn.Module, parts: Tensor) -> TokenSet:
     flat = torch.where(idx >= 0, part * T + idx, torch.full_like(idx, -1))
     ts = token_set_from_rows(toks.reshape(B, P * K, -1), flat.reshape(B, P * K), (gh, gw), P)
     ts.partition = part.reshape(B, P * K)  # fused tokens keep their partition
+    ts.state = st
     return ts

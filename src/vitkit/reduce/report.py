@@ -98,8 +98,7 @@ def group_overlay(grey: Tensor, source: Tensor, grid: tuple[int, int], patch_gri
 def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, object]], grid: tuple[int, int]):
     """page (1, 1, H, W) grey → [(name, overlay, tokens kept)] for (name, module or None, cfg) methods."""
     from ..data.crops import to_model_input
-    from . import hired
-    from .partitions import encode_partitions, partition
+    from .reducers import Reducer, reducer_for
 
     vis = getattr(model, "visual", model)
     x = to_model_input(page)
@@ -109,15 +108,12 @@ def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, ob
             if mod is not None:
                 mod.apply(model, cfg)
             try:
-                if mod is hired:
-                    ts = hired.encode(model, x)
-                else:
-                    ts = encode_partitions(model, partition(x, grid, vis.cfg.img_size, vis.patch_size))
+                ts = (Reducer if mod is None else reducer_for(cfg)).encode(model, x, grid)
             finally:
                 if mod is not None:
                     mod.remove(model)
             img = kept_overlay(page[0, 0], ts, grid)
-            source = vis.last_state.extras.get("tome_source")
+            source = ts.state.extras.get("tome_source")
             if source is not None:  # ToMe: show the merged groups instead of the representatives
                 groups = group_overlay(page[0, 0], source, grid, ts.grid, vis.num_prefix_tokens)
                 img.paste(groups, (0, 0))

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vit import TokenState
+from .reducers import Reducer, register_reducer
 from .wiring import install, restore, vision_tower
 
 METHOD = "tome"
@@ -168,9 +169,18 @@ def apply(model: nn.Module, cfg: ToMeConfig) -> list[str]:
     rs = schedule(cfg, vis.depth)
     check_schedule(rs, vis.grid_size[0] * vis.grid_size[1])
     hooks = {i: _hook(vis.blocks[i].attn, r, i, cfg) for i, r in enumerate(rs)}  # r = 0: a no-op hook
-    return install(vis, METHOD, hooks, keys=[i for i, r in enumerate(rs) if r > 0])
+    return install(vis, METHOD, cfg, hooks, keys=[i for i, r in enumerate(rs) if r > 0])
 
 
 def remove(model: nn.Module) -> list[str]:
     """Undo :func:`apply`."""
     return restore(vision_tower(model), METHOD)
+
+
+@register_reducer(METHOD)
+class ToMe(Reducer):
+    """ToMe in the reducer registry."""
+
+    config = ToMeConfig
+    apply = staticmethod(apply)
+    remove = staticmethod(remove)

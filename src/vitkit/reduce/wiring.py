@@ -1,23 +1,33 @@
 """Model wiring shared by the token-reduction methods: find the vision tower, install and undo hooks,
 and carry :class:`~vitkit.models.vit.TokenState` through a gather of token rows.
 
-Every method installs ``block.token_hook`` closures and attention read-out knobs; what it changed is
-recorded on the vision tower (``_vitkit_reduce``) so :func:`restore` puts every attribute back.
+Every method installs ``block.token_hook`` closures and attention read-out knobs; its config goes into
+the vision tower's applied-methods record (key = the method name) with what it changed as the
+record's undo data, so :func:`restore` puts every attribute back.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..models.applied import forget, record, record_of
 from ..models.vit import TokenState, VisionTransformer
 
 log = logging.getLogger(__name__)
 
-_ATTR = "_vitkit_reduce"
+
+@dataclass
+class Installed:
+    """Undo data of a token-reduction method: per touched block, its (token_hook, readout, keep) before."""
+
+    method: str
+    saved: dict[int, tuple[Any, str | None, set[str]]]
 
 
 def vision_tower(model: nn.Module) -> VisionTransformer:
@@ -52,18 +62,27 @@ def check_rate(value: float, name: str) -> float:
     return float(value)
 
 
+def installed(vis: VisionTransformer) -> Installed | None:
+    """The token-reduction method installed on ``vis`` (its undo data), or None."""
+    for undo in record_of(vis).undo.values():
+        if isinstance(undo, Installed):
+            return undo
+    return None
+
+
 def install(
     vis: VisionTransformer,
     method: str,
+    cfg: Any,
     hooks: dict[int, Callable[[Tensor, TokenState], Tensor]],
     readout: Sequence[int] = (),
     keys: Sequence[int] = (),
 ) -> list[str]:
-    """Set token hooks, CLS read-outs and kept keys on the chosen blocks; returns the touched names."""
-    if getattr(vis, _ATTR, None) is not None:
-        raise ValueError(
-            f"{getattr(vis, _ATTR)['method']} is already applied to this model; call its remove(model) first"
-        )
+    """Set token hooks, CLS read-outs and kept keys on the chosen blocks and file ``cfg`` in the
+    record; returns the touched names."""
+    have = installed(vis)
+    if have is not None:
+        raise ValueError(f"{have.method} is already applied to this model; call its remove(model) first")
     for i in hooks:
         if vis.blocks[i].token_hook is not None:
             raise ValueError(f"blocks.{i}.token_hook is already set by another method; remove that one first")
@@ -78,7 +97,7 @@ def install(
             vis.blocks[i].attn.readout = "cls"
     for i in keys:
         vis.blocks[i].attn.keep.add("keys")
-    setattr(vis, _ATTR, {"method": method, "saved": saved})
+    record(vis, method, cfg, undo=Installed(method, saved))
     touched = [f"blocks.{i}" for i in layers]
     log.info("%s applied to %s", method, ", ".join(touched))
     return touched
@@ -86,24 +105,32 @@ def install(
 
 def restore(vis: VisionTransformer, method: str) -> list[str]:
     """Undo :func:`install`; ValueError if ``method`` is not what is applied."""
-    rec = getattr(vis, _ATTR, None)
-    if rec is None or rec["method"] != method:
-        have = rec["method"] if rec else "nothing"
+    rec = installed(vis)
+    if rec is None or rec.method != method:
+        have = rec.method if rec else "nothing"
         raise ValueError(f"{method} is not applied to this model ({have} is)")
-    for i, (hook, readout, keep) in rec["saved"].items():
+    for i, (hook, readout, keep) in rec.saved.items():
         blk = vis.blocks[i]
         blk.token_hook = hook
         blk.attn.readout = readout
         blk.attn.keep = keep
         blk.attn.last = {}
-    setattr(vis, _ATTR, None)
-    return [f"blocks.{i}" for i in rec["saved"]]
+    forget(vis, method)
+    return [f"blocks.{i}" for i in rec.saved]
 
 
 def applied(model: nn.Module) -> str | None:
     """Name of the token-reduction method applied to ``model``, or None."""
-    rec = getattr(vision_tower(model), _ATTR, None)
-    return rec["method"] if rec else None
+    rec = installed(vision_tower(model))
+    return rec.method if rec else None
+
+
+def config(model: nn.Module, method: str) -> Any:
+    """The config ``method`` was applied with (from the vision tower's record); ValueError if it is not."""
+    cfg = record_of(vision_tower(model)).get(method)
+    if cfg is None:
+        raise ValueError(f"{method} is not applied to this model: call vitkit.reduce.{method}.apply(model, cfg) first")
+    return cfg
 
 
 def cls_scores(attn: nn.Module, n: int) -> Tensor:

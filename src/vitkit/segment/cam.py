@@ -104,8 +104,8 @@ class PatchClassifier(nn.Module):
         """images (B, 3, H, W) → dict: ``prefix`` (B, P, D) prefix tokens, ``patches`` (B, N, D) and
         ``aux_patches`` (B, N, D) (both normalised), ``logits`` / ``aux_logits`` (B, C), ``cam`` /
         ``aux_cam`` (B, C, gh, gw) raw; ``grid`` (gh, gw) as a tuple."""
-        final, inter = self.backbone.forward_intermediates(images, [self.aux_layer], norm=True)
-        state = self.backbone.last_state
+        final, inter, state = self.backbone.forward_intermediates(images, [self.aux_layer], norm=True,
+                                                                  return_state=True)
         npre = state.num_prefix
         patches, aux = final[:, npre:], inter[0][:, npre:]
         pool = (lambda t: t.max(1).values) if self.pooling == "gmp" else (lambda t: t.mean(1))

@@ -55,8 +55,7 @@ def patch_features(backbone: nn.Module, images: Tensor, layers: int, batch: int 
     out, grid = [], (0, 0)
     for i in range(0, len(images), batch):
         x = prepare(images[i : i + batch]) if prepare else images[i : i + batch].permute(0, 3, 1, 2).float() / 255
-        _, inter = backbone.forward_intermediates(x, layers, norm=True)
-        state = backbone.last_state
+        _, inter, state = backbone.forward_intermediates(x, layers, norm=True, return_state=True)
         grid = state.grid
         out.append(torch.cat([t[:, state.num_prefix :] for t in inter], -1))
     return torch.cat(out), grid

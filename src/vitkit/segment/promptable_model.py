@@ -124,8 +124,7 @@ class PromptSegmenter(nn.Module):
 
     def embed(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Images (B, 3, S, S) in [0, 1] → (image embedding (B, gh·gw, C), skip (B, C/4, S/2, S/2))."""
-        _, inter = self.encoder.forward_intermediates((images - 0.5) / 0.5, 1, norm=True)
-        state = self.encoder.last_state
+        _, inter, state = self.encoder.forward_intermediates((images - 0.5) / 0.5, 1, norm=True, return_state=True)
         half = F.avg_pool2d(images, 2) if images.shape[-1] >= 2 * self.config.patch else images
         return self.neck(inter[0][:, state.num_prefix :]), self.skip(half)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ..data.transforms import PreprocessConfig
+from ..models import applied
 from ..models.clip import CLIP, CLIPConfig
 from ..models.hybrid import HybridCNNTransformer, HybridConfig
 from ..models.tiled import PagePolicy
@@ -99,7 +100,7 @@ def load_into(model: nn.Module, sd: dict[str, Tensor], where: str, strict: bool 
     model.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
 
 
-def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict | None, dict | None]:
+def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict | None, dict | None, list]:
     version = meta.get("format_version", FORMAT_VERSION)
     if version > FORMAT_VERSION:
         raise CheckpointError(f"{where}: vitkit format {version} is newer than this vitkit ({FORMAT_VERSION}); upgrade")
@@ -110,7 +111,10 @@ def _native(meta: dict, where: str) -> tuple[str, ViTConfig | CLIPConfig, dict |
         cfg = ARCHS[arch][0].from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where}: invalid vitkit config ({e})") from e
-    return arch, cfg, meta.get("preprocess"), meta.get("pipeline")
+    entries = meta.get("applied") or []
+    if not isinstance(entries, list):
+        raise CheckpointError(f"{where}: 'applied' must be a list of method entries, got {type(entries).__name__}")
+    return arch, cfg, meta.get("preprocess"), meta.get("pipeline"), entries
 
 
 def _resolve(source: str | Path) -> Path:
@@ -137,26 +141,28 @@ def _resolve(source: str | Path) -> Path:
 
 def read_checkpoint(
     source: str | Path, **overrides
-) -> tuple[str, ViTConfig | CLIPConfig, dict, dict | None, Path, dict | None]:
-    """(arch, config, vitkit state dict, preprocess kwargs or None, directory, page pipeline or None)
-    of any supported checkpoint; only vitkit's own format carries a page pipeline."""
+) -> tuple[str, ViTConfig | CLIPConfig, dict, dict | None, Path, dict | None, list[dict]]:
+    """(arch, config, vitkit state dict, preprocess kwargs or None, directory, page pipeline or None,
+    applied-method entries) of any supported checkpoint; only vitkit's own format carries a page
+    pipeline and applied methods (LoRA, prompts, quantization, token reduction)."""
     path = _resolve(source)
     directory = path if path.is_dir() else path.parent
     wfile = find_weights(path) if path.is_dir() else path
     where = str(wfile)
     if wfile.suffix == ".onnx":
         cfg, sd = onnx_export.read(wfile, num_heads=overrides.get("num_heads"))
-        return "vit", _apply_overrides(cfg, overrides, where), sd, None, directory, None
+        return "vit", _apply_overrides(cfg, overrides, where), sd, None, directory, None, []
     cfg_json = read_json(directory / "config.json") if path.is_dir() and (directory / "config.json").is_file() else {}
     oc_path = directory / "open_clip_config.json"
     oc_json = read_json(oc_path) if path.is_dir() and oc_path.is_file() else None
     sd = read_state_dict(wfile)
     pp = pipeline = None
+    entries: list[dict] = []
 
     meta = _safetensors_meta(wfile)
     if "vitkit" in cfg_json or "vitkit" in meta:
         native = cfg_json.get("vitkit") or json.loads(meta["vitkit"])
-        arch, cfg, pp, pipeline = _native(native, where)
+        arch, cfg, pp, pipeline, entries = _native(native, where)
     elif "model_type" in cfg_json:
         arch, cfg, sd = hf.convert(cfg_json, sd, where)
         pp_path = directory / "preprocessor_config.json"
@@ -178,7 +184,7 @@ def read_checkpoint(
             f"keys match no known layout (first keys: {list(sd)[:5]})"
         )
     cfg = _apply_overrides(cfg, overrides, where)
-    return arch, cfg, sd, pp, directory, pipeline
+    return arch, cfg, sd, pp, directory, pipeline, entries
 
 
 def _safetensors_meta(path: Path) -> dict:
@@ -199,10 +205,17 @@ def load(source: str | Path, *, strict: bool = True, **overrides) -> nn.Module:
     (and ``.tokenizer`` for CLIP when the checkpoint has tokenizer files). A crop classifier saved
     with its page pipeline (e.g. ``vitkit demo``'s model) gets it back as ``.pipeline``, a
     :class:`~vitkit.models.tiled.PagePolicy` that :func:`vitkit.predict.classify_images` follows.
+    A model saved with methods applied (LoRA, visual prompts, fake or int8 quantization, token
+    reduction) comes back with them re-applied, in the saved order, and its ``applied`` record.
     """
-    arch, cfg, sd, pp, directory, pipeline = read_checkpoint(source, **overrides)
+    arch, cfg, sd, pp, directory, pipeline, entries = read_checkpoint(source, **overrides)
     model = build(arch, cfg)
+    try:
+        done = applied.restore(model, entries, str(source))
+    except ValueError as e:
+        raise CheckpointError(str(e)) from e
     load_into(model, sd, str(source), strict=strict)
+    applied.finish_restore(done)
     size = (cfg.vision if isinstance(cfg, CLIPConfig) else cfg).img_size
     model.preprocess = PreprocessConfig.from_dict(pp) if pp else default_preprocess(cfg, size)
     if pipeline is not None:
@@ -237,7 +250,11 @@ def _find_tokenizer(directory: Path, context_length: int):
 
 
 def save(model: nn.Module, directory: str | Path) -> Path:
-    """Write a vitkit checkpoint: ``config.json`` + ``model.safetensors`` (+ tokenizer files)."""
+    """Write a vitkit checkpoint: ``config.json`` + ``model.safetensors`` (+ tokenizer files).
+
+    The methods applied to the model (its ``applied`` records) are written with it as
+    ``"applied"``: [{"module", "method", "config"}], so :func:`load` re-applies them.
+    """
     arch = arch_of(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -249,6 +266,9 @@ def save(model: nn.Module, directory: str | Path) -> Path:
     }
     if getattr(model, "pipeline", None) is not None:
         meta["pipeline"] = model.pipeline.to_dict()
+    entries = applied.to_json(model)
+    if entries:
+        meta["applied"] = entries
     tmp = directory / "model.safetensors.tmp"
     save_state_dict(model.state_dict(), tmp, metadata={"vitkit": json.dumps(meta)})
     tmp.replace(directory / "model.safetensors")
