@@ -32,8 +32,8 @@ class Registry(Mapping[str, T], Generic[T]):
 
         def add(obj: T) -> T:
             have = self._items.get(name)
-            if have is not None and have is not obj and getattr(have, "__qualname__", None) != getattr(
-                    obj, "__qualname__", object()):  # a module reloaded in a test redefines the same object
+            # a module executed again (reloaded) defines the same class or function anew: not a clash
+            if have is not None and have is not obj and (_origin(have) is None or _origin(have) != _origin(obj)):
                 raise ValueError(f"{self.kind} {name!r} is registered twice ({have!r} and {obj!r})")
             self._items[name] = obj
             return obj
@@ -60,3 +60,8 @@ class Registry(Mapping[str, T], Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {list(self._items)})"
+
+
+def _origin(obj: object) -> tuple[str, str] | None:
+    qualname = getattr(obj, "__qualname__", None)
+    return (getattr(obj, "__module__", ""), qualname) if isinstance(qualname, str) else None

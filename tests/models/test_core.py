@@ -189,3 +189,37 @@ def test_returned_state_is_the_one_the_blocks_saw():
     _, _, state2 = model.forward_intermediates(x, return_state=True)
     assert state2 is seen[1] and torch.equal(state2.index, state.index)
     assert torch.equal(model(x), model.forward_head(feats))
+
+
+# ---------------------------------------------------------------------------------------------- registries
+def test_registry_lookup_and_clashes():
+    from vitkit.registry import Registry
+
+    reg = Registry("widget")
+
+    @reg.register("a")
+    def a():
+        return 1
+
+    assert reg.lookup("a") is a and list(reg) == ["a"] and reg.names() == ("a",) and "a" in reg
+    with pytest.raises(ValueError, match=r"unknown widget 'b'; choose one of \['a'\]"):
+        reg.lookup("b")
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a")(lambda: 2)
+    with pytest.raises(ValueError, match="non-empty name"):
+        reg.register("")
+
+
+def test_detector_and_calibration_source_registries():
+    from vitkit import ood, quant
+
+    assert set(ood.DETECTORS) == {"msp", "max_logit", "energy", "knn", "mahalanobis", "molar"}
+    assert ood.DETECTORS["knn"].name == "knn" and ood.make_detector("energy").name == "energy"
+    assert set(quant.CALIBRATION_SOURCES) >= {"real", "noise", "psaq", "spdfq"}
+
+    @quant.register_source("test-ones")
+    def ones(model, n, gen, device, **_):
+        return torch.ones(n, 3, *model.cfg.img_size, device=device)
+
+    model = tiny()
+    assert torch.equal(quant.calibration_images(model, "test-ones", 2), torch.ones(2, 3, 16, 16))
