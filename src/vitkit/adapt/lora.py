@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..config import config_from_dict
 from ..models.applied import forget, record, record_of, restorer
 from ..models.surgery import replace_module
-from ..models.wrapper import LayerWrapper, base_of, linear_features
+from ..models.wrapper import LayerWrapper, base_of, linear_features, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +326,7 @@ def _drop(model: nn.Module, module_name: str, name: str) -> None:
     if isinstance(w, LoraLinear) and name in w.adapters:
         w.delete_adapter(name)
         if not w.adapters:
-            replace_module(model, module_name, w.base_layer)
+            unwrap(model, module_name)
 
 
 def remove(model: nn.Module, name: str | None = None, merge: bool = False) -> list[str]:
@@ -346,7 +346,7 @@ def remove(model: nn.Module, name: str | None = None, merge: bool = False) -> li
                 w.delete_adapter(a)
                 touched.append(n)
         if not w.adapters:
-            replace_module(model, n, w.base_layer)
+            unwrap(model, n)
     if not touched:
         raise ValueError(f"no adapter named {name!r}; adapters here: {adapter_names(model)}")
     for a in names:

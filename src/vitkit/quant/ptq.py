@@ -27,7 +27,7 @@ from ..engine import model_device
 from ..models.applied import forget, record, record_of, restorer
 from ..models.attention import Attention
 from ..models.surgery import replace_module
-from ..models.wrapper import LayerWrapper, base_of
+from ..models.wrapper import LayerWrapper, base_of, unwrap
 from .quantizers import GRANULARITIES, METHODS, ActQuantizer, Log2Quantizer, WeightQuantizer, check_bits
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def remove(model: nn.Module) -> list[str]:
     restored: list[str] = []
     for name, mod in list(model.named_modules()):
         if isinstance(mod, QuantLinear):
-            replace_module(model, name, mod.base_layer)
+            unwrap(model, name)
             restored.append(name)
         elif isinstance(mod, Attention) and isinstance(mod.attn_map_fn, Log2Quantizer):
             mod.attn_map_fn = None
