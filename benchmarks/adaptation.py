@@ -34,15 +34,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vitkit import VisionTransformer, create_model
+from vitkit import VisionTransformer, create_model, frb
 from vitkit.adapt import lora
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
-from vitkit.data import frb
-from vitkit.data.crops import InkCropDataset, pil_to_tensor
-from vitkit.data.frb_eval import evaluate_classifier
-from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
 from vitkit.engine import TrainConfig, Trainer, model_device
-from vitkit.models.tiled import TiledClassifier
+from vitkit.frb.classifier import TiledClassifier
+from vitkit.frb.ink import InkCropDataset, pil_to_tensor
+from vitkit.frb.pages import frb_pages
+from vitkit.frb.protocols import evaluate_classifier
+from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
 from vitkit.ood.openset import crop_features
 from vitkit.weights import pretrained
 

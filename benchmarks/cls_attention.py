@@ -17,9 +17,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vitkit import load
-from vitkit.data import frb
-from vitkit.data.crops import INK, normalize_pages, pil_to_tensor, to_model_input
+from vitkit import frb, load
+from vitkit.frb.ink import INK, normalize_pages, pil_to_tensor, to_model_input
 from vitkit.weights import pretrained
 
 

@@ -16,10 +16,10 @@ import json
 import torch
 
 import vitkit
-from vitkit.data import frb
-from vitkit.data.crops import pil_to_tensor
-from vitkit.data.frb_eval import evaluate_classifier
-from vitkit.models.tiled import TiledClassifier
+from vitkit import frb
+from vitkit.frb.classifier import TiledClassifier
+from vitkit.frb.ink import pil_to_tensor
+from vitkit.frb.protocols import evaluate_classifier
 from vitkit.predict import page_classifier
 
 

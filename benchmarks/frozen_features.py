@@ -34,10 +34,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vitkit import load, save
+from vitkit import frb, load, save
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe, knn_scores
-from vitkit.data import frb
-from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
+from vitkit.frb.pages import frb_pages
+from vitkit.frb.recipe import DemoConfig, train_crop_classifier
 from vitkit.ood.openset import Features, crop_features, tile_features
 from vitkit.weights import pretrained
 

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vitkit import load
-from vitkit.data import frb
-from vitkit.data.crops import pil_to_tensor
+from vitkit import frb, load
+from vitkit.frb.ink import pil_to_tensor
 from vitkit.weights import pretrained
 
 

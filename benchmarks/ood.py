@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from vitkit import load, save
+from vitkit import frb, load, save
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
-from vitkit.data import frb
-from vitkit.demo import DemoConfig, frb_pages, train_crop_classifier
+from vitkit.frb.pages import frb_pages
+from vitkit.frb.recipe import DemoConfig, train_crop_classifier
 from vitkit.ood import metrics
 from vitkit.ood.detectors import make_detector
 from vitkit.ood.openset import Features, crop_features, evaluate, fit_detectors, tile_features

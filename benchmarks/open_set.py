@@ -2,7 +2,7 @@
 equal closed-set accuracy (± 1 point).
 
 Setting: the FRB open-set split — 10 known fonts (``frb.KNOWN_FONTS``), 5 unknown ones never seen
-in training. A small CLIP-style model (:mod:`vitkit.adapt.frb_clip`) is trained contrastively on
+in training. A small CLIP-style model (:mod:`vitkit.frb.clip`) is trained contrastively on
 crops of rendered pages of the known fonts with font captions; it is then frozen. Pages are
 embedded by averaging their ink tiles' image embeddings. Prompt tuning (CoOp; M-Tuning with and
 without CTT) runs on the embeddings of the known-font training pages. Evaluation: the FRB easy and
@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
-from vitkit.adapt.frb_clip import TEMPLATE, FRBClipConfig, page_features, train_frb_clip
+from vitkit import frb
 from vitkit.adapt.mtuning import MTuning, MTuningConfig
 from vitkit.adapt.prompts import CoOp, CoOpConfig, train_prompts
 from vitkit.adapt.wordnet import sample_open_words
-from vitkit.data import frb
-from vitkit.demo import frb_pages
+from vitkit.frb.clip import TEMPLATE, FRBClipConfig, page_features, train_frb_clip
+from vitkit.frb.pages import frb_pages
 from vitkit.models.clip import text_classifier_weights
 from vitkit.ood import metrics as M
 

@@ -71,11 +71,11 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
-from vitkit import quant
-from vitkit.data import frb
-from vitkit.data.crops import InkCropDataset
-from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
+from vitkit import frb, quant
 from vitkit.engine import model_device
+from vitkit.frb.ink import InkCropDataset
+from vitkit.frb.pages import frb_pages
+from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
 
 log = logging.getLogger("quantization")
 
@@ -129,9 +129,9 @@ def crop_accuracy(model, x, y, bs: int = 200) -> float:
 
 
 def frb_accuracy(model, crop: int) -> dict:
-    from vitkit.data.crops import pil_to_tensor
-    from vitkit.data.frb_eval import evaluate_classifier
-    from vitkit.models.tiled import TiledClassifier
+    from vitkit.frb.classifier import TiledClassifier
+    from vitkit.frb.ink import pil_to_tensor
+    from vitkit.frb.protocols import evaluate_classifier
 
     clf = TiledClassifier(model, size=crop, stride=crop // 2).eval()
     with torch.no_grad():

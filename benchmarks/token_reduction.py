@@ -73,10 +73,10 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
-from vitkit.data.crops import to_model_input
-from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
-from vitkit.demo import DemoConfig, build_model, train_crop_classifier
 from vitkit.engine import TrainConfig
+from vitkit.frb.ink import to_model_input
+from vitkit.frb.pages import PageConfig, page_sample, page_split, page_tensors
+from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
 from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
@@ -634,7 +634,7 @@ def _data_seconds(run: Run, pages: tuple[torch.Tensor, torch.Tensor], batch: int
     """(seconds to build one batch of ink crops on the CPU, seconds to copy it to the device), median of 3."""
     from torch.utils.data import default_collate
 
-    from vitkit.data.crops import InkCropDataset
+    from vitkit.frb.ink import InkCropDataset
 
     ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
     make, copy = [], []

@@ -274,12 +274,12 @@ def scan_stage(args) -> dict:
 
 def frb_stage(args) -> dict:
     """Equal recipe and steps for both models; page-level FRB easy/hard (see the module docstring)."""
-    from vitkit.data import frb
-    from vitkit.data.crops import InkCropDataset, pil_to_tensor
-    from vitkit.data.frb_eval import evaluate_classifier
-    from vitkit.demo import frb_pages
+    from vitkit import frb
     from vitkit.engine import TrainConfig, Trainer
-    from vitkit.models.tiled import TiledClassifier
+    from vitkit.frb.classifier import TiledClassifier
+    from vitkit.frb.ink import InkCropDataset, pil_to_tensor
+    from vitkit.frb.pages import frb_pages
+    from vitkit.frb.protocols import evaluate_classifier
 
     size_range = (37, 43)  # the demo's training font sizes
     train = frb_pages(list(frb.train_split(args.pages, 0, size_range=size_range)))

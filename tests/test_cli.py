@@ -9,8 +9,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import vitkit
+from vitkit import frb
 from vitkit.cli import app
-from vitkit.data import frb
 
 runner = CliRunner()
 
@@ -117,7 +117,7 @@ def test_demo_quick_writes_report_and_metrics(tmp_path, monkeypatch):
 
 
 def test_frb_pages_restricts_to_fonts_and_remaps_labels():
-    from vitkit.demo import frb_pages
+    from vitkit.frb.pages import frb_pages
 
     samples = frb.easy_split("canvas440")[:40]  # font-major: the first 4 fonts, 10 sentences each
     pages, labels = frb_pages(samples, fonts=[frb.FONT_NAMES[3], frb.FONT_NAMES[1]])

@@ -16,26 +16,26 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .data import frb
-from .data.crops import InkCropDataset, fit_page, normalize_pages, pil_to_tensor, scale_text
-from .data.frb_eval import (
+from . import __version__, frb
+from .frb.batching import embed_samples
+from .frb.classifier import TiledClassifier
+from .frb.ink import pil_to_tensor
+from .frb.pages import frb_pages
+from .frb.protocols import (
     PAPER_RESULTS,
-    embed_samples,
     evaluate_classifier,
     evaluate_few_shot,
     evaluate_multiple_choice,
     letter_exemplars,
 )
-from .data.frb_robust import VARIANTS, variant_split
-from .engine import TrainConfig, Trainer, TrainResult, model_device
-from .models.tiled import REFERENCE_TEXT_HEIGHT, PagePolicy, TiledClassifier
+from .frb.recipe import DemoConfig, train_crop_classifier, training_pages
+from .frb.robust import VARIANTS, variant_split
 from .models.vit import VisionTransformer
 from .predict import page_classifier
 from .report import (
@@ -54,50 +54,9 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DemoConfig:
-    out_dir: str = "runs/demo"
-    train_pages: int = 1200
-    val_pages: int = 150
-    crop: int = 96
-    patch: int = 12
-    dim: int = 96
-    depth: int = 4
-    heads: int = 3
-    steps: int = 3300
-    batch_size: int = 64
-    lr: float = 2e-3
-    drop_path: float = 0.0
-    # every page (training and evaluation) is resampled so its text's core height in px is in this band; the
-    # default (h, h) brings all to h (see models.tiled.REFERENCE_TEXT_HEIGHT); None reads pages at their own scale
-    text_height: tuple[float, float] | None = REFERENCE_TEXT_HEIGHT
-    # font sizes of the training/validation pages: most around the benchmark's 32 (easy) and 40 (hard), a
-    # share over a wide range so pages drawn 0.5×–2× as large (upsampled soft glyphs, downsampled sharp
-    # ones) are seen too; all are resampled to text_height, as the page classifier will resample any page
-    size_range: tuple[int, int] = (30, 44)
-    wide_size_range: tuple[int, int] = (14, 84)
-    wide_share: float = 0.3
-    # JPEG qualities of the training pages (half of them go through JPEG)
-    jpeg_quality: tuple[int, int] = (25, 95)
-    canvas: tuple[int, int] = (240, 440)  # (H, W) that rescaled training pages are cut/padded to
-    layout: str = "paper"  # FRB layout evaluated (frb.LAYOUTS)
-    robustness: bool = True  # also score the page classifier on rescaled, inverted and JPEG-30 pages
-    eval_stride: int = 1  # score every k-th benchmark page and letter (1 = all; the quick smoke run uses 5)
-    seed: int = 0
-    progress: bool = True
-
-    @classmethod
-    def quick(cls, **kw) -> DemoConfig:
-        """A ≤ 2-minute version for tests: fewer pages and steps (figures are not meaningful)."""
-        return replace(cls(train_pages=150, val_pages=30, steps=40, depth=2, robustness=False, eval_stride=5), **kw)
-
-    def policy(self) -> PagePolicy:
-        """The page pipeline the trained model is saved with (and the demo evaluates through)."""
-        return PagePolicy(tile=self.crop, stride=self.crop // 2, text_height=self.text_height)
-
-
-@dataclass
 class DemoContext:
-    """What a report section added by a later issue receives from a finished demo run.
+    """What a report section (one per method package, listed in :mod:`vitkit.demo_sections`) receives from a
+    finished demo run.
 
     Pages are grey ``(P, 1, H, W)`` tensors in [0, 1] (ink dark, see ``normalize_pages``);
     ``classifier`` maps such pages to ``(P, 15)`` logits, ``model`` maps ``to_model_input`` crops
@@ -121,103 +80,12 @@ SectionBuilder = Callable[[DemoContext], "Section"]
 
 
 def extra_sections() -> list[tuple[str, SectionBuilder]]:
-    """The report sections later issues add, as (name, builder); see :mod:`vitkit.demo_sections`."""
+    """The method packages' report sections, as (name, builder); see :mod:`vitkit.demo_sections`.
+
+    Imported on call, so ``import vitkit.demo`` does not import every method package."""
     from .demo_sections import SECTIONS
 
     return list(SECTIONS)
-
-
-def frb_pages(
-    samples: Sequence[frb.FRBSample], fonts: Sequence[str] | None = None, *,
-    text_height: tuple[float, float] | None = None, canvas: tuple[int, int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grey pages ``(P, 1, H, W)`` in [0, 1] and labels ``(P,)`` for FRB samples.
-
-    With ``fonts`` (e.g. :data:`frb.KNOWN_FONTS`), only samples in those fonts are kept and labels
-    become indices into ``fonts``; otherwise labels are indices into :data:`frb.FONT_NAMES`. With
-    ``text_height`` (a band of core heights, see :func:`vitkit.data.crops.scale_text`), pages are brought
-    to that text scale as a :class:`~vitkit.models.tiled.PagePolicy` reads them. Pages of different sizes
-    are cut or padded to ``canvas`` ``(H, W)`` around their ink (default: the largest page).
-    """
-    if fonts is not None:
-        pos = {name: i for i, name in enumerate(fonts)}
-        samples = [s for s in samples if s.font in pos]
-        labels = [pos[s.font] for s in samples]
-    else:
-        labels = [s.label for s in samples]
-    if not samples:
-        raise ValueError(f"no FRB samples in fonts {list(fonts or [])}")
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for i, s in enumerate(samples):
-        by_size.setdefault(s.image.size, []).append(i)
-    grey: list[torch.Tensor] = [torch.empty(0)] * len(samples)
-    for idx in by_size.values():  # normalise pages of one size in batches
-        for j in range(0, len(idx), 64):
-            part = idx[j : j + 64]
-            x = normalize_pages(torch.stack([pil_to_tensor(samples[i].image) for i in part]))
-            for i, g in zip(part, x, strict=True):
-                grey[i] = scale_text(g, text_height)[0]
-    if canvas is None and len({tuple(g.shape) for g in grey}) == 1:
-        return torch.stack(grey), torch.tensor(labels)
-    if canvas is None:
-        canvas = (max(g.shape[-2] for g in grey), max(g.shape[-1] for g in grey))
-    return torch.stack([fit_page(g, canvas) for g in grey]), torch.tensor(labels)
-
-
-def training_pages(cfg: DemoConfig, n: int, split: str) -> list[frb.FRBSample]:
-    """The demo's ``n`` training (or validation) pages: a ``wide_share`` of them over ``wide_size_range``."""
-    def sizes(i: int) -> tuple[int, int]:  # a low-discrepancy choice: any prefix holds about wide_share
-        return tuple(cfg.wide_size_range) if (i * 0.6180339887) % 1.0 < cfg.wide_share else tuple(cfg.size_range)
-
-    return [frb.train_sample(i, cfg.seed, split=split, size_range=sizes(i), jpeg_quality=tuple(cfg.jpeg_quality))
-            for i in range(n)]
-
-
-def build_model(cfg: DemoConfig, labels: Sequence[str] = tuple(frb.FONT_NAMES)) -> VisionTransformer:
-    return VisionTransformer(
-        img_size=cfg.crop, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
-        num_classes=len(labels), drop_path_rate=cfg.drop_path, labels=list(labels),
-    )
-
-
-def train_crop_classifier(
-    cfg: DemoConfig,
-    train_pages: torch.Tensor,
-    train_labels: torch.Tensor,
-    val_pages: torch.Tensor,
-    val_labels: torch.Tensor,
-    *,
-    labels: Sequence[str] = tuple(frb.FONT_NAMES),
-    out_dir: str | Path | None = None,
-    resume: bool = False,
-) -> tuple[VisionTransformer, TrainResult]:
-    """Train the demo's ViT from scratch on ink crops of ``train_pages`` (grey, see :func:`frb_pages`).
-
-    Validation = accuracy on 4 fixed crops per validation page. Checkpoints and the JSONL log go to
-    ``out_dir`` (default ``cfg.out_dir/train``). Returns the model (eval mode) and the engine's result.
-    """
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, labels)
-    n = len(train_pages)
-    crops_per_page = max(1, -(-cfg.steps * cfg.batch_size // n))  # one pass over the crops
-    ds = InkCropDataset(train_pages, train_labels, size=cfg.crop, crops_per_page=crops_per_page, seed=cfg.seed)
-    val_ds = InkCropDataset(val_pages, val_labels, size=cfg.crop, crops_per_page=4, seed=cfg.seed + 1)
-    vx = torch.stack([val_ds[i][0] for i in range(len(val_ds))])
-    vy = torch.stack([val_ds[i][1] for i in range(len(val_ds))])
-
-    def eval_fn(m: torch.nn.Module) -> dict:
-        dev = model_device(m)  # the engine may have moved the model to CUDA
-        pred = torch.cat([m(vx[i : i + 256].to(dev)).argmax(-1).cpu() for i in range(0, len(vx), 256)])
-        return {"val_crop_accuracy": (pred == vy).float().mean().item()}
-
-    tcfg = TrainConfig(
-        epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=max(1, cfg.steps // 20),
-        weight_decay=0.05, label_smoothing=0.1, out_dir=str(out_dir or Path(cfg.out_dir) / "train"),
-        progress=cfg.progress, eval_every=max(1, cfg.steps // 5), ckpt_every=max(1, cfg.steps // 5),
-        log_every=max(1, cfg.steps // 50), seed=cfg.seed,
-    )
-    result = Trainer(model, ds, tcfg, eval_fn=eval_fn).fit(resume=resume)
-    return model.eval(), result
 
 
 class _Memo:
@@ -313,7 +181,7 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
 
-    # 4. sections added by later issues (token reduction, quantization, OOD …): one function each.
+    # 4. one section per method package (token reduction, quantization, OOD …), each a function of the run.
     # A failing section is reported in the page and the log, never lost with the rest of the run.
     extra: list[Section] = []
     ctx = DemoContext(cfg, out, model, clf, train_pages, train_labels, val_pages, val_labels, easy, hard, metrics)

@@ -1,4 +1,4 @@
-"""Report sections that later issues add to ``vitkit demo``: one (name, builder) entry each.
+"""The method packages' sections of the ``vitkit demo`` report: one (name, builder) entry each, in page order.
 
 A builder takes a :class:`vitkit.demo.DemoContext` (the trained demo model, its pages and the FRB
 splits) and returns a :class:`vitkit.report.Section`; it should add at most ~30 s on 2 CPU cores so
@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vitkit.explain import report as _explain_report
-from vitkit.ood import report as _ood_report  # issue 6 (heavy parts imported inside the builder)
-from vitkit.quant import report as _quant_report  # issue 5
-from vitkit.reduce import report as _reduce_report  # issue 4
+from vitkit.ood import report as _ood_report
+from vitkit.quant import report as _quant_report
+from vitkit.reduce import report as _reduce_report
 
 SECTIONS: list[tuple[str, Callable]] = [
-    ("token reduction", _reduce_report.demo_section),  # issue 4
-    ("quantization", _quant_report.demo_section),  # issue 5
-    ("open-world recognition", _ood_report.demo_section),  # issue 6
+    ("token reduction", _reduce_report.demo_section),
+    ("quantization", _quant_report.demo_section),
+    ("open-world recognition", _ood_report.demo_section),
     ("explanations", _explain_report.demo_section),
 ]

@@ -1,6 +1,6 @@
 """Classify image files with any vitkit classifier, the way it was trained to read them.
 
-A model with a page pipeline (:class:`~vitkit.models.tiled.PagePolicy` in ``model.pipeline``, saved
+A model with a page pipeline (:class:`~vitkit.frb.classifier.PagePolicy` in ``model.pipeline``, saved
 with e.g. ``vitkit demo``'s font classifier) reads every image as a page of any size: normalised,
 rescaled to its text scale, averaged over ink tiles. Any other classifier gets its
 ``model.preprocess`` (resize, crop, normalise) and one forward pass. ``vitkit predict`` is this
@@ -16,8 +16,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from .data import preprocess_batch
-from .data.crops import pil_to_tensor
-from .models.tiled import TiledClassifier
+from .frb.classifier import TiledClassifier
+from .frb.ink import pil_to_tensor
 
 
 def page_classifier(model: nn.Module) -> TiledClassifier | None:

@@ -7,9 +7,9 @@ import torch
 from typer.testing import CliRunner
 
 import vitkit
+from vitkit import frb
 from vitkit.adapt import lora
 from vitkit.cli import app
-from vitkit.data import frb
 
 runner = CliRunner()
 pytestmark = pytest.mark.usefixtures("one_thread")

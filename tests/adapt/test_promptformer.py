@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vitkit import frb
 from vitkit.adapt import fedfonts as ff
 from vitkit.adapt import lora
 from vitkit.adapt.promptformer import (
@@ -20,7 +21,6 @@ from vitkit.adapt.promptformer import (
     pool_tokens,
     train_fedmvp,
 )
-from vitkit.data import frb
 from vitkit.models.clip import CLIP, CLIPConfig, TextConfig
 from vitkit.models.vit import ViTConfig
 

@@ -10,8 +10,8 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import vitkit
+from vitkit import frb
 from vitkit.cli import app
-from vitkit.data import frb
 from vitkit.ood.detectors import load_detector
 
 runner = CliRunner()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitkit.data import frb
+from vitkit import frb
 from vitkit.ood.metrics import auroc
 from vitkit.ood.report import ood_section, roc_curve
 
@@ -27,8 +27,10 @@ def test_ood_section_html():
 
 
 def test_demo_section_on_tiny_context(tmp_path, one_thread):
-    from vitkit.demo import DemoConfig, DemoContext, build_model, frb_pages
-    from vitkit.models.tiled import TiledClassifier
+    from vitkit.demo import DemoContext
+    from vitkit.frb.classifier import TiledClassifier
+    from vitkit.frb.pages import frb_pages
+    from vitkit.frb.recipe import DemoConfig, build_model
     from vitkit.ood.report import demo_section
 
     cfg = DemoConfig(crop=32, patch=8, dim=32, depth=2, heads=2, progress=False)

@@ -2,7 +2,7 @@ from types import SimpleNamespace
 
 import torch
 
-from vitkit.demo import DemoConfig
+from vitkit.frb.recipe import DemoConfig
 from vitkit.quant.report import demo_section
 
 

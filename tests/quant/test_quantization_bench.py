@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from vitkit.demo import build_model
+from vitkit.frb.recipe import build_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from vitkit.demo import DemoConfig, DemoContext, build_model
+from vitkit.demo import DemoContext
+from vitkit.frb.recipe import DemoConfig, build_model
 from vitkit.reduce.partitions import TokenSet
 from vitkit.reduce.report import demo_section, group_overlay, kept_overlay
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vitkit.demo import DemoConfig
+from vitkit.frb.recipe import DemoConfig
 from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
@@ -189,8 +189,8 @@ def test_script_imports_without_matplotlib_rich_typer():
 def _train_encoder_and_consumer(tr, tmp_path, device: str) -> None:
     """The engine puts the models on CUDA when there is one: the consumer's subsets and both evaluations must
     follow (tokens given on ``device``)."""
-    from vitkit.demo import train_crop_classifier
     from vitkit.engine import TrainConfig
+    from vitkit.frb.recipe import train_crop_classifier
     from vitkit.reduce.consumer import train_consumer
 
     engine = "cuda" if torch.cuda.is_available() else "cpu"

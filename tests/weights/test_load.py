@@ -150,8 +150,8 @@ def test_hf_hub_source_downloads_only_when_asked(tmp_path, monkeypatch):
 
 def test_page_pipeline_travels_with_the_model(tmp_path):
     """A crop classifier saved with its page pipeline reads a page after loading exactly as before saving."""
-    from vitkit.data import frb
-    from vitkit.models.tiled import PagePolicy
+    from vitkit import frb
+    from vitkit.frb.classifier import PagePolicy
     from vitkit.predict import classify_images, page_classifier
 
     model = vitkit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
@@ -163,7 +163,7 @@ def test_page_pipeline_travels_with_the_model(tmp_path):
     assert loaded.pipeline == model.pipeline and loaded.cfg.labels == frb.FONT_NAMES
     after = classify_images(loaded, pages)
     assert torch.equal(before, after)  # identical, not just close
-    from vitkit.data.crops import pil_to_tensor
+    from vitkit.frb.ink import pil_to_tensor
 
     with torch.no_grad():
         direct = page_classifier(loaded)([pil_to_tensor(p) for p in pages]).softmax(-1)

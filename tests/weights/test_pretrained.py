@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import vitkit
 from vitkit.cli import app
-from vitkit.data.crops import to_model_input
+from vitkit.frb.ink import to_model_input
 from vitkit.weights import CheckpointError, pretrained
 from vitkit.weights.cache import checkpoint_dir
 

@@ -25,7 +25,7 @@ FONT_SETS = ("all", "known")
 
 
 def _fonts(which: str) -> list[str]:
-    from ..data import frb
+    from .. import frb
 
     if which not in FONT_SETS:
         raise ValueError(f"--fonts must be one of {FONT_SETS}, got {which!r}")
@@ -57,14 +57,14 @@ def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: in
     import torch
     from safetensors.torch import save_file
 
+    from .. import frb
     from ..cli.common import load_source
-    from ..data import frb
-    from ..data.crops import InkCropDataset, pil_to_tensor
-    from ..data.frb_eval import evaluate_classifier
-    from ..demo import frb_pages
     from ..engine import TrainConfig, Trainer
+    from ..frb.classifier import TiledClassifier
+    from ..frb.ink import InkCropDataset, pil_to_tensor
+    from ..frb.pages import frb_pages
+    from ..frb.protocols import evaluate_classifier
     from ..models.clip import CLIP
-    from ..models.tiled import TiledClassifier
     from ..models.vit import VisionTransformer
     from . import lora, prompts
 
@@ -128,7 +128,7 @@ def run_adapt(source: str, method: str, out: Path, *, steps: int, batch_size: in
                 summary[f"{split}_accuracy"] = evaluate_classifier(  # pages differ in size: one per call
                     clf, part, transform=pil_to_tensor, batch_size=1, class_names=names, progress=False).accuracy
     else:
-        from .frb_clip import page_features
+        from ..frb.clip import page_features
 
         model.requires_grad_(False)
         coop = prompts.CoOp(model, names, prompts.CoOpConfig(n_ctx=tokens))

@@ -4,7 +4,7 @@ small CLIP trained on attribute captions of the base fonts only.
 * :func:`font_attributes` reads ``font_attributes.json`` (in this package): per FRB font a list of short
   visual attributes from one shared vocabulary and a few description sentences, and the base/new split
   (:data:`BASE_FONTS`, 8 fonts; :data:`NEW_FONTS`, the other 7). Nothing ever trains on a new font.
-* :func:`train_attribute_clip` trains vitkit's CLIP-style model (:func:`vitkit.adapt.frb_clip.build_clip`)
+* :func:`train_attribute_clip` trains vitkit's CLIP-style model (:func:`vitkit.frb.clip.build_clip`)
   contrastively on ink crops of base-font pages, each paired with an *attribute caption*
   (:func:`attribute_caption`): one description sentence, a random handful of the font's attributes, or
   the plain font-name caption, so that both attribute words and base font names get meaning. Its BPE
@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..data import frb
-from ..data.crops import InkCropDataset, to_model_input
+from .. import frb
+from ..frb.clip import TEMPLATE, FRBClipConfig, build_clip, fit_clip, train_bpe
+from ..frb.ink import InkCropDataset, to_model_input
 from ..models.clip import CLIP
 from ..models.tokenizer import CLIPTokenizer
-from .frb_clip import TEMPLATE, FRBClipConfig, build_clip, fit_clip, train_bpe
 
 log = logging.getLogger(__name__)
 

@@ -201,7 +201,8 @@ def demo_cmd(
 ) -> None:
     """The main job: generate the Font Recognition Benchmark, train a small ViT from scratch, evaluate
     easy and hard with every protocol that applies, write OUT/report.html and OUT/metrics.json."""
-    from ..demo import DemoConfig, run_demo
+    from ..demo import run_demo
+    from ..frb.recipe import DemoConfig
 
     kw = {"out_dir": str(out_dir)} | ({"steps": steps} if steps else {})
     cfg = DemoConfig.quick(**kw) if quick else DemoConfig(**kw)
@@ -233,7 +234,7 @@ def data_frb_cmd(
                                              "or 'canvas440' (vitkit's first 440×240 reading, PNG).")] = "paper",
 ) -> None:
     """Write the Font Recognition Benchmark: easy (150), hard (225), train and val splits."""
-    from ..data import frb
+    from .. import frb
 
     try:
         manifests = frb.generate(out_dir, n_train=n_train, n_val=n_val, seed=seed, layout=layout)

@@ -199,7 +199,7 @@ class ManifestDataset(_FileDataset):
 
     Each record gives an image path (``path_key``; relative paths are resolved against ``root``,
     default the manifest's folder) and a non-negative integer label (``label_key``). Blank lines
-    are ignored. This reads the manifests that :func:`vitkit.data.frb.write_split` writes.
+    are ignored. This reads the manifests that :func:`vitkit.frb.write_split` writes.
 
     Attributes:
         manifest: the manifest path.

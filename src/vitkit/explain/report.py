@@ -100,7 +100,7 @@ def demo_section(ctx) -> Section:
     """
     import torch
 
-    from ..data.crops import pil_to_tensor, to_model_input
+    from ..frb.ink import pil_to_tensor, to_model_input
     from . import explain
 
     model, clf = ctx.model, ctx.classifier

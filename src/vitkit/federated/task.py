@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .. import frb
 from ..adapt import fedfonts as ff
 from ..adapt.promptformer import FedMVP, MomentumSGD, PromptFormerConfig, cosine_lr, train_fedmvp
 from ..adapt.prompts import CoOp, CoOpConfig
-from ..data import frb
 from ..models.clip import CLIP
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class BundleConfig:
 
 # ============================================================================================ bundle
 def _pages(samples: list[frb.FRBSample], fonts: tuple[str, ...] | list[str]) -> tuple[Tensor, Tensor]:
-    from ..data.crops import normalize_pages, pil_to_tensor
+    from ..frb.ink import normalize_pages, pil_to_tensor
 
     pos = {f: i for i, f in enumerate(fonts)}
     x = torch.stack([pil_to_tensor(s.image) for s in samples])

@@ -293,7 +293,7 @@ class VisionTransformer(nn.Module):
 
         self.embed_hook: Callable[[Tensor, TokenState], Tensor] | None = None
         self.preprocess = None  # a vitkit.data.PreprocessConfig, set by loaders
-        self.pipeline = None  # a vitkit.models.tiled.PagePolicy for crop classifiers that read whole pages
+        self.pipeline = None  # a vitkit.frb.classifier.PagePolicy for crop classifiers that read whole pages
         self.init_weights()
 
     # ------------------------------------------------------------------ init

@@ -54,7 +54,7 @@ def _pick(det, data: dict, path) -> object:
 
 
 def _model_fonts(model) -> list[str]:
-    from ..data import frb
+    from .. import frb
 
     labels = list(model.cfg.labels or [])
     unknown = [n for n in labels if n not in frb.FONT_NAMES]
@@ -90,8 +90,8 @@ def fit_cmd(
             data = read_features(features)
             x, y = _pick(det, data, features), data["labels"]
         else:
-            from ..data import frb
-            from ..demo import frb_pages
+            from .. import frb
+            from ..frb.pages import frb_pages
             from .openset import crop_features
 
             m = load_source(model)
@@ -134,7 +134,7 @@ def score_cmd(
             if not images:
                 raise ValueError("no IMAGES given: pass page images to score with --model")
             from ..data import load_image
-            from ..data.crops import pil_to_tensor
+            from ..frb.ink import pil_to_tensor
             from .openset import page_scores, tile_features, tile_scores
 
             m = load_source(model)

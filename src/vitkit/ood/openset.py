@@ -2,7 +2,7 @@
 
 Training features are pooled pre-logit features (``forward_head(forward_features(x), pre_logits=True)``)
 of ink crops of known-font pages; a page is scored by the mean of its ink tiles' scores (the
-tiles of :class:`vitkit.models.tiled.TiledClassifier`), so train and test features come from the
+tiles of :class:`vitkit.frb.classifier.TiledClassifier`), so train and test features come from the
 same crop distribution. Used by ``benchmarks/ood.py`` and the demo section.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..data.crops import InkCropDataset
-from ..models.tiled import TiledClassifier
+from ..frb.classifier import TiledClassifier
+from ..frb.ink import InkCropDataset
 from ..progress import progress_bar
 from . import metrics
 from .detectors import Detector, make_detector

@@ -114,7 +114,7 @@ def demo_section(ctx) -> object:
 def _demo_section(ctx) -> object:
     import torch
 
-    from ..data import frb
+    from .. import frb
     from .openset import Features, crop_features, evaluate, fit_detectors, tile_features
 
     t0 = time.perf_counter()

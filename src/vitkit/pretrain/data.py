@@ -67,7 +67,7 @@ class PageRegions(Dataset):
         return self.n
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        from ..data import frb
+        from .. import frb
 
         page = np.asarray(frb.train_sample(i, self.seed).image.convert("RGB"))
         ids = page_regions(page, self.level)

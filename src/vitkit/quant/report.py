@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _crops(pages, labels, size: int, per_page: int, seed: int):
-    from ..data.crops import InkCropDataset
+    from ..frb.ink import InkCropDataset
 
     ds = InkCropDataset(pages, labels, size=size, crops_per_page=per_page, seed=seed)
     return torch.stack([ds[i][0] for i in range(len(ds))]), torch.stack([ds[i][1] for i in range(len(ds))])

@@ -65,8 +65,8 @@ def reduce_cmd(
     from rich.table import Table
 
     from ..cli.common import USER_ERRORS, fail, load_source, out
-    from ..data.crops import to_model_input
-    from ..data.frb_pages import PageConfig, page_split, page_tensors
+    from ..frb.ink import to_model_input
+    from ..frb.pages import PageConfig, page_split, page_tensors
     from . import evaluate as E
     from .consumer import ConsumerConfig, TokenSetConsumer
     from .wiring import vision_tower

@@ -97,7 +97,7 @@ def group_overlay(grey: Tensor, source: Tensor, grid: tuple[int, int], patch_gri
 
 def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, object]], grid: tuple[int, int]):
     """page (1, 1, H, W) grey → [(name, overlay, tokens kept)] for (name, module or None, cfg) methods."""
-    from ..data.crops import to_model_input
+    from ..frb.ink import to_model_input
     from .reducers import Reducer, reducer_for
 
     vis = getattr(model, "visual", model)

@@ -1,6 +1,6 @@
 """A small CLIP trained on scene captions: the text tower that gives VPL its class text prototypes.
 
-Real CLIPs cannot be downloaded here, so vitkit trains its own the way :mod:`vitkit.adapt.frb_clip`
+Real CLIPs cannot be downloaded here, so vitkit trains its own the way :mod:`vitkit.frb.clip`
 does for fonts: scene images (:mod:`vitkit.data.scenes`) paired with captions naming their classes
 in a random order ("a photo of a boat and a fish."), a byte-level BPE learnt from the caption
 words, and a contrastive loss whose soft targets count every caption of the same class set as a
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ..adapt.frb_clip import build_clip, fit_clip, train_bpe
+from ..frb.clip import build_clip, fit_clip, train_bpe
 from ..models.clip import CLIP, text_classifier_weights
 from ..models.tokenizer import CLIPTokenizer
 

@@ -16,10 +16,10 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from ..data.transforms import PreprocessConfig
+from ..frb.classifier import PagePolicy
 from ..models import applied
 from ..models.clip import CLIP, CLIPConfig
 from ..models.hybrid import HybridCNNTransformer, HybridConfig
-from ..models.tiled import PagePolicy
 from ..models.visiongru import VisionGRU, VisionGRUConfig
 from ..models.vit import VisionTransformer, ViTConfig
 from . import hf, openclip, timm
@@ -204,7 +204,7 @@ def load(source: str | Path, *, strict: bool = True, **overrides) -> nn.Module:
     give them as ``vision={...}``, ``text={...}``. The model comes in eval mode with ``.preprocess``
     (and ``.tokenizer`` for CLIP when the checkpoint has tokenizer files). A crop classifier saved
     with its page pipeline (e.g. ``vitkit demo``'s model) gets it back as ``.pipeline``, a
-    :class:`~vitkit.models.tiled.PagePolicy` that :func:`vitkit.predict.classify_images` follows.
+    :class:`~vitkit.frb.classifier.PagePolicy` that :func:`vitkit.predict.classify_images` follows.
     A model saved with methods applied (LoRA, visual prompts, fake or int8 quantization, token
     reduction) comes back with them re-applied, in the saved order, and its ``applied`` record.
     """

@@ -182,7 +182,7 @@ def crop_classifier(source: str | Path, labels: Sequence[str], *, input_range: t
                     img_size: int | None = None) -> VisionTransformer:
     """A pretrained backbone with a fresh linear head over ``labels``, taking vitkit's crop input.
 
-    FRB crops are ``2·grey − 1`` (:func:`vitkit.data.crops.to_model_input`); the backbone's input
+    FRB crops are ``2·grey − 1`` (:func:`vitkit.frb.ink.to_model_input`); the backbone's input
     normalisation (its ``preprocess`` mean/std) is folded into the patch embedding
     (:func:`vitkit.models.input_norm.fold_input_normalization`), so the crops go in unchanged.
     ``img_size`` makes that size the model's native one: the position embedding is resampled once

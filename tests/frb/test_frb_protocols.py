@@ -1,4 +1,4 @@
-"""FRB evaluation protocols (``vitkit.data.frb_eval``), checked with oracle callables (CPU, seconds)."""
+"""FRB evaluation protocols (``vitkit.frb.protocols``), checked with oracle callables (CPU, seconds)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 import vitkit
-from vitkit.data import frb
-from vitkit.data import frb_eval as fe
-from vitkit.data.frb import FONT_NAMES, FRBSample
+from vitkit import frb
+from vitkit.frb import FONT_NAMES, FRBSample, results
+from vitkit.frb import protocols as fe
+from vitkit.frb.batching import embed_samples
 from vitkit.models.clip import text_classifier_weights
 
 K = len(FONT_NAMES)
@@ -99,13 +100,13 @@ def mixed(easy, hard) -> list[FRBSample]:
 
 
 def test_confusion_matrix_and_per_class() -> None:
-    cm = fe.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 4)
+    cm = results.confusion_matrix([0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2], 4)
     expected = np.array([[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]])
     np.testing.assert_array_equal(cm, expected)
     assert cm.dtype == np.int64
-    acc = fe.per_class_accuracy(cm, ["a", "b", "c", "d"])
+    acc = results.per_class_accuracy(cm, ["a", "b", "c", "d"])
     assert acc == pytest.approx({"a": 0.5, "b": 1.0, "c": 2 / 3})  # "d" has no samples: left out
-    assert fe.confusion_matrix([], [], 3).sum() == 0
+    assert results.confusion_matrix([], [], 3).sum() == 0
 
 
 @pytest.mark.parametrize(
@@ -119,12 +120,12 @@ def test_confusion_matrix_and_per_class() -> None:
 )
 def test_confusion_matrix_errors(targets, preds, k, match) -> None:
     with pytest.raises(ValueError, match=match):
-        fe.confusion_matrix(targets, preds, k)
+        results.confusion_matrix(targets, preds, k)
 
 
 def test_per_class_accuracy_shape_error() -> None:
     with pytest.raises(ValueError, match="3x3"):
-        fe.per_class_accuracy(np.zeros((2, 2)), ["a", "b", "c"])
+        results.per_class_accuracy(np.zeros((2, 2)), ["a", "b", "c"])
 
 
 # ---------------------------------------------------------------------------------------------- classifier
@@ -430,7 +431,7 @@ def test_few_shot_precomputed_exemplars(mixed, letters) -> None:
         seen.append(b.shape[0])
         return table[read_label(b)]
 
-    cache = fe.embed_samples(embed, letters, transform=t, batch_size=128)
+    cache = embed_samples(embed, letters, transform=t, batch_size=128)
     assert cache.shape == (780, 6) and cache.dtype == torch.float32
     assert torch.equal(cache, table[[s.label for s in letters]])
     noisy = cache + 0.8 * torch.randn(cache.shape, generator=g)
@@ -499,7 +500,7 @@ def test_few_shot_vote_rule() -> None:
         lambda s, ex: fe.evaluate_zero_shot(oracle_logits, torch.eye(K), s, transform=cheap),
         lambda s, ex: fe.evaluate_few_shot(oracle_logits, s, ex, transform=cheap),
         lambda s, ex: fe.evaluate_few_shot(oracle_logits, ex, s, transform=cheap),
-        lambda s, ex: fe.embed_samples(oracle_logits, s, transform=cheap),
+        lambda s, ex: embed_samples(oracle_logits, s, transform=cheap),
     ],
     ids=["classifier", "multiple_choice", "zero_shot", "few_shot_queries", "few_shot_exemplars", "embed"],
 )

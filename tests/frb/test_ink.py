@@ -1,4 +1,4 @@
-"""Page normalisation and ink-centred training crops (vitkit.data.crops), on small CPU tensors."""
+"""Page normalisation and ink-centred training crops (vitkit.frb.ink), on small CPU tensors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from vitkit.data import crops, frb
-from vitkit.data.crops import INK, InkCropDataset, normalize_pages, pil_to_tensor, to_model_input
+from vitkit import frb
+from vitkit.frb import ink
+from vitkit.frb.ink import INK, InkCropDataset, normalize_pages, pil_to_tensor, to_model_input
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 DARK_BLUE, LIGHT_YELLOW = (0, 0, 128), (255, 255, 200)
@@ -224,60 +225,60 @@ def test_tail_quantile_equals_torch_quantile(q):
     torch.manual_seed(0)
     for n in (1, 2, 7, 5000):
         x = torch.rand(3, n)
-        assert torch.allclose(crops.tail_quantile(x, q), torch.quantile(x, q, dim=1), atol=1e-7)
+        assert torch.allclose(ink.tail_quantile(x, q), torch.quantile(x, q, dim=1), atol=1e-7)
 
 
 def test_text_height_is_scale_equivariant_and_text_independent():
     from PIL import Image
 
     page = frb.render_text("Quick brown fox jumps over the lazy dog", "Vera", canvas=(600, 200), size=40)
-    h = crops.text_height(_grey(page))
+    h = ink.text_height(_grey(page))
     assert 10 < h < 20  # about the x-height of a 40-px sans face
     for factor in (0.5, 2.0, 3.0):
         scaled = page.resize((round(600 * factor), round(200 * factor)), Image.Resampling.LANCZOS)
-        assert crops.text_height(_grey(scaled)) == pytest.approx(h * factor, rel=0.1)
+        assert ink.text_height(_grey(scaled)) == pytest.approx(h * factor, rel=0.1)
     # another text in the same font and size, on a tight canvas, gives about the same height
     word = frb.render_text("Helvetica", "Vera", canvas=(260, 90), size=40)
-    assert crops.text_height(_grey(word)) == pytest.approx(h, rel=0.2)
+    assert ink.text_height(_grey(word)) == pytest.approx(h, rel=0.2)
     # lines set so close that they touch are still measured one by one
     tight = frb.render_text("gypsy quay jog\nHelp bold kilt", "Vera", canvas=(400, 120), size=40)
-    assert crops.text_height(_grey(tight)) == pytest.approx(h, rel=0.25)
-    assert crops.text_height(torch.ones(1, 50, 50)) is None
+    assert ink.text_height(_grey(tight)) == pytest.approx(h, rel=0.25)
+    assert ink.text_height(torch.ones(1, 50, 50)) is None
 
 
 def test_prepare_page_reads_any_page():
     # one short word on a 70-px canvas, white on black
     word = frb.render_text("Vera", "Arial", canvas=(120, 70), size=40, fg=(255, 255, 255), bg=(0, 0, 0))
-    grey, f = crops.prepare_page(pil_to_tensor(word), text_height_px=(15.0, 15.0), min_size=96)
-    assert grey.shape[-2] >= 96 and grey.shape[-1] >= 96 and (grey[0] < crops.INK).any()
+    grey, f = ink.prepare_page(pil_to_tensor(word), text_height_px=(15.0, 15.0), min_size=96)
+    assert grey.shape[-2] >= 96 and grey.shape[-1] >= 96 and (grey[0] < ink.INK).any()
     assert grey[0, 0, 0] == 1.0  # padded with background; the inversion was undone
-    assert crops.text_height(grey) == pytest.approx(15.0, rel=0.1)
+    assert ink.text_height(grey) == pytest.approx(15.0, rel=0.1)
     # a 3,000-px scan with small text: shrunk or grown to the reference scale, never refused
     scan = torch.ones(3, 3000, 2200)
     scan[:, 100:3000:40, 200:2000] = 0.0
-    grey, f = crops.prepare_page(scan, text_height_px=(15.0, 15.0), min_size=96)
+    grey, f = ink.prepare_page(scan, text_height_px=(15.0, 15.0), min_size=96)
     assert 0 < f and grey.shape[-1] == round(2200 * f)
     # None keeps the page's own scale
-    grey, f = crops.prepare_page(pil_to_tensor(word), text_height_px=None, min_size=8)
+    grey, f = ink.prepare_page(pil_to_tensor(word), text_height_px=None, min_size=8)
     assert f == 1.0 and grey.shape[-2:] == (70, 120)
 
 
 def test_fit_page_centres_the_ink():
     page = torch.ones(1, 50, 300)
     page[:, 20:30, 250:270] = 0
-    out = crops.fit_page(page, (40, 40))
-    assert out.shape == (1, 40, 40) and int((out < crops.INK).sum()) == 200  # the ink is kept whole
-    big = crops.fit_page(page, (100, 400))
-    assert big.shape == (1, 100, 400) and int((big < crops.INK).sum()) == 200 and big[0, 0, 0] == 1.0
+    out = ink.fit_page(page, (40, 40))
+    assert out.shape == (1, 40, 40) and int((out < ink.INK).sum()) == 200  # the ink is kept whole
+    big = ink.fit_page(page, (100, 400))
+    assert big.shape == (1, 100, 400) and int((big < ink.INK).sum()) == 200 and big[0, 0, 0] == 1.0
 
 
 def test_scale_text_leaves_pages_inside_the_band_untouched():
     page = _grey(frb.render_text("Quick brown fox jumps", "Vera", canvas=(500, 120), size=40))
-    h = crops.text_height(page)
-    same, f = crops.scale_text(page, (h - 2, h + 2))
+    h = ink.text_height(page)
+    same, f = ink.scale_text(page, (h - 2, h + 2))
     assert f == 1.0 and torch.equal(same, page)  # pixel for pixel
-    up, f = crops.scale_text(page, (2 * h, 3 * h))
-    assert f == pytest.approx(2.0) and crops.text_height(up) == pytest.approx(2 * h, rel=0.1)
-    down, f = crops.scale_text(page, (h / 3, h / 2))
-    assert f == pytest.approx(0.5) and crops.text_height(down) == pytest.approx(h / 2, rel=0.1)
-    assert crops.scale_text(page, None) == (page, 1.0)
+    up, f = ink.scale_text(page, (2 * h, 3 * h))
+    assert f == pytest.approx(2.0) and ink.text_height(up) == pytest.approx(2 * h, rel=0.1)
+    down, f = ink.scale_text(page, (h / 3, h / 2))
+    assert f == pytest.approx(0.5) and ink.text_height(down) == pytest.approx(h / 2, rel=0.1)
+    assert ink.scale_text(page, None) == (page, 1.0)

@@ -5,7 +5,7 @@ caption names its font — ``"text written in the {font} font"`` or, for half of
 words of the page's text before it (``"'{words}' written in the {font} font"``). Training is
 contrastive with soft targets: every caption of the same font counts as a positive, since a batch
 holds many crops of each font (plain CLIP would push identical captions apart). Only the fonts
-passed in are seen (the open-set split trains on ``frb.KNOWN_FONTS``).
+passed in are seen (the open-set split trains on ``vitkit.frb.KNOWN_FONTS``).
 
 The tokenizer is a byte-level BPE (CLIP's algorithm, :class:`vitkit.models.tokenizer.CLIPTokenizer`)
 with merges learnt here from the caption vocabulary (:func:`train_bpe`), so any word still encodes
@@ -25,13 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data import frb
-from ..data.crops import InkCropDataset
 from ..engine import TrainConfig, Trainer
 from ..models.clip import CLIP, CLIPConfig, TextConfig
-from ..models.tiled import TiledClassifier
 from ..models.tokenizer import BOS_TOKEN, END_OF_WORD, EOS_TOKEN, CLIPTokenizer, bytes_to_unicode
 from ..models.vit import ViTConfig
+from .classifier import TiledClassifier
+from .fontset import FONT_NAMES, KNOWN_FONTS
+from .ink import InkCropDataset
+from .training import TRAINING_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class FRBClipConfig:
     batch_size: int = 64
     lr: float = 2e-3
     seed: int = 0
-    fonts: tuple[str, ...] = field(default_factory=lambda: tuple(frb.KNOWN_FONTS))
+    fonts: tuple[str, ...] = field(default_factory=lambda: tuple(KNOWN_FONTS))
     progress: bool = False
 
 
@@ -110,8 +111,8 @@ def caption_words() -> list[str]:
     def words(text: str) -> list[str]:
         return regex.findall(r"\p{L}+", text)
 
-    return (words(TEMPLATE.format("")) * 50 + words(" ".join(frb.FONT_NAMES)) * 20
-            + words(" ".join(frb.TRAINING_WORDS)))
+    return (words(TEMPLATE.format("")) * 50 + words(" ".join(FONT_NAMES)) * 20
+            + words(" ".join(TRAINING_WORDS)))
 
 
 def font_tokenizer(cfg: FRBClipConfig) -> CLIPTokenizer:

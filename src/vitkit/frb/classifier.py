@@ -4,6 +4,11 @@
 saved with a model trained on page crops (``vitkit.save`` writes it as the model's ``pipeline``), so
 ``vitkit.load`` + :func:`vitkit.predict.classify_images` read a page file exactly as the training
 run's evaluation did.
+
+Layering: :mod:`vitkit.weights.load` imports :class:`PagePolicy` from here to restore a saved
+``pipeline``, so this module imports only :mod:`vitkit.config` and :mod:`vitkit.frb.ink` (and the
+``vitkit.frb`` package, whose ``__init__`` holds only the data API) -- never the training recipe or
+the engine, which import ``vitkit.weights`` and would close a cycle.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from ..config import config_from_dict
-from ..data.crops import INK, prepare_page, to_model_input
+from .ink import INK, prepare_page, to_model_input
 
-#: The core text height (px, see :func:`vitkit.data.crops.text_height`) every page is resampled to,
+#: The core text height (px, see :func:`vitkit.frb.ink.text_height`) every page is resampled to,
 #: as a band (low, high) of one value: about what a 40-px Latin font gives (core height 0.26-0.45 of
 #: the size over the 15 FRB fonts), the size of the benchmark's hard split. Measured on the demo
 #: (benchmarks/RESULTS.md): one height for every page keeps the classifier's accuracy the same on
@@ -62,7 +67,7 @@ class PagePolicy:
 class TiledClassifier(nn.Module):
     """Pages → logits (B, K): RGB in [0, 1], a (B, 3, H, W) batch or a list of (3, H, W) of any sizes.
 
-    Each page is prepared by :func:`vitkit.data.crops.prepare_page` (normalised grey, rescaled to
+    Each page is prepared by :func:`vitkit.frb.ink.prepare_page` (normalised grey, rescaled to
     the policy's text height, padded to at least one tile) and cut into ink-centred tiles, as the
     crops the backbone was trained on: the page is divided into ``stride``×``stride`` cells, and
     every cell with at least ``min_ink_pixels`` ink pixels gives one ``tile``×``tile`` tile centred

@@ -1,9 +1,13 @@
-"""High-resolution FRB pages for token reduction: several lines in one font on a large, mostly blank page.
+"""FRB samples as page tensors, and the high-resolution pages of token reduction.
 
-A page (default 288×288 px) holds one text block of a few lines (random training words, one FRB
+:func:`frb_pages` turns any FRB samples into normalised grey pages ``(P, 1, H, W)`` (optionally
+restricted to some fonts, brought to one text scale and cut to one canvas): what crop training,
+the page classifier's evaluations and the open-set experiments take.
+
+High-resolution pages (token reduction): several lines in one font on a large, mostly blank page. A page (default 288×288 px) holds one text block of a few lines (random training words, one FRB
 font, one size) placed at a random spot inside wide margins; most of the page stays empty, so
 *where* a token-reduction method keeps its tokens decides whether the font can still be read.
-Fonts, words and colours come from :mod:`vitkit.data.frb`. Page ``i`` of ``(split, seed)`` is a
+Fonts, words and colours come from :mod:`vitkit.frb.training`. Page ``i`` of ``(split, seed)`` is a
 pure function of those three values; labels are balanced over the 15 fonts in every block of 15.
 """
 
@@ -18,8 +22,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from torch import Tensor
 
-from . import frb
-from .crops import normalize_pages, pil_to_tensor
+from .fontset import FONTS, load_font
+from .ink import fit_page, normalize_pages, pil_to_tensor, scale_text
+from .render import FRBSample, wrap_text
+from .training import random_colours, random_text
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +60,50 @@ class PageConfig:
             raise ValueError(f"PageConfig.margin must be in [0, {min(self.size) // 4}), got {self.margin}")
 
 
+def frb_pages(
+    samples: Sequence[FRBSample], fonts: Sequence[str] | None = None, *,
+    text_height: tuple[float, float] | None = None, canvas: tuple[int, int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grey pages ``(P, 1, H, W)`` in [0, 1] and labels ``(P,)`` for FRB samples.
+
+    With ``fonts`` (e.g. :data:`vitkit.frb.KNOWN_FONTS`), only samples in those fonts are kept and labels
+    become indices into ``fonts``; otherwise labels are indices into :data:`vitkit.frb.FONT_NAMES`. With
+    ``text_height`` (a band of core heights, see :func:`vitkit.frb.ink.scale_text`), pages are brought
+    to that text scale as a :class:`~vitkit.frb.classifier.PagePolicy` reads them. Pages of different sizes
+    are cut or padded to ``canvas`` ``(H, W)`` around their ink (default: the largest page).
+    """
+    if fonts is not None:
+        pos = {name: i for i, name in enumerate(fonts)}
+        samples = [s for s in samples if s.font in pos]
+        labels = [pos[s.font] for s in samples]
+    else:
+        labels = [s.label for s in samples]
+    if not samples:
+        raise ValueError(f"no FRB samples in fonts {list(fonts or [])}")
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(samples):
+        by_size.setdefault(s.image.size, []).append(i)
+    grey: list[torch.Tensor] = [torch.empty(0)] * len(samples)
+    for idx in by_size.values():  # normalise pages of one size in batches
+        for j in range(0, len(idx), 64):
+            part = idx[j : j + 64]
+            x = normalize_pages(torch.stack([pil_to_tensor(samples[i].image) for i in part]))
+            for i, g in zip(part, x, strict=True):
+                grey[i] = scale_text(g, text_height)[0]
+    if canvas is None and len({tuple(g.shape) for g in grey}) == 1:
+        return torch.stack(grey), torch.tensor(labels)
+    if canvas is None:
+        canvas = (max(g.shape[-2] for g in grey), max(g.shape[-1] for g in grey))
+    return torch.stack([fit_page(g, canvas) for g in grey]), torch.tensor(labels)
+
+
 def _label(i: int, seed: int, stream: int) -> int:
-    block, pos = divmod(i, len(frb.FONTS))
-    return int(np.random.default_rng([_TAG, 2, stream, seed, block]).permutation(len(frb.FONTS))[pos])
+    block, pos = divmod(i, len(FONTS))
+    return int(np.random.default_rng([_TAG, 2, stream, seed, block]).permutation(len(FONTS))[pos])
 
 
-def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig | None = None) -> frb.FRBSample:
-    """Page ``i`` of ``seed`` for ``split`` ("train", "val" or "test"): an :class:`frb.FRBSample`."""
+def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig | None = None) -> FRBSample:
+    """Page ``i`` of ``seed`` for ``split`` ("train", "val" or "test"): an :class:`~vitkit.frb.render.FRBSample`."""
     if split not in _STREAMS:
         raise ValueError(f"split must be one of {sorted(_STREAMS)}, got {split!r}")
     if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
@@ -73,18 +116,18 @@ def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig 
     rng = np.random.default_rng([_TAG, 1, stream, int(seed), int(i)])
     H, W = cfg.size
     size = int(rng.integers(cfg.font_size[0], cfg.font_size[1] + 1))
-    font = frb.load_font(label, size)
+    font = load_font(label, size)
     n_lines = int(rng.integers(cfg.lines[0], cfg.lines[1] + 1))
     block_w = int(W * rng.uniform(*cfg.block_width))
-    text = " ".join(frb.random_text(rng) for _ in range(3 * n_lines))
-    lines = frb.wrap_text(text, font, block_w)[:n_lines]
+    text = " ".join(random_text(rng) for _ in range(3 * n_lines))
+    lines = wrap_text(text, font, block_w)[:n_lines]
     ascent, descent = font.getmetrics()
     step = ascent + descent
     block_h = step * len(lines)
     used_w = int(max(font.getlength(line) for line in lines))
     x0 = int(rng.integers(cfg.margin, max(cfg.margin + 1, W - cfg.margin - used_w)))
     y0 = int(rng.integers(cfg.margin, max(cfg.margin + 1, H - cfg.margin - block_h)))
-    fg, bg = frb.random_colours(rng)
+    fg, bg = random_colours(rng)
     image = Image.new("RGB", (W, H), bg)
     draw = ImageDraw.Draw(image)
     for k, line in enumerate(lines):
@@ -95,17 +138,17 @@ def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig 
     if sigma > 0:
         px = np.asarray(image, dtype=np.float32) + rng.normal(0.0, sigma, (H, W, 3)).astype(np.float32)
         image = Image.fromarray(np.clip(np.rint(px), 0, 255).astype(np.uint8), "RGB")
-    return frb.FRBSample(image, label, frb.FONTS[label].name, "\n".join(lines), f"pages-{split}")
+    return FRBSample(image, label, FONTS[label].name, "\n".join(lines), f"pages-{split}")
 
 
-def page_split(n: int, seed: int = 0, *, split: str = "train", cfg: PageConfig | None = None) -> list[frb.FRBSample]:
+def page_split(n: int, seed: int = 0, *, split: str = "train", cfg: PageConfig | None = None) -> list[FRBSample]:
     """Pages ``0 .. n-1`` of ``(split, seed)``."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     return [page_sample(i, seed, split=split, cfg=cfg) for i in range(n)]
 
 
-def page_tensors(samples: Sequence[frb.FRBSample]) -> tuple[Tensor, Tensor]:
+def page_tensors(samples: Sequence[FRBSample]) -> tuple[Tensor, Tensor]:
     """Normalised grey pages ``(P, 1, H, W)`` in [0, 1] (ink ≈ 0) and labels ``(P,)``."""
     if not samples:
         raise ValueError("page_tensors needs at least one sample")

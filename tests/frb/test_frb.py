@@ -1,4 +1,4 @@
-"""Tests for the Font Recognition Benchmark data (``vitkit.data.frb``) and its shipped fonts."""
+"""Tests for the Font Recognition Benchmark data (``vitkit.frb``) and its shipped fonts."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import pytest
 from PIL import Image, ImageOps
 
 import vitkit
-from vitkit.data import frb, frb_layout
+from vitkit import frb
+from vitkit.frb import fontset
+from vitkit.frb import layout as frb_layout
 
 W, H = frb.CANVAS
 
@@ -290,7 +292,7 @@ def test_eval_images_have_ink_inside_the_canvas(easy, hard):
 
 
 def test_eval_splits_are_deterministic(easy, hard):
-    frb._truetype.cache_clear()  # reload the fonts, too
+    fontset._truetype.cache_clear()  # reload the fonts, too
     again = frb.easy_split() + frb.hard_split()
     assert len(again) == len(easy) + len(hard)
     for a, b in zip(easy + hard, again, strict=True):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from vitkit.data import frb
-from vitkit.data.crops import INK, normalize_pages, pil_to_tensor
+from vitkit import frb
+from vitkit.frb.classifier import PagePolicy, TiledClassifier
+from vitkit.frb.ink import INK, normalize_pages, pil_to_tensor
 from vitkit.models import VisionTransformer
-from vitkit.models.tiled import PagePolicy, TiledClassifier
 
 S, STRIDE = 32, 16
 SQ = 10  # side of the ink square

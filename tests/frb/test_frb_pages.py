@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vitkit.data import frb
-from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
+from vitkit import frb
+from vitkit.frb.pages import PageConfig, page_sample, page_split, page_tensors
 
 
 def test_pages_are_pure_balanced_and_mostly_blank():

@@ -2,7 +2,7 @@
 
 A font is a local property of the glyphs, so the demo's ViT sees crops of a page at full
 resolution rather than the whole page shrunk: training samples random crops centred on ink, and
-inference averages the predictions of ink-centred tiles (:class:`vitkit.models.tiled.TiledClassifier`).
+inference averages the predictions of ink-centred tiles (:class:`vitkit.frb.classifier.TiledClassifier`).
 
 Normalisation (per page): grey = luminance; if the background (median) is darker than the text,
 invert; then map the text level (0.1st percentile) to 0 and the background to 1. Coloured, inverted

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitkit.adapt.frb_clip import (
+from vitkit import frb
+from vitkit.frb.clip import (
     FRBClipConfig,
     caption_words,
     font_tokenizer,
@@ -14,8 +15,7 @@ from vitkit.adapt.frb_clip import (
     train_bpe,
     train_frb_clip,
 )
-from vitkit.data import frb
-from vitkit.demo import frb_pages
+from vitkit.frb.pages import frb_pages
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -12,7 +12,7 @@ The paper's public generator (data, not code, carried over) draws:
   every side, drawn at ``(pad - left, pad - top)``;
 * black on white, every image saved as JPEG at PIL's default quality (75).
 
-These are pure functions of a loaded font and the text; :mod:`vitkit.data.frb` chooses fonts,
+These are pure functions of a loaded font and the text; :mod:`vitkit.frb.splits` chooses fonts,
 sizes and texts.
 """
 

@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from PIL import Image, ImageOps
 
-from .frb import FRBSample
-from .frb_layout import jpeg_round_trip
+from .layout import jpeg_round_trip
+from .render import FRBSample
 
 
 def rescaled(factor: float) -> Callable[[Image.Image], Image.Image]:

@@ -1,0 +1,128 @@
+"""The demo's training recipe: its settings, its training pages, the ViT it builds and the crop training.
+
+:class:`DemoConfig` holds what ``vitkit demo`` trains and how it reads pages (model size, steps, the
+training pages' font sizes and JPEG qualities, the text scale every page is brought to) and what the
+demo run evaluates (layout, robustness, every k-th page). :func:`training_pages` draws the training
+pages, :func:`build_model` the ViT, :func:`train_crop_classifier` trains it on ink crops of the pages.
+The benchmarks that need "the demo's classifier" (OOD, adaptation, quantization, token reduction)
+call these, so they train the same model the demo reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..engine import TrainConfig, Trainer, TrainResult, model_device
+from ..models.vit import VisionTransformer
+from .classifier import REFERENCE_TEXT_HEIGHT, PagePolicy
+from .fontset import FONT_NAMES
+from .ink import InkCropDataset
+from .render import FRBSample
+from .training import train_sample
+
+__all__ = ["DemoConfig", "build_model", "train_crop_classifier", "training_pages"]
+
+
+@dataclass
+class DemoConfig:
+    """Settings of ``vitkit demo``: the model, its training pages and crops, the text scale, what is evaluated."""
+
+    out_dir: str = "runs/demo"
+    train_pages: int = 1200
+    val_pages: int = 150
+    crop: int = 96
+    patch: int = 12
+    dim: int = 96
+    depth: int = 4
+    heads: int = 3
+    steps: int = 3300
+    batch_size: int = 64
+    lr: float = 2e-3
+    drop_path: float = 0.0
+    # every page (training and evaluation) is resampled so its text's core height in px is in this band; the
+    # default (h, h) brings all to h (see frb.classifier.REFERENCE_TEXT_HEIGHT); None reads pages at their own scale
+    text_height: tuple[float, float] | None = REFERENCE_TEXT_HEIGHT
+    # font sizes of the training/validation pages: most around the benchmark's 32 (easy) and 40 (hard), a
+    # share over a wide range so pages drawn 0.5×–2× as large (upsampled soft glyphs, downsampled sharp
+    # ones) are seen too; all are resampled to text_height, as the page classifier will resample any page
+    size_range: tuple[int, int] = (30, 44)
+    wide_size_range: tuple[int, int] = (14, 84)
+    wide_share: float = 0.3
+    # JPEG qualities of the training pages (half of them go through JPEG)
+    jpeg_quality: tuple[int, int] = (25, 95)
+    canvas: tuple[int, int] = (240, 440)  # (H, W) that rescaled training pages are cut/padded to
+    layout: str = "paper"  # FRB layout evaluated (vitkit.frb.LAYOUTS)
+    robustness: bool = True  # also score the page classifier on rescaled, inverted and JPEG-30 pages
+    eval_stride: int = 1  # score every k-th benchmark page and letter (1 = all; the quick smoke run uses 5)
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def quick(cls, **kw) -> DemoConfig:
+        """A ≤ 2-minute version for tests: fewer pages and steps (figures are not meaningful)."""
+        return replace(cls(train_pages=150, val_pages=30, steps=40, depth=2, robustness=False, eval_stride=5), **kw)
+
+    def policy(self) -> PagePolicy:
+        """The page pipeline the trained model is saved with (and the demo evaluates through)."""
+        return PagePolicy(tile=self.crop, stride=self.crop // 2, text_height=self.text_height)
+
+
+def training_pages(cfg: DemoConfig, n: int, split: str) -> list[FRBSample]:
+    """The demo's ``n`` training (or validation) pages: a ``wide_share`` of them over ``wide_size_range``."""
+    def sizes(i: int) -> tuple[int, int]:  # a low-discrepancy choice: any prefix holds about wide_share
+        return tuple(cfg.wide_size_range) if (i * 0.6180339887) % 1.0 < cfg.wide_share else tuple(cfg.size_range)
+
+    return [train_sample(i, cfg.seed, split=split, size_range=sizes(i), jpeg_quality=tuple(cfg.jpeg_quality))
+            for i in range(n)]
+
+
+def build_model(cfg: DemoConfig, labels: Sequence[str] = tuple(FONT_NAMES)) -> VisionTransformer:
+    """The demo's ViT, untrained: crops ``(B, 3, cfg.crop, cfg.crop)`` → logits ``(B, len(labels))``."""
+    return VisionTransformer(
+        img_size=cfg.crop, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
+        num_classes=len(labels), drop_path_rate=cfg.drop_path, labels=list(labels),
+    )
+
+
+def train_crop_classifier(
+    cfg: DemoConfig,
+    train_pages: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_pages: torch.Tensor,
+    val_labels: torch.Tensor,
+    *,
+    labels: Sequence[str] = tuple(FONT_NAMES),
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+) -> tuple[VisionTransformer, TrainResult]:
+    """Train the demo's ViT from scratch on ink crops of ``train_pages`` (grey, see :func:`vitkit.frb.pages.frb_pages`).
+
+    Validation = accuracy on 4 fixed crops per validation page. Checkpoints and the JSONL log go to
+    ``out_dir`` (default ``cfg.out_dir/train``). Returns the model (eval mode) and the engine's result.
+    """
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, labels)
+    n = len(train_pages)
+    crops_per_page = max(1, -(-cfg.steps * cfg.batch_size // n))  # one pass over the crops
+    ds = InkCropDataset(train_pages, train_labels, size=cfg.crop, crops_per_page=crops_per_page, seed=cfg.seed)
+    val_ds = InkCropDataset(val_pages, val_labels, size=cfg.crop, crops_per_page=4, seed=cfg.seed + 1)
+    vx = torch.stack([val_ds[i][0] for i in range(len(val_ds))])
+    vy = torch.stack([val_ds[i][1] for i in range(len(val_ds))])
+
+    def eval_fn(m: torch.nn.Module) -> dict:
+        dev = model_device(m)  # the engine may have moved the model to CUDA
+        pred = torch.cat([m(vx[i : i + 256].to(dev)).argmax(-1).cpu() for i in range(0, len(vx), 256)])
+        return {"val_crop_accuracy": (pred == vy).float().mean().item()}
+
+    tcfg = TrainConfig(
+        epochs=1, max_steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, warmup_steps=max(1, cfg.steps // 20),
+        weight_decay=0.05, label_smoothing=0.1, out_dir=str(out_dir or Path(cfg.out_dir) / "train"),
+        progress=cfg.progress, eval_every=max(1, cfg.steps // 5), ckpt_every=max(1, cfg.steps // 5),
+        log_every=max(1, cfg.steps // 50), seed=cfg.seed,
+    )
+    result = Trainer(model, ds, tcfg, eval_fn=eval_fn).fit(resume=resume)
+    return model.eval(), result
