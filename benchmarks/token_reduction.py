@@ -14,7 +14,8 @@ Stages (each cached under --work, which defaults to --out):
             into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png; with a separate --work one
             token_reduction.png for all consumers of the run). --extra-consumer METHOD (with --stage all): then,
             if the time budget allows, a consumer trained with --reduced-from METHOD is trained and benched too
-  plot      accuracy vs throughput for the benches of both consumers → benchmarks/token_reduction.png
+  plot      the table and the accuracy-vs-throughput plot of --consumer NAME's bench JSON in --out again, from
+            the JSON alone (no model runs): bench_NAME.json → table_NAME.md + plot
   pool      several benches of the same pages (e.g. consumer seeds, --bench-json FILE repeated) in one table: each
             row's Δ against dense, and each --pair "A|B", as the paired difference averaged over the benches
 
@@ -59,11 +60,8 @@ optional; benchmarks/README.md has the whole device command):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
-import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -73,14 +71,18 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
+from vitkit.bench import budget, machine
+from vitkit.bench.pages import PagePool
+from vitkit.bench.timing import precision
 from vitkit.data.crops import to_model_input
 from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
 from vitkit.demo import DemoConfig, build_model, train_crop_classifier
 from vitkit.engine import TrainConfig
-from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
+from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evit, hired, tome
 from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
 from vitkit.reduce.partitions import TokenSet
+from vitkit.reduce.report import accuracy_throughput_plot as plot
 
 log = logging.getLogger("token_reduction")
 
@@ -173,9 +175,7 @@ class Run:
         self.work = Path(self.work)
         self.out = Path(self.out) if self.out is not None else self.work
         self.device = torch.device(self.device)
-
-    def precision(self):
-        return E.precision(self.device, self.dtype)
+        self.pool = PagePool(self.workers)
 
 
 # ------------------------------------------------------------------------------------------- pages
@@ -185,35 +185,16 @@ def _render(split: str, start: int, stop: int, cfg: PageConfig) -> tuple[torch.T
     return page_tensors([page_sample(i, 0, split=split, cfg=cfg) for i in range(start, stop)])
 
 
-_POOL = None
-
-
-def close_pool() -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.close()
-        _POOL.join()
-        _POOL = None
-
-
-def render_pages(split: str, n: int, cfg: PageConfig, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pages 0..n-1 of ``split`` as grey (n, 1, H, W) + labels, rendered in ``workers`` processes (spawned:
-    no fork after CUDA). Every page is a pure function of (split, index, cfg) and normalised on its own, so
-    the result does not depend on ``workers``."""
-    global _POOL
-    if workers <= 1 or n < 2 * workers:
+def render_pages(split: str, n: int, cfg: PageConfig, pool: PagePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pages 0..n-1 of ``split`` as grey (n, 1, H, W) + labels, in ``pool``'s processes (the same pages for any
+    number)."""
+    if pool is None or pool.workers <= 1:
         return page_tensors(page_split(n, 0, split=split, cfg=cfg))
-    import multiprocessing as mp
-
-    if _POOL is None:
-        _POOL = mp.get_context("spawn").Pool(workers)
-    step = -(-n // (4 * workers))
-    chunks = _POOL.starmap(_render, [(split, a, min(n, a + step), cfg) for a in range(0, n, step)])
-    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+    return pool.render(_render, {split: n}, cfg)[split]
 
 
 def pages(run: Run, split: str, n: int, cfg: PageConfig | None = None):
-    return render_pages(split, n, cfg or run.preset.pages, run.workers)
+    return render_pages(split, n, cfg or run.preset.pages, run.pool)
 
 
 def bench_pages(run: Run, split: str, n: int):
@@ -274,20 +255,9 @@ def load_encoder(run: Run):
     return vitkit.load(run.work / "encoder" / "model").to(run.device).eval()
 
 
-@torch.no_grad()
-def dense_token_sets(run: Run, enc, images: torch.Tensor, batch: int = 32):
-    """Dense token sets (n, P·T, C), their layout, and each token's CLS attention at HiRED's phase-2
-    block (second-to-last), summed over heads (n, P·T); on the encoder's device, fp32."""
-    sets, scores = [], []
-    layer = enc.depth - 2
-    with enc.attention_readout([layer], "cls") as maps, run.precision():
-        for i in range(0, len(images), batch):
-            sets.append(encode_partitions(enc, partition(images[i : i + batch].to(run.device), GRID,
-                                                         enc.cfg.img_size, enc.patch_size)))
-            a = maps[layer][:, :, enc.num_prefix_tokens :].sum(1)  # (b·P, T)
-            scores.append(a.reshape(len(sets[-1].tokens), -1).float())
-    return (torch.cat([s.tokens.float() for s in sets]), sets[0].partition[0], sets[0].pos[0],
-            torch.cat(scores))
+def dense_token_sets(run: Run, enc, images: torch.Tensor):
+    """Dense token sets, their layout and the CLS attention at HiRED's phase-2 block (second-to-last)."""
+    return E.dense_token_sets(enc, images, GRID, enc.depth - 2, dtype=run.dtype)
 
 
 def tome_rows(run: Run) -> dict[str, ToMeConfig]:
@@ -315,16 +285,9 @@ def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
     return rows[method_name]
 
 
-@torch.no_grad()
-def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
+def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor) -> TokenSet:
     """The token sets ``method_name`` (see :func:`method_by_name`) gives for ``images``, all pages stacked."""
-    method = method_by_name(run, method_name)
-    parts = []
-    with E.applied(enc, method), run.precision():
-        for i in range(0, len(images), batch):
-            parts.append(E.encode(enc, method, images[i : i + batch].to(run.device), GRID))
-    return TokenSet(torch.cat([p.tokens.float() for p in parts]), torch.cat([p.partition for p in parts]),
-                    torch.cat([p.pos for p in parts]), parts[0].grid, parts[0].num_partitions)
+    return E.reduced_token_sets(enc, method_by_name(run, method_name), images, GRID, dtype=run.dtype)
 
 
 def consumer_config(run: Run, enc) -> ConsumerConfig:
@@ -396,46 +359,13 @@ def methods(preset: Preset, tome_r: dict[str, ToMeConfig]) -> dict[str, tuple]:
     return m
 
 
-def page_correct(run: Run, enc, cons, method, images, labels):
-    return E.page_correct(enc, cons, method, images, labels, GRID, dtype=run.dtype)
-
-
-def timings(run: Run, enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[str, dict]:
-    return E.throughput(enc, cons, meths, images[:batch], GRID, repeats, dtype=run.dtype)
-
-
-@torch.no_grad()
-def peak_memory(run: Run, enc, cons, method, images) -> tuple[float, float]:
-    """Peak tensor memory (MiB) of one forward of ``images``: end to end, and the consumer alone on the
-    method's token set (CPU: torch profiler allocation events; CUDA: max_memory_allocated above the start)."""
-    images = images.to(run.device)
-    with E.applied(enc, method), run.precision():
-        e2e = E.peak_mib(lambda: cons.classify(E.encode(enc, method, images, GRID)), run.device)
-        ts = E.encode(enc, method, images, GRID)
-        con = E.peak_mib(lambda: cons.classify(ts), run.device)
-    return e2e, con
-
-
-def machine_info(run: Run, batch: int, threads: int | None = None) -> dict:
-    """Machine, versions and settings for the top of the JSON and the table."""
-    info = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "host": platform.node(), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "device": str(run.device), "gpu": None, "dtype": "bf16 autocast" if run.dtype == torch.bfloat16 else "fp32",
-        "batch": batch, "threads": threads or torch.get_num_threads(), "preset": run.preset.name,
-        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
-    if run.device.type == "cuda":
-        prop = torch.cuda.get_device_properties(run.device)
-        info["gpu"] = f"{prop.name}, {prop.total_memory / 2**30:.0f} GiB"
-    return info
-
-
 def machine_line(info: dict) -> str:
-    dev = info["gpu"] or f"CPU ({info['cpu']}, {info['cpu_count']} cores, {info['threads']} torch threads)"
-    return (f"{dev}; torch {info['torch']}, CUDA {info['cuda']}; {info['dtype']}; batch {info['batch']} pages; "
-            f"preset {info['preset']}; {info['date']}; load {info['load_avg']}")
+    return machine.line(info, [info["dtype"], f"batch {info['batch']} pages", f"preset {info['preset']}"])
+
+
+def machine_info(run: Run, batch: int) -> dict:
+    return machine.describe(run.device, dtype="bf16 autocast" if run.dtype == torch.bfloat16 else "fp32", batch=batch,
+                            preset=run.preset.name)
 
 
 def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None,
@@ -451,15 +381,16 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     log.info("machine: %s", machine_line(info))
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
     cands = tome_rows(run)
-    probe = timings(run, enc, cons, {"HiRED-early 20%": methods(p, {})["HiRED-early 20%"],
-                                     **{n: (tome, c) for n, c in cands.items()}}, x, max(3, repeats // 2), batch)
+    probe = E.throughput(enc, cons, {"HiRED-early 20%": methods(p, {})["HiRED-early 20%"],
+                                     **{n: (tome, c) for n, c in cands.items()}}, x[:batch], GRID, max(3, repeats // 2),
+                         dtype=run.dtype)
     target = probe["HiRED-early 20%"]["e2e_ips"]
     best = min(cands, key=lambda n: abs(probe[n]["e2e_ips"] / target - 1))
     log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
              target, best)
     meths = methods(p, {best: cands[best]})
     meths.update({name: method_by_name(run, name, "--also") for name in also if name not in meths})
-    tim = timings(run, enc, cons, meths, x, repeats, batch)
+    tim = E.throughput(enc, cons, meths, x[:batch], GRID, repeats, dtype=run.dtype)
     summary = run.work / consumer / "summary.json"
     result = {"machine": info, "consumer": consumer,
               "consumer_summary": json.loads(summary.read_text()) if summary.exists() else None,
@@ -467,34 +398,22 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
               "tome_config": asdict(cands[best]), "repeats": repeats, "batch": batch,
               "threads": torch.get_num_threads(), "test_pages": len(x)}
     json_path = run.out / f"bench_{consumer}.json"
-    rows = result["rows"]
-    correct = {}
-    for name, m in meths.items():
-        correct[name], ntok = page_correct(run, enc, cons, m, x, y)
-        e2e_mib, con_mib = peak_memory(run, enc, cons, m, x[: p.mem_batch])
-        rows[name] = {**tim[name], "accuracy": int(correct[name].sum()) / len(x), "tokens_per_page": ntok,
-                      "peak_mib": e2e_mib, "consumer_peak_mib": con_mib,
-                      "correct": "".join("1" if c else "0" for c in correct[name].tolist())}  # per test page
+
+    def saved(name: str, rows: dict) -> None:
         log.info("%s: %s", name, rows[name])
-        json_path.write_text(json.dumps(result, indent=2))  # partial results survive a time-out
-    d = rows["dense"]
-    for r in rows.values():
-        r["e2e_speedup"] = r["e2e_ips"] / d["e2e_ips"]
-        r["consumer_speedup"] = r["consumer_ips"] / d["consumer_ips"]
-        r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
-    for name, r in rows.items():  # the same pages for every method: the paired error of Δ is the honest one
-        r["accuracy_delta_se_pts"] = 100 * E.paired_delta(correct[name], correct["dense"])[1]
+        json_path.write_text(json.dumps(result | {"rows": rows}, indent=2))  # partial results survive a time-out
+
+    result["rows"] = E.bench_rows(enc, cons, meths, x, y, GRID, tim, p.mem_batch, run.dtype, saved)
     result["bench_s"] = time.perf_counter() - t0
     json_path.write_text(json.dumps(result, indent=2))
-    table = f"{machine_line(info)}; {len(x)} test pages; consumer {consumer}\n\n" + table_text(rows)
-    print(table, flush=True)
-    (run.out / f"table_{consumer}.md").write_text(table + "\n")
-    others = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in plot_with
-              if (run.out / f"bench_{n}.json").exists()}
-    # one plot file in a separate --out (a GPU machine returns few files); one per consumer next to the cache
-    path = run.out / ("token_reduction.png" if run.out != run.work else f"token_reduction_{consumer}.png")
-    plot({consumer: rows, **others}, path, info)
+    stage_plot(run, consumer, plot_with)
     return result
+
+
+def bench_table(result: dict) -> str:
+    """The machine line and the rows' table of a bench JSON."""
+    return (f"{machine_line(result['machine'])}; {result['test_pages']} test pages; consumer {result['consumer']}\n\n"
+            + table_text(result["rows"]))
 
 
 def table_text(rows: dict) -> str:
@@ -513,16 +432,11 @@ def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
     difference per page averaged over the benches, ± its standard error over pages; then the same for each
     (A, B) in ``pairs``. Rows missing from any bench are left out."""
     runs = list(benches.values())
-    n = {len(r["dense"]["correct"]) for r in runs}
-    if len(n) != 1:
-        raise ValueError(f"the benches scored different numbers of test pages {sorted(n)}: pool benches of the same pages")
-    names = [k for k in runs[0] if all(k in r for r in runs)]
+    names, correct = E.pooled_correct(benches)  # correct: row → (benches, pages) of 0/1
     for a, b in pairs:
         for k in (a, b):
             if k not in names:
                 raise ValueError(f"--pair {a}|{b}: no row {k!r} in every bench; rows: {names}")
-    # row → (benches, pages) of 0/1: each page's result under each bench
-    correct = {k: torch.tensor([[c == "1" for c in r[k]["correct"]] for r in runs], dtype=torch.float) for k in names}
 
     def delta(a: str, b: str) -> tuple[float, float]:
         d, se = E.paired_delta(correct[a].mean(0), correct[b].mean(0))
@@ -531,7 +445,7 @@ def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
     def each(key: str, k: str, fmt: str) -> str:
         return " / ".join(format(r[k][key] * (100 if key == "accuracy" else 1), fmt) for r in runs)
 
-    lines = [f"benches: {' / '.join(benches)}; {n.pop()} test pages", "",
+    lines = [f"benches: {' / '.join(benches)}; {correct['dense'].shape[1]} test pages", "",
              f"| method | tokens/page | consumer × dense | end-to-end × dense | accuracy | Δ pts ± paired SE (mean of {len(runs)}) |",
              "|---|---|---|---|---|---|"]
     for k in names:
@@ -548,106 +462,40 @@ def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def print_table(rows: dict) -> None:
-    print(table_text(rows))
-
-
-def plot(results: dict[str, dict], path: Path, info: dict | None = None) -> bool:
-    """Accuracy vs end-to-end throughput; one marker per consumer ({consumer name: rows}). Returns False
-    (and logs why) when matplotlib is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        log.warning("matplotlib is not installed: no plot %s (the JSON and the table hold every figure)", path)
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    colors = {}
-    for k, rows in enumerate(results.values()):
-        marker = "os^"[k % 3]
-        for n, r in rows.items():
-            c = colors.setdefault(n, matplotlib.colormaps["tab20"](len(colors) % 20))  # 11+ rows: 10 colours repeat
-            ax.scatter(r["e2e_ips"], 100 * r["accuracy"], color=c, marker=marker,
-                       label=n if k == 0 else None)
-            if k == 0:
-                ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 2),
-                            textcoords="offset points")
-    where = "1 CPU thread" if info is None or info["gpu"] is None and info["threads"] == 1 else (
-        f"{info['gpu'] or str(info['threads']) + ' CPU threads'}, {info['dtype']}, batch {info['batch']}")
-    ax.set_xlabel(f"end-to-end images/s (encoder + consumer, {where})")
-    ax.set_ylabel("page accuracy (%)")
-    ax.set_title("High-resolution FRB: accuracy vs throughput (" + "; ".join(
-        f"{'os^'[k % 3]} = {c}" for k, c in enumerate(results)) + ")", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def stage_plot(run: Run, names: list[str], path: Path) -> None:
-    results = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in names
-               if (run.out / f"bench_{n}.json").exists()}
-    plot(results, path)
+def stage_plot(run: Run, consumer: str, plot_with: tuple[str, ...] = ()) -> dict:
+    """``--stage plot``: the table and the plot of ``bench_CONSUMER.json`` in --out again (no model runs)."""
+    result = json.loads((run.out / f"bench_{consumer}.json").read_text())
+    table = bench_table(result)
+    print(table, flush=True)
+    (run.out / f"table_{consumer}.md").write_text(table + "\n")
+    others = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in plot_with
+              if (run.out / f"bench_{n}.json").exists()}
+    # one plot file in a separate --out (a GPU machine returns few files); one per consumer next to the cache
+    path = run.out / ("token_reduction.png" if run.out != run.work else f"token_reduction_{consumer}.png")
+    plot({consumer: result["rows"], **others}, path, result["machine"])
+    return result
 
 
 # ------------------------------------------------------------------------------------------ time budget
-def _step_seconds(run: Run, model, make_batch, loss_fn, warmup: int = 3, steps: int = 5) -> float:
-    """Seconds per optimiser step (forward, backward, AdamW under the engine's autocast), measured."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    amp = torch.bfloat16 if run.device.type == "cuda" else None  # what the engine's amp="auto" picks
-    times = []
-    for i in range(warmup + steps):
-        batch = make_batch()
-        E.synchronize(run.device)
-        t = time.perf_counter()
-        with torch.autocast(run.device.type, amp, enabled=amp is not None):
-            loss = loss_fn(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        E.synchronize(run.device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
 def fit_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_steps: int,
               floor: float = 0.2) -> tuple[int, int]:
     """Encoder and consumer step counts whose training (``enc_s`` / ``con_s`` seconds a step) fits ``seconds``:
     the given counts if they fit, else fewer encoder steps (not below ``floor`` of them), then fewer consumer
     steps (likewise). Never more than given."""
-    e, c = enc_steps, con_steps
-    if e * enc_s + c * con_s > seconds:
-        e = min(enc_steps, max(int(floor * enc_steps), int((seconds - c * con_s) / enc_s)))
-        if e * enc_s + c * con_s > seconds:
-            c = min(con_steps, max(int(floor * con_steps), int((seconds - e * enc_s) / con_s)))
-    return e, c
+    s = budget.fit_steps(seconds, {"enc": enc_s, "con": con_s}, {"enc": enc_steps, "con": con_steps},
+                         (("enc", floor), ("con", floor)))
+    return s["enc"], s["con"]
 
 
-def _data_seconds(run: Run, pages: tuple[torch.Tensor, torch.Tensor], batch: int, size: int) -> tuple[float, float]:
-    """(seconds to build one batch of ink crops on the CPU, seconds to copy it to the device), median of 3."""
+def _crop_batch(pages: tuple[torch.Tensor, torch.Tensor], batch: int, size: int):
+    """A function building one batch of ink crops of ``pages`` on the CPU, a new batch each call."""
     from torch.utils.data import default_collate
 
     from vitkit.data.crops import InkCropDataset
 
     ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
-    make, copy = [], []
-    for r in range(3):
-        t = time.perf_counter()
-        x = default_collate([ds[i] for i in range(r * batch, (r + 1) * batch)])[0]
-        make.append(time.perf_counter() - t)
-        E.synchronize(run.device)
-        t = time.perf_counter()
-        x.to(run.device)
-        E.synchronize(run.device)
-        copy.append(time.perf_counter() - t)
-    return sorted(make)[1], sorted(copy)[1]
+    start = iter(range(0, len(ds), batch))
+    return lambda: default_collate([ds[i] for i in range(r := next(start), r + batch)])[0]
 
 
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
@@ -662,10 +510,11 @@ def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_
     torch.manual_seed(0)
     enc = build_model(p.enc).to(run.device)
     b = p.enc.batch_size
-    gpu_s = _step_seconds(run, enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
-                                             torch.randint(0, 15, (b,), device=run.device)),
-                          lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]))
-    data_s, copy_s = _data_seconds(run, pages, b, p.enc.crop) if pages is not None else (0.0, 0.0)
+    gpu_s = budget.train_step_seconds(enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
+                                                    torch.randint(0, 15, (b,), device=run.device)),
+                                      lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]), run.device, clip_norm=1.0)
+    data_s, copy_s = (budget.batch_seconds(_crop_batch(pages, b, p.enc.crop), run.device) if pages is not None
+                      else (0.0, 0.0))
     enc_s = max(gpu_s, data_s) + copy_s
     grid = enc.grid_size
     K = (1 + GRID[0] * GRID[1]) * grid[0] * grid[1]
@@ -680,7 +529,8 @@ def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_
                 torch.randint(0, ccfg.num_partitions, (cb, k), device=run.device),
                 torch.randint(0, grid[0], (cb, k, 2), device=run.device), torch.randint(0, 15, (cb,), device=run.device))
 
-    con_s = _step_seconds(run, cons, con_batch, lambda m, t: F.cross_entropy(m(t[0], t[1], t[2]), t[3]))
+    con_s = budget.train_step_seconds(cons, con_batch, lambda m, t: F.cross_entropy(m(t[0], t[1], t[2]), t[3]),
+                                      run.device, clip_norm=1.0)
     del cons
     if run.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -797,7 +647,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             rendered = encoder_pages(run)
             for split, n in (("train", preset.n_train), ("val", preset.n_val), ("test", n_test)):
                 bench_pages(run, split, n)
-            close_pool()
+            run.pool.close()
             log.info("all pages rendered in %.1f s", time.perf_counter() - t)
             plan = plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test,
                               pages=rendered[0])
@@ -815,8 +665,10 @@ def main(argv: list[str] | None = None) -> dict | None:
             log.info("total %.0f s", result["total_s"])
         if args.extra_consumer is not None:
             result["extra"] = extra_consumer(run, args, t_start, result, con_steps, repeats, batch, n_test)
+        if args.stage == "plot":
+            result = stage_plot(run, args.consumer)
     finally:
-        close_pool()
+        run.pool.close()
     return result
 
 

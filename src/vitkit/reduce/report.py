@@ -2,7 +2,7 @@
 
 :func:`kept_overlay` paints a high-resolution page with its kept sub-image tokens bright and the
 dropped ones dimmed, and the thumbnail (partition 0) beside it with its own kept tokens.
-:func:`demo_section` runs HiRED, HiRED-early, EViT and ToMe on one validation page of ``vitkit demo``
+:func:`accuracy_throughput_plot` draws a benchmark's rows. :func:`demo_section` runs HiRED, HiRED-early, EViT and ToMe on one validation page of ``vitkit demo``
 with the demo's trained ViT as the encoder (a few forward passes: well under a second).
 """
 
@@ -163,3 +163,41 @@ def demo_section(ctx):
         parts.append(figure(img, caption=f"{name}: {k} tokens", alt=escape(name)))
     ctx.metrics["token_reduction"] = {n: k for n, _, k in shown}
     return Section("token-reduction", "Token reduction: which tokens each method keeps", "\n".join(parts))
+
+
+def accuracy_throughput_plot(results: dict[str, dict], path, info: dict | None = None) -> bool:
+    """Accuracy vs end-to-end throughput of bench rows (see :func:`vitkit.reduce.evaluate.bench_rows`), one
+    marker per consumer (``{consumer name: rows}``), saved as a PNG at ``path``; ``info``: the machine
+    description (:func:`vitkit.bench.machine.describe` with dtype and batch). Returns False (and logs why)
+    when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot %s (the JSON and the table hold every figure)", path)
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors = {}
+    for k, rows in enumerate(results.values()):
+        marker = "os^"[k % 3]
+        for n, r in rows.items():
+            c = colors.setdefault(n, matplotlib.colormaps["tab20"](len(colors) % 20))  # 11+ rows: 10 colours repeat
+            ax.scatter(r["e2e_ips"], 100 * r["accuracy"], color=c, marker=marker,
+                       label=n if k == 0 else None)
+            if k == 0:
+                ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 2),
+                            textcoords="offset points")
+    where = "1 CPU thread" if info is None or info["gpu"] is None and info["threads"] == 1 else (
+        f"{info['gpu'] or str(info['threads']) + ' CPU threads'}, {info['dtype']}, batch {info['batch']}")
+    ax.set_xlabel(f"end-to-end images/s (encoder + consumer, {where})")
+    ax.set_ylabel("page accuracy (%)")
+    ax.set_title("High-resolution FRB: accuracy vs throughput (" + "; ".join(
+        f"{'os^'[k % 3]} = {c}" for k, c in enumerate(results)) + ")", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
