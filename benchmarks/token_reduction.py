@@ -19,36 +19,10 @@ Stages (each cached under --work, which defaults to --out):
   pool      several benches of the same pages (e.g. consumer seeds, --bench-json FILE repeated) in one table: each
             row's Δ against dense, and each --pair "A|B", as the paired difference averaged over the benches
 
-Presets (--size):
-  small  (default; the CPU figures in RESULTS.md) encoder 96×96 crops, patch 12, width 64, 4 blocks, 1,500 steps
-         × 64 on crops of 288×288 pages; 192×192 pages (2×2 sub-images of 96 px = 5 × 64 tokens); consumer 4 blocks
-         at width 64, 900 steps × 16; 600 test pages; HiRED-early at block 1, EViT at blocks 1, 2.
-  vitb   encoder ViT-B/16 (width 768, 12 blocks, 12 heads, native 224×224) trained 2,000 steps × 128 crops
-         (lr 3e-4) on 1,500 672×672 pages; the pages are 448×448 = 224-px thumbnail + 2×2 sub-images of 224 px
-         = 5 × 196 = 980 tokens (font 42–61 px: the small geometry × 7/3); consumer 8 blocks at width 768,
-         1,500 steps × 32 pages (lr 3e-4) on 3,000 training pages (a 57M-parameter consumer: twice the small
-         preset's pages against over-fitting); 1,000 test pages (1 page = 0.1 point); timing batch 32; HiRED
-         phase 2 at block 10 (second-to-last), HiRED-early at block 5 (blocks 0-4 and block 5's attention see
-         every token: half the encoder runs at full width, the selection uses a mid-depth map; the row
-         "@block 10" selects where HiRED does), EViT at blocks 3, 6, 9 (the paper's 4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
-         (constant r = 16 is impossible: 196 tokens leave 20 before the last block).
-  deep   the small geometry (pages, crops, consumer) with a 12-block encoder (width 64, 3,000 steps, lr 1e-3) and
-         vitb's layer choices (HiRED phase 2 at block 10, HiRED-early at 5, EViT at 3, 6, 9; ToMe r ∈ {3, 4, 4
-         decreasing, 5 decreasing}); consumer 3,000 steps; 1,500 test pages: depth on a CPU, ≈ 30 min at 1 thread.
-  tiny   the vitb code path at tiny dims (12 blocks of width 32, 32-px crops, 64-px pages, a few steps) for tests.
-
-vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 TFLOP/s dense peak, assumed
-100–350 TFLOP/s achieved by eager PyTorch):
-  encoder   35 GFLOP forward per 224 crop (12 × 197 tokens × (24·768² + 4·197·768)), × 3 for training
-            → 2,000 × 128 crops = 27 PFLOP ≈ 75–270 s
-  consumer  8 × (24·768²·K + 4·K²·768) = 135 GFLOP forward at K = 980; training at mean keep 55 % ≈ 205 GFLOP
-            per page → 1,500 × 32 pages = 9.8 PFLOP ≈ 30–100 s
-  tokens    3,150 train/val pages × 5 × 35 GFLOP = 0.55 PFLOP (seconds); 3,000 × 980 × 768 fp32 = 9 GB on the GPU
-  bench     1,000 test pages × 10 rows × ≤ 310 GFLOP ≈ 3 PFLOP + timing rounds ≈ 1.5 PFLOP → 15–45 s
-  pages     CPU: 1,650 pages at 672 px + 4,150 at 448 px ≈ 115 / 58 ms each on one loaded core here
-            ≈ 430 s serial → ≈ 35 s with --workers 14
-  total     ≈ 4–7 min plus start-up. --time-budget S measures a few encoder and consumer training steps
-            first and lowers the step counts (never raises them) so that everything fits in S seconds.
+Presets (--size): small (default; the CPU figures in RESULTS.md), deep (small with a 12-block encoder and ViT-B's
+layer choices, CPU), vitb (ViT-B/16 on 448×448 pages, GPU), tiny (the vitb code path at tiny dims, for tests);
+benchmarks/README.md describes each and estimates vitb's cost. --time-budget S measures a few encoder and consumer
+training steps first and lowers the step counts (never raises them) so that everything fits in S seconds.
 
 Run (CPU figures): OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
 Run (GPU, one command, ≤ 8 min by --time-budget; needs only torch, numpy, Pillow, safetensors; matplotlib
@@ -68,21 +42,20 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import vitkit
 from vitkit.bench import budget, machine
 from vitkit.bench.pages import PagePool
-from vitkit.bench.timing import precision
 from vitkit.data.crops import to_model_input
 from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
 from vitkit.demo import DemoConfig, build_model, train_crop_classifier
 from vitkit.engine import TrainConfig
-from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evit, hired, tome
+from vitkit.reduce import ToMeConfig, tome
 from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
 from vitkit.reduce.partitions import TokenSet
 from vitkit.reduce.report import accuracy_throughput_plot as plot
+from vitkit.reduce.report import bench_table, pooled_table
 
 log = logging.getLogger("token_reduction")
 
@@ -265,24 +238,10 @@ def tome_rows(run: Run) -> dict[str, ToMeConfig]:
 
 
 def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
-    """(module, config) of the reduction row ``method_name`` (a row of :func:`methods`, a ToMe candidate of
-    the preset, "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers); ValueError naming
-    ``option`` and the allowed names otherwise."""
-    tome_r = tome_rows(run)
-    rows = methods(run.preset, tome_r)
-    try:
-        if method_name.startswith("ToMe r=") and method_name not in rows:
-            rows[method_name] = (tome, ToMeConfig(r=json.loads(method_name.split("=", 1)[1])))
-        elif method_name.startswith("EViT keep ") and method_name not in rows:
-            rows[method_name] = (evit, EViTConfig(layers=run.preset.evit_layers,
-                                                  keep_rate=float(method_name.split()[-1])))
-    except ValueError:
-        pass
-    if method_name not in rows or rows[method_name] is None:
-        raise ValueError(f"{option} {method_name!r}: not a reduction method; use one of "
-                         f"{[n for n, m in rows.items() if m is not None]}, 'ToMe r=<int or list>' or "
-                         "'EViT keep <rate in (0, 1]>'")
-    return rows[method_name]
+    """(module, config) of the row ``method_name``: a row of :func:`methods`, a ToMe candidate of the preset,
+    "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers (ValueError naming ``option``)."""
+    rows = methods(run.preset, tome_rows(run))
+    return E.method_by_name(rows, method_name, run.preset.evit_layers, option)
 
 
 def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor) -> TokenSet:
@@ -338,25 +297,8 @@ def load_consumer(run: Run, name: str = "consumer") -> TokenSetConsumer:
 
 # ------------------------------------------------------------------------------------------ methods
 def methods(preset: Preset, tome_r: dict[str, ToMeConfig]) -> dict[str, tuple]:
-    """name → (module, config) or None for dense. HiRED's phase 2 is at the second-to-last block;
-    HiRED-early selects at ``preset.early_layer`` (and, as a row, at HiRED's phase-2 block)."""
-    late = preset.enc.depth - 2
-    early = preset.early_layer
-    m: dict[str, tuple] = {
-        "dense": None,
-        "HiRED 20%": (hired, HiREDConfig(grid=GRID, rate=0.2)),
-        "HiRED 40%": (hired, HiREDConfig(grid=GRID, rate=0.4)),
-        "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=early, early=True)),
-        "HiRED 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25)),
-        "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25, select_layer=early,
-                                                       early=True)),
-        f"HiRED-early 20% @block {late}": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=late, early=True)),
-        "EViT keep 0.5": (evit, EViTConfig(layers=preset.evit_layers, keep_rate=0.5)),
-        "EViT keep 0.7": (evit, EViTConfig(layers=preset.evit_layers, keep_rate=0.7)),
-    }
-    for name, cfg in tome_r.items():
-        m[name] = (tome, cfg)
-    return m
+    """name → (module, config) or None for dense (:func:`vitkit.reduce.evaluate.method_rows` at the preset's layers)."""
+    return E.method_rows(preset.enc.depth, preset.early_layer, preset.evit_layers, GRID, tome_r)
 
 
 def machine_line(info: dict) -> str:
@@ -410,62 +352,16 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     return result
 
 
-def bench_table(result: dict) -> str:
+def bench_text(result: dict) -> str:
     """The machine line and the rows' table of a bench JSON."""
     return (f"{machine_line(result['machine'])}; {result['test_pages']} test pages; consumer {result['consumer']}\n\n"
-            + table_text(result["rows"]))
-
-
-def table_text(rows: dict) -> str:
-    lines = ["| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB e2e / consumer "
-             "| accuracy | Δ pts |", "|---|---|---|---|---|---|---|---|---|"]
-    for n, r in rows.items():
-        lines.append(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
-                     f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} "
-                     f"| {100 * r['accuracy']:.1f}% | {r['accuracy_delta_pts']:+.1f} ± {r.get('accuracy_delta_se_pts', float('nan')):.1f} |")
-    return "\n".join(lines)
-
-
-def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
-    """Several benches of the same test pages (e.g. one per consumer seed; ``benches`` = label → the "rows" of a
-    bench JSON) in one table: each row's speed-ups and accuracy per bench, and its Δ against dense as the paired
-    difference per page averaged over the benches, ± its standard error over pages; then the same for each
-    (A, B) in ``pairs``. Rows missing from any bench are left out."""
-    runs = list(benches.values())
-    names, correct = E.pooled_correct(benches)  # correct: row → (benches, pages) of 0/1
-    for a, b in pairs:
-        for k in (a, b):
-            if k not in names:
-                raise ValueError(f"--pair {a}|{b}: no row {k!r} in every bench; rows: {names}")
-
-    def delta(a: str, b: str) -> tuple[float, float]:
-        d, se = E.paired_delta(correct[a].mean(0), correct[b].mean(0))
-        return 100 * d, 100 * se
-
-    def each(key: str, k: str, fmt: str) -> str:
-        return " / ".join(format(r[k][key] * (100 if key == "accuracy" else 1), fmt) for r in runs)
-
-    lines = [f"benches: {' / '.join(benches)}; {correct['dense'].shape[1]} test pages", "",
-             f"| method | tokens/page | consumer × dense | end-to-end × dense | accuracy | Δ pts ± paired SE (mean of {len(runs)}) |",
-             "|---|---|---|---|---|---|"]
-    for k in names:
-        d, se = delta(k, "dense")
-        lines.append(f"| {k} | {runs[0][k]['tokens_per_page']:.0f} | {each('consumer_speedup', k, '.2f')} | "
-                     f"{each('e2e_speedup', k, '.2f')} | {each('accuracy', k, '.1f')}% | {d:+.1f} ± {se:.1f} |")
-    if pairs:
-        lines += ["", "| A − B | Δ pts ± paired SE | per bench | end-to-end × dense, A / B |", "|---|---|---|---|"]
-    for a, b in pairs:
-        d, se = delta(a, b)
-        per = " / ".join(f"{100 * x:+.1f}" for x in (correct[a] - correct[b]).mean(1).tolist())
-        lines.append(f"| {a} − {b} | {d:+.1f} ± {se:.1f} | {per} | "
-                     + ", ".join(f"{r[a]['e2e_speedup']:.2f} / {r[b]['e2e_speedup']:.2f}" for r in runs) + " |")
-    return "\n".join(lines)
+            + bench_table(result["rows"]))
 
 
 def stage_plot(run: Run, consumer: str, plot_with: tuple[str, ...] = ()) -> dict:
     """``--stage plot``: the table and the plot of ``bench_CONSUMER.json`` in --out again (no model runs)."""
     result = json.loads((run.out / f"bench_{consumer}.json").read_text())
-    table = bench_table(result)
+    table = bench_text(result)
     print(table, flush=True)
     (run.out / f"table_{consumer}.md").write_text(table + "\n")
     others = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in plot_with
@@ -494,59 +390,34 @@ def _crop_batch(pages: tuple[torch.Tensor, torch.Tensor], batch: int, size: int)
     from vitkit.data.crops import InkCropDataset
 
     ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
-    start = iter(range(0, len(ds), batch))
-    return lambda: default_collate([ds[i] for i in range(r := next(start), r + batch)])[0]
+    starts = iter(range(0, len(ds), batch))
+
+    def make():
+        r = next(starts)
+        return default_collate([ds[i] for i in range(r, r + batch)])[0]
+
+    return make
 
 
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
                safety: float = 1.3, pages: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps.
-
-    Never raises the given counts; lowers the encoder's first (not below 20%), then the consumer's. An
-    encoder step costs max(compute, building the crop batch from ``pages`` on the CPU) + the copy to the
-    device. The reserve for the bench and the token sets is estimated from the same measurements (forward ≈
-    1/3 of a step)."""
+    """Encoder and consumer step counts that fit ``seconds_left`` (:func:`vitkit.reduce.evaluate.training_plan`):
+    the encoder's crop batches are built from ``pages``; the bench runs every row on the test pages."""
     p = run.preset
     torch.manual_seed(0)
     enc = build_model(p.enc).to(run.device)
     b = p.enc.batch_size
-    gpu_s = budget.train_step_seconds(enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
-                                                    torch.randint(0, 15, (b,), device=run.device)),
-                                      lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]), run.device, clip_norm=1.0)
     data_s, copy_s = (budget.batch_seconds(_crop_batch(pages, b, p.enc.crop), run.device) if pages is not None
                       else (0.0, 0.0))
-    enc_s = max(gpu_s, data_s) + copy_s
-    grid = enc.grid_size
-    K = (1 + GRID[0] * GRID[1]) * grid[0] * grid[1]
-    ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=grid, num_classes=15,
-                          **p.consumer)
-    del enc
-    cons = TokenSetConsumer(ccfg).to(run.device)
-    cb, k = p.consumer_batch, max(1, int(0.55 * K))  # mean kept share of U[10%, 100%]
-
-    def con_batch():
-        return (torch.randn(cb, k, ccfg.in_dim, device=run.device),
-                torch.randint(0, ccfg.num_partitions, (cb, k), device=run.device),
-                torch.randint(0, grid[0], (cb, k, 2), device=run.device), torch.randint(0, 15, (cb,), device=run.device))
-
-    con_s = budget.train_step_seconds(cons, con_batch, lambda m, t: F.cross_entropy(m(t[0], t[1], t[2]), t[3]),
-                                      run.device, clip_norm=1.0)
-    del cons
-    if run.device.type == "cuda":
-        torch.cuda.empty_cache()
-    # one page end to end ≈ (5 crops' forward) + (the consumer's forward on all K tokens)
-    page_s = (1 + GRID[0] * GRID[1]) * gpu_s / (3 * b) + con_s / (3 * cb) / 0.55
     n_rows = 10 + len(p.tome_candidates)
-    reserve = 60.0 + page_s * (1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
-                               + 1.5 * n_rows * p.batch * (p.repeats + 4))
-    e, c = fit_steps(seconds_left / safety - reserve, enc_s, con_s, enc_steps, con_steps)
-    plan = {"encoder_s_per_step": enc_s, "encoder_compute_s": gpu_s, "encoder_data_s": data_s,
-            "encoder_copy_s": copy_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
-            "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps,
-            "encoder_steps": e, "consumer_steps": c, "estimated_s": safety * (e * enc_s + c * con_s + reserve)}
+    plan = E.training_plan(enc, consumer_config(run, enc), seconds_left, enc_steps, con_steps, enc_batch=b,
+                           con_batch=p.consumer_batch, data_s=data_s, copy_s=copy_s, safety=safety,
+                           bench_pages=1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
+                           + 1.5 * n_rows * p.batch * (p.repeats + 4))
     log.info("time budget: %.0f s left; measured %.3f s/encoder step (compute %.3f, crops %.3f, copy %.3f), %.3f "
              "s/consumer step; bench and token sets ≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), "
-             "≈ %.0f s", seconds_left, enc_s, gpu_s, data_s, copy_s, con_s, safety * reserve, e, enc_steps, c,
+             "≈ %.0f s", seconds_left, plan["encoder_s_per_step"], plan["encoder_compute_s"], data_s, copy_s,
+             plan["consumer_s_per_step"], plan["reserve_s"], plan["encoder_steps"], enc_steps, plan["consumer_steps"],
              con_steps, plan["estimated_s"])
     return plan
 
@@ -673,7 +544,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 
 def stage_pool(ap: argparse.ArgumentParser, args) -> dict:
-    """``--stage pool``: :func:`pooled_text` of the ``--bench-json`` files, printed and written to
+    """``--stage pool``: :func:`vitkit.reduce.report.pooled_table` of the ``--bench-json`` files, printed and written to
     ``--out/table_pooled.md``."""
     if not args.bench_json or len(args.bench_json) < 2:
         ap.error("--stage pool needs two or more --bench-json FILE (benches of the same test pages)")
@@ -689,7 +560,7 @@ def stage_pool(ap: argparse.ArgumentParser, args) -> dict:
         except (OSError, ValueError, KeyError) as e:
             ap.error(f"--bench-json {f}: not a readable bench JSON with 'rows' ({e})")
     try:
-        text = pooled_text(benches, pairs)
+        text = pooled_table(benches, pairs)
     except ValueError as e:
         ap.error(str(e))
     print(text, flush=True)

@@ -71,7 +71,7 @@ def train_step_seconds(model: nn.Module, make_batch: Callable[[], object], loss_
     for i in range(warmup + steps):
         batch = make_batch()
 
-        def step():
+        def step(batch=batch):
             with torch.autocast(device.type, amp, enabled=amp is not None):
                 loss = loss_fn(model, batch)
             loss.backward()
@@ -90,11 +90,10 @@ def train_step_seconds(model: nn.Module, make_batch: Callable[[], object], loss_
 def batch_seconds(make_batch: Callable[[], torch.Tensor], device: torch.device | str | None = None,
                   repeats: int = 3) -> tuple[float, float]:
     """(median seconds to build a batch on the CPU, median seconds to copy it to ``device``; 0 without one)."""
-    make, copy = [], []
+    make, copy, box = [], [], []
     for _ in range(repeats):
-        box = []
         make.append(timed(lambda: box.append(make_batch())))
         if device is not None:
-            copy.append(timed(lambda: box[0].to(device), device))
+            copy.append(timed(lambda: box[-1].to(device), device))
     synchronize(device)
     return median(make), median(copy) if copy else 0.0

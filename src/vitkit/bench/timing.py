@@ -25,7 +25,7 @@ import torch
 log = logging.getLogger(__name__)
 
 __all__ = ["fp32_precision", "interleaved", "median", "peak_cuda_mib", "peak_mib", "peak_rss_bytes", "peak_tensor_mib",
-           "precision", "reset_peak_rss", "round_orders", "rss_bytes", "spread", "synchronize", "timed"]
+           "precision", "reset_peak_rss", "round_orders", "rss_bytes", "rss_rise", "spread", "synchronize", "timed"]
 
 
 def synchronize(device: torch.device | str | None) -> None:
@@ -190,3 +190,18 @@ def peak_rss_bytes() -> tuple[int, str]:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"  # KiB on Linux
+
+
+def rss_rise(fn: Callable[[], object]) -> dict:
+    """How this process's RSS rises while ``fn()`` runs: ``peak_delta`` (high-water mark, reset just before
+    where the kernel allows it, above the RSS before), ``kept_delta`` (RSS after − before), the baselines,
+    the peak's source and whether the reset worked; ``result``: what ``fn`` returned. Run it in a fresh
+    process (:func:`vitkit.bench.probe.run_probe`) so that earlier work does not hold the mark."""
+    reset = reset_peak_rss()
+    before_rss = rss_bytes()
+    before_max, source = peak_rss_bytes()
+    result = fn()
+    after_max, _ = peak_rss_bytes()
+    return {"peak_delta": after_max - max(before_max, before_rss), "kept_delta": rss_bytes() - before_rss,
+            "baseline_rss": before_rss, "baseline_peak": before_max, "peak_source": source, "hwm_reset": reset,
+            "result": result}

@@ -10,16 +10,23 @@ timing use that same path; ``None``/float32 = fp32.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bench.budget import fit_steps, train_step_seconds
 from ..bench.timing import median, peak_mib, precision, synchronize, timed
 from ..engine import model_device
-from . import hired
+from . import evit, hired, tome
+from .consumer import TokenSetConsumer
+from .evit import EViTConfig
+from .hired import HiREDConfig
 from .partitions import TokenSet, encode_partitions, partition
+from .tome import ToMeConfig
 from .wiring import vision_tower
 
 #: a method: None (dense) or (module with apply/remove, its config)
@@ -213,3 +220,106 @@ def pooled_correct(benches: Mapping[str, Mapping[str, dict]]) -> tuple[list[str]
     names = [k for k in runs[0] if all(k in r for r in runs)]
     return names, {k: torch.tensor([[c == "1" for c in r[k]["correct"]] for r in runs], dtype=torch.float)
                    for k in names}
+
+
+def method_rows(depth: int, early_layer: int, evit_layers: tuple[int, ...], grid: tuple[int, int],
+                tome_rows: Mapping[str, object] | None = None) -> dict[str, Method]:
+    """The compared methods of a ``depth``-block encoder, name → (module, config) or None for dense: HiRED at
+    20 % and 40 % (phase 2 at the second-to-last block) and with α = 0.25, HiRED-early selecting at
+    ``early_layer`` (and, as a row, at HiRED's phase-2 block), EViT keeping 0.5 and 0.7 at ``evit_layers``,
+    then ``tome_rows`` (name → :class:`ToMeConfig`)."""
+    late = depth - 2
+    m: dict[str, Method] = {
+        "dense": None,
+        "HiRED 20%": (hired, HiREDConfig(grid=grid, rate=0.2)),
+        "HiRED 40%": (hired, HiREDConfig(grid=grid, rate=0.4)),
+        "HiRED-early 20%": (hired, HiREDConfig(grid=grid, rate=0.2, select_layer=early_layer, early=True)),
+        "HiRED 20% α=0.25": (hired, HiREDConfig(grid=grid, rate=0.2, alpha=0.25)),
+        "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=grid, rate=0.2, alpha=0.25, select_layer=early_layer,
+                                                       early=True)),
+        f"HiRED-early 20% @block {late}": (hired, HiREDConfig(grid=grid, rate=0.2, select_layer=late, early=True)),
+        "EViT keep 0.5": (evit, EViTConfig(layers=evit_layers, keep_rate=0.5)),
+        "EViT keep 0.7": (evit, EViTConfig(layers=evit_layers, keep_rate=0.7)),
+    }
+    for name, cfg in (tome_rows or {}).items():
+        m[name] = (tome, cfg)
+    return m
+
+
+def method_by_name(rows: Mapping[str, Method], name: str, evit_layers: tuple[int, ...],
+                   option: str = "--reduced-from") -> Method:
+    """(module, config) of the row ``name``: one of ``rows``, "ToMe r=<json int or list>" or "EViT keep <rate>"
+    at ``evit_layers``; a ValueError naming ``option`` and the allowed names otherwise."""
+    rows = dict(rows)
+    try:
+        if name.startswith("ToMe r=") and name not in rows:
+            rows[name] = (tome, ToMeConfig(r=json.loads(name.split("=", 1)[1])))
+        elif name.startswith("EViT keep ") and name not in rows:
+            rows[name] = (evit, EViTConfig(layers=evit_layers, keep_rate=float(name.split()[-1])))
+    except ValueError:
+        pass
+    if name not in rows or rows[name] is None:
+        raise ValueError(f"{option} {name!r}: not a reduction method; use one of "
+                         f"{[n for n, m in rows.items() if m is not None]}, 'ToMe r=<int or list>' or "
+                         "'EViT keep <rate in (0, 1]>'")
+    return rows[name]
+
+
+def training_plan(encoder: nn.Module, consumer_cfg, seconds_left: float, enc_steps: int, con_steps: int, *,
+                  enc_batch: int, con_batch: int, bench_pages: float, data_s: float = 0.0, copy_s: float = 0.0,
+                  safety: float = 1.3) -> dict:
+    """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps of
+    ``encoder`` (random crops of its input size, ``enc_batch``) and of a fresh consumer of ``consumer_cfg``
+    (``con_batch`` token sets at the mean kept share 55 % of random dropping), both on the encoder's device.
+
+    Never raises the given counts; lowers the encoder's first (not below 20 %), then the consumer's
+    (:func:`vitkit.bench.budget.fit_steps`). An encoder step costs max(its compute, ``data_s`` to build the
+    crop batch on the CPU) + ``copy_s`` to copy it. The reserve for the bench and the token sets is
+    ``bench_pages`` page forwards end to end (a forward ≈ 1/3 of a step) + 60 s; everything × ``safety``."""
+    dev = model_device(encoder)
+    crop, b = encoder.cfg.img_size, enc_batch
+    nc = encoder.cfg.num_classes
+    gpu_s = train_step_seconds(encoder, lambda: (torch.randn(b, 3, *crop, device=dev), torch.randint(0, nc, (b,), device=dev)),
+                               lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]), dev, clip_norm=1.0)
+    enc_s = max(gpu_s, data_s) + copy_s
+    cons = TokenSetConsumer(consumer_cfg).to(dev)
+    grid, P = consumer_cfg.grid, consumer_cfg.num_partitions
+    cb, k = con_batch, max(1, int(0.55 * P * grid[0] * grid[1]))  # mean kept share of U[10%, 100%]
+
+    def batch():
+        return (torch.randn(cb, k, consumer_cfg.in_dim, device=dev), torch.randint(0, P, (cb, k), device=dev),
+                torch.randint(0, grid[0], (cb, k, 2), device=dev),
+                torch.randint(0, consumer_cfg.num_classes, (cb,), device=dev))
+
+    con_s = train_step_seconds(cons, batch, lambda m, t: F.cross_entropy(m(t[0], t[1], t[2]), t[3]), dev, clip_norm=1.0)
+    del cons
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+    # one page end to end ≈ (P crops' forward) + (the consumer's forward on all tokens)
+    page_s = P * gpu_s / (3 * b) + con_s / (3 * cb) / 0.55
+    reserve = 60.0 + page_s * bench_pages
+    s = fit_steps(seconds_left / safety - reserve, {"enc": enc_s, "con": con_s}, {"enc": enc_steps, "con": con_steps},
+                  (("enc", 0.2), ("con", 0.2)))
+    e, c = s["enc"], s["con"]
+    return {"encoder_s_per_step": enc_s, "encoder_compute_s": gpu_s, "encoder_data_s": data_s,
+            "encoder_copy_s": copy_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
+            "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps,
+            "encoder_steps": e, "consumer_steps": c, "estimated_s": safety * (e * enc_s + c * con_s + reserve)}
+
+
+@torch.no_grad()
+def kept_token_sets(model: nn.Module, page: Tensor, methods: Sequence[tuple[str, ModuleType | None, object]],
+                    grid: tuple[int, int]) -> list[tuple[str, TokenSet, Tensor | None]]:
+    """The token set each (name, module or None for dense, config) method keeps of one grey page (1, 1, H, W)
+    split into a ``grid`` of sub-images plus the thumbnail, with ToMe's merge sources (P, prefix + gh·gw) or
+    None: ``[(name, token set, source)]``; every method is removed again."""
+    from ..data.crops import to_model_input
+
+    vis = vision_tower(model)
+    x = to_model_input(page)
+    out = []
+    for name, mod, cfg in methods:
+        with applied(model, None if mod is None else (mod, cfg)) as m:
+            ts = encode(m, None if mod is None else (mod, cfg), x, grid)
+        out.append((name, ts, vis.last_state.extras.get("tome_source")))
+    return out
