@@ -1,14 +1,10 @@
 """Low-bit quantization of the demo's FRB model keeps its accuracy down to W4A4 without real data; real int8 is faster.
 
-Parts (``--part``):
-  accuracy  {W8A8, W6A6, W4A4} × calibration {real, noise, PSAQ-style, SPDFQ} on a saved demo model
-            (``--model DIR``, e.g. runs/quant_base/model): per-crop accuracy on the demo's validation
-            crops (150 pages × 4 crops) and, with ``--frb``, page accuracy on FRB easy/hard through
-            ``TiledClassifier`` (slow: ~1 min per configuration on 2 cores)
-  speed     int8 W8A8 (dynamic per-token activations, torch._int_mm) against fp32 F.linear on the
-            four Linear layers of a ViT-S block (dim 384, MLP 1536, 197 tokens, batch ``--batch``), and
-            a whole ViT-S/16 forward; interleaved repeats, medians; threads 1 and 2
-  size      file size of ViT-S/16 saved in fp32 (vitkit.save) and int8 (save_quantized)
+Parts (``--part``): accuracy = {W8A8, W6A6, W4A4} × calibration {real, noise, PSAQ-style, SPDFQ} on a saved demo
+model (``--model DIR``): per-crop accuracy on the demo's validation crops (150 pages × 4) and, with ``--frb``, page
+accuracy on FRB easy/hard (slow: ~1 min per configuration on 2 cores); speed = int8 W8A8 (dynamic per-token
+activations, torch._int_mm) against fp32 on the four Linear layers of a ViT-S block (197 tokens, batch ``--batch``)
+and a whole ViT-S/16 forward, interleaved repeats, medians, threads 1 and 2; size = ViT-S/16's file in fp32 and int8.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base/model --json runs/bench/quant.json
 
@@ -38,33 +34,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import vitkit
 from vitkit import quant
-from vitkit.bench import budget, machine
+from vitkit.bench import machine
 from vitkit.bench.pages import PagePool
 from vitkit.bench.timing import fp32_precision
 from vitkit.data import frb
-from vitkit.data.crops import InkCropDataset
 from vitkit.demo import DemoConfig, build_model, frb_pages, train_crop_classifier
-from vitkit.quant.evaluate import (
-    cached_calibration,
-    channel_spreads,
-    config_seconds,
-    crop_accuracy,
-    crop_predictions,
-    evaluate_config,
-    frb_accuracy,
-    int8_speed,
-    synthesis_step_seconds,
-)
-from vitkit.quant.evaluate import crop_tensors as crops
+from vitkit.quant import evaluate as QE
+from vitkit.quant.report import SOURCES, console_tables, grid_table
 
 log = logging.getLogger("quantization")
 
 BITS = ((8, 8), (6, 6), (4, 4), (3, 3))
-SOURCES = ("real", "noise", "psaq", "spdfq")
 
 
 # ------------------------------------------------------------------ data
@@ -72,22 +55,23 @@ def demo_data(crop: int, seed: int = 0, val_pages: int = 150, calib_pages: int =
     """Validation crops exactly as the demo validates (4 per page, seed + 1) and real calibration crops
     from training pages (the first ``calib_pages`` of the demo's training stream)."""
     vp, vl = frb_pages(list(frb.val_split(val_pages, seed)))
-    vx, vy = crops(vp, vl, crop, 4, seed + 1)
+    vx, vy = QE.crop_tensors(vp, vl, crop, 4, seed + 1)
     tp, tl = frb_pages(list(frb.train_split(calib_pages, seed)))
-    cx, _ = crops(tp, tl, crop, 2, seed + 7)
+    cx, _ = QE.crop_tensors(tp, tl, crop, 2, seed + 7)
     return vx, vy, cx
 
 
-def calibration_sets(args, model, cx) -> tuple[dict, dict]:
-    """Calibration images per source, produced on the float model once and cached in ``--cache``."""
-    calib, synth_s = {}, {}
-    for src in args.sources:
-        steps = {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}.get(src)
-        extra = {"alpha": args.alpha, "msr_every": args.msr_every} if src == "spdfq" else {}
-        calib[src], synth_s[src] = cached_calibration(
-            model, src, args.n_calib, args.cache / f"{src}_n{args.n_calib}_s{steps}_seed{args.seed}.pt", images=cx,
-            seed=args.seed, steps=steps, pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
-    return calib, synth_s
+def calibration_sets(model, sources, n: int, cx, steps: dict, args, cache: Path, name: str, msr_every: int,
+                     tf32: bool = False) -> tuple[dict, dict]:
+    """Calibration images per source on the float model and the seconds each took, cached as
+    ``cache/name.format(src=, steps=)`` (:func:`vitkit.quant.evaluate.cached_calibration`)."""
+    calib, secs = {}, {}
+    for src in sources:
+        extra = {"alpha": args.alpha, "msr_every": msr_every} if src == "spdfq" else {}
+        calib[src], secs[src] = QE.cached_calibration(
+            model, src, n, cache / name.format(src=src, steps=steps.get(src)), tf32=tf32, images=cx, seed=args.seed,
+            steps=steps.get(src), pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
+    return calib, secs
 
 
 def backbone_model(args) -> Path:
@@ -118,14 +102,16 @@ def part_accuracy(args) -> dict:
     log.info("data: %d val crops, %d calibration crops (%.0f s)", len(vx), len(cx), time.perf_counter() - t)
     res: dict = {"model": str(args.model), "val_crops": len(vx), "n_calib": args.n_calib,
                  "act_granularity": args.act_granularity, "calib_method": args.calib_method, "rows": []}
-    base = {"bits": "fp32", "source": "-", "crop_acc": crop_accuracy(model, vx, vy)}
+    base = {"bits": "fp32", "source": "-", "crop_acc": QE.crop_accuracy(model, vx, vy)}
     if args.frb:
-        base |= frb_accuracy(model, crop)
+        base |= QE.frb_accuracy(model, crop)
     res["rows"].append(base)
     log.info("fp32: %s", base)
-    res["channel_spread"] = channel_spreads(model, cx)
+    res["channel_spread"] = QE.channel_spreads(model, cx)
     log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
-    calib, synth_s = calibration_sets(args, model, cx)
+    calib, synth_s = calibration_sets(model, args.sources, args.n_calib, cx,
+                                      {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}, args, args.cache,
+                                      f"{{src}}_n{args.n_calib}_s{{steps}}_seed{args.seed}.pt", args.msr_every)
     res["synthesis_s"] = synth_s
     if args.part == "synth":
         return res
@@ -134,24 +120,19 @@ def part_accuracy(args) -> dict:
 
         m8 = copy.deepcopy(model)
         quant.to_int8(m8)
-        row = {"bits": "W8A8-int8", "source": "-", "crop_acc": crop_accuracy(m8, vx, vy)}
+        row = {"bits": "W8A8-int8", "source": "-", "crop_acc": QE.crop_accuracy(m8, vx, vy)}
         if args.frb:
-            row |= frb_accuracy(m8, crop)
+            row |= QE.frb_accuracy(m8, crop)
         res["rows"].append(row)
         log.info("%s", row)
+    extra = (lambda m: QE.frb_accuracy(m, crop)) if args.frb else None
     for w, a in (b for b in BITS if f"w{b[0]}a{b[1]}" in args.bits):
         for src in args.sources:
             t = time.perf_counter()
             cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=args.recon_steps, recon_lr=args.recon_lr,
                                     act_granularity=args.act_granularity, calib_method=args.calib_method)
-            quant.apply(model, cfg)
-            info = quant.calibrate(model, calib[src])
-            row = {"bits": f"W{w}A{a}", "source": src, "crop_acc": crop_accuracy(model, vx, vy),
-                   "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
-            if args.frb:
-                row |= frb_accuracy(model, crop)
-            quant.remove(model)
-            row["time_s"] = time.perf_counter() - t
+            row = {"bits": f"W{w}A{a}", "source": src, **QE.evaluate_config(model, cfg, calib[src], vx, vy, extra=extra),
+                   "time_s": time.perf_counter() - t}
             res["rows"].append(row)
             log.info("%s", row)
     return res
@@ -183,7 +164,6 @@ TINY = Preset("tiny", DemoConfig(crop=32, patch=8, dim=32, depth=4, heads=2, ste
                                  size_range=(37, 43), seed=0, progress=False),
               train_pages=12, val_pages=6, calib_pages=4, n_calib=4, synth_steps=3, msr_every=1, recon_steps=2)
 PRESETS = {p.name: p for p in (VITB, TINY)}
-SOURCE_NAMES = {"real": "real", "noise": "noise", "psaq": "PSAQ-style", "spdfq": "SPDFQ"}
 
 
 def configurations(preset: Preset, sources=SOURCES, method: str = "mse") -> list[tuple[int, int, str, str, str]]:
@@ -214,66 +194,29 @@ def sized_data(preset: Preset, workers: int = 1) -> dict:
     with PagePool(workers) as pool:  # the same pages for any number of workers
         pages = pool.render(_render, {"train": preset.train_pages, "val": preset.val_pages}, m.seed, m.size_range)
     (tp, tl), (vp, vl) = pages["train"], pages["val"]
-    vx, vy = crops(vp, vl, m.crop, 4, m.seed + 1)
-    cx, _ = crops(tp[: preset.calib_pages], tl[: preset.calib_pages], m.crop, 2, m.seed + 7)
+    vx, vy = QE.crop_tensors(vp, vl, m.crop, 4, m.seed + 1)
+    cx, _ = QE.crop_tensors(tp[: preset.calib_pages], tl[: preset.calib_pages], m.crop, 2, m.seed + 7)
     return {"train": (tp, tl), "val": (vp, vl), "vx": vx, "vy": vy, "cx": cx}
 
 
 # ---- time budget
-def fit_plan(seconds: float, costs: dict[str, float], asked: dict[str, int],
-             order: tuple[tuple[str, float], ...] = (("train", 0.5), ("synth", 0.5), ("train", 0.25), ("synth", 0.2)),
-             ) -> dict[str, int]:
-    """Step counts that fit ``seconds``: training lowered first (to 50 %), then synthesis (to 50 %), training
-    (to 25 %), synthesis (to 20 %); never raised (:func:`vitkit.bench.budget.fit_steps`)."""
-    return budget.fit_steps(seconds, costs, asked, order)
-
-
 def measure_costs(preset: Preset, device: torch.device, data: dict, synth_tf32: bool, seed: int = 0) -> dict:
-    """Seconds per training step (compute; building a crop batch on the CPU), per synthesis step (PSAQ-style +
-    SPDFQ) and per configuration, measured on an untrained model of the preset's size."""
-    m = preset.model
+    """Step and configuration costs (:func:`vitkit.quant.evaluate.step_costs`) on an untrained model of the preset."""
     torch.manual_seed(seed)
-    model = build_model(m).to(device)
-    x, y = torch.randn(m.batch_size, 3, m.crop, m.crop, device=device), torch.randint(0, 15, (m.batch_size,), device=device)
-    t_compute = budget.train_step_seconds(model, lambda: (x, y), lambda mod, b: F.cross_entropy(mod(b[0]), b[1]),
-                                          device, warmup=2, steps=4)
-    ds = InkCropDataset(data["train"][0][:32], data["train"][1][:32], size=m.crop, crops_per_page=4 * m.batch_size, seed=0)
-    starts = iter(range(0, len(ds), m.batch_size))
-
-    def crop_batch():  # the engine builds batches in the main process
-        r = next(starts)
-        return torch.stack([ds[i][0] for i in range(r, r + m.batch_size)]).contiguous()
-
-    t_data = budget.batch_seconds(crop_batch)[0]
-    t_synth = synthesis_step_seconds(model, preset.n_calib, preset.msr_every, synth_tf32, seed)
-    cfg = config_seconds(model, preset.n_calib, preset.recon_steps, data["vx"], data["vy"], seed)
+    model = build_model(preset.model).to(device)
+    costs = QE.step_costs(model, preset.model.batch_size, data["train"], preset.n_calib, preset.msr_every,
+                       preset.recon_steps, data["vx"], data["vy"], synth_tf32, seed)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"train_s_per_step": max(t_compute, t_data), "train_compute_s": t_compute, "train_crops_s": t_data,
-            "synth_s_per_step": t_synth, **cfg}
+    return costs
 
 
-def plan_steps(preset: Preset, seconds_left: float, costs: dict, asked: dict[str, int], n_configs: int,
-               safety: float = 1.2) -> dict:
-    """Training and synthesis steps that fit ``seconds_left`` after the configurations and a reserve
-    (saving, five checkpoints of model + AdamW state, evaluation and loading: 30 s + 5 × 12 bytes per
-    parameter at ~1 GB/s)."""
-    m = preset.model
+def plan_steps(preset: Preset, seconds_left: float, costs: dict, asked: dict[str, int], n_configs: int) -> dict:
+    """Steps that fit ``seconds_left`` (:func:`vitkit.quant.evaluate.training_plan`) for the preset's model."""
     with torch.device("meta"):
-        params = sum(p.numel() for p in build_model(m).parameters())
-    reserve = 30.0 + 5 * 12 * params / 1e9 + n_configs * costs["config_s"]
-    steps = fit_plan(seconds_left / safety - reserve,
-                     {"train": costs["train_s_per_step"], "synth": costs["synth_s_per_step"]}, asked)
-    est = safety * (reserve + steps["train"] * costs["train_s_per_step"] + steps["synth"] * costs["synth_s_per_step"])
-    plan = {**costs, "seconds_left": seconds_left, "reserve_s": reserve, "safety": safety, "asked": asked,
-            "train_steps": steps["train"], "synth_steps": steps["synth"], "estimated_s": est, "params": params}
-    log.info("time budget: %.0f s left; measured %.3f s/training step (compute %.3f, crops %.3f), %.3f s/synthesis "
-             "step (PSAQ-style + SPDFQ), %.1f s/configuration → training %d steps (asked %d), synthesis %d (asked "
-             "%d), ≈ %.0f s", seconds_left, costs["train_s_per_step"], costs["train_compute_s"],
-             costs["train_crops_s"], costs["synth_s_per_step"], costs["config_s"], steps["train"], asked["train"],
-             steps["synth"], asked["synth"], est)
-    return plan
+        params = sum(p.numel() for p in build_model(preset.model).parameters())
+    return QE.training_plan(costs, seconds_left, asked, n_configs, params)
 
 
 # ---- the run
@@ -304,73 +247,11 @@ def train_model(preset: Preset, data: dict, work: Path, device: torch.device, st
     return model.to(device).eval(), summary
 
 
-def synthesize_sources(model, preset: Preset, sources, cx, steps: int, args, cache: Path) -> tuple[dict, dict]:
-    """Calibration images per source on the float model (cached in ``cache``); synthesis in TF32 on CUDA
-    unless ``args.synth_fp32``."""
-    calib, secs = {}, {}
-    for src in sources:
-        extra = {"alpha": args.alpha, "msr_every": preset.msr_every} if src == "spdfq" else {}
-        calib[src], secs[src] = cached_calibration(
-            model, src, preset.n_calib, cache / f"{src}_n{preset.n_calib}_s{steps}_a{args.alpha:g}_m{preset.msr_every}"
-            f"_seed{args.seed}.pt", tf32=not args.synth_fp32, images=cx, seed=args.seed,
-            steps=steps if src in ("psaq", "spdfq") else None, pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
-    return calib, secs
-
-
-def _row_key(r: dict) -> tuple:
-    """(w, a, granularity, range method) of a quantized row; Nones for the fp32 row."""
-    return r.get("w"), r.get("a"), r.get("granularity"), r.get("method")
-
-
-def _row_label(key: tuple, res: dict) -> str:
-    """'W4A4 | per tensor', with the range method when it is not the run's (``res['calib_method']``)."""
-    w, a, g, method = key
-    return f"W{w}A{a} | per {g}" + (f", {method}" if method and method != res.get("calib_method") else "")
-
-
-def table_markdown(res: dict) -> str:
-    """The accuracy grid: one line per (bits, activations), one column per source, and the target's gaps."""
-    rows = res["rows"]
-    fp32 = next(r["crop_acc"] for r in rows if r["bits"] == "fp32")
-    srcs = [s for s in SOURCES if any(r["source"] == s for r in rows)]
-    head = "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs)
-    lines = [head + " | SPDFQ − max(noise, PSAQ) | SPDFQ − real |", "|---|---|" + "---|" * (len(srcs) + 2)]
-    keys = list(dict.fromkeys(_row_key(r) for r in rows if r["bits"] != "fp32"))
-    for key in keys:
-        acc = {r["source"]: r["crop_acc"] for r in rows if _row_key(r) == key}
-        cells = [f"{100 * acc[s]:.1f}%" if s in acc else "–" for s in srcs]
-        gap_free = (100 * (acc["spdfq"] - max(acc["noise"], acc["psaq"])) if {"spdfq", "noise", "psaq"} <= acc.keys()
-                    else None)
-        gap_real = 100 * (acc["spdfq"] - acc["real"]) if {"spdfq", "real"} <= acc.keys() else None
-        fmt = lambda v: "–" if v is None else f"{v:+.1f}"  # noqa: E731
-        lines.append(f"| {_row_label(key, res)} | " + " | ".join(cells) + f" | {fmt(gap_free)} | {fmt(gap_real)} |")
-    if any("agree_fp32" in r for r in rows):
-        lines += ["", "Crops whose predicted class is the fp32 model's:", "",
-                  "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs) + " |",
-                  "|---|---|" + "---|" * len(srcs)]
-        for key in keys:
-            agree = {r["source"]: r.get("agree_fp32") for r in rows if _row_key(r) == key}
-            cells = [f"{100 * agree[s]:.1f}%" if agree.get(s) is not None else "–" for s in srcs]
-            lines.append(f"| {_row_label(key, res)} | " + " | ".join(cells) + " |")
-    m = res["machine"]
-    dev = m["gpu"] or f"CPU ({m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads)"
-    head = (f"{dev}; torch {m['torch']}, CUDA {m['cuda']}; {m['date']}; preset {res['preset']}; fp32 crop accuracy "
-            f"{100 * fp32:.1f}% on {res['val_crops']} validation crops; {res['n_calib']} calibration images; "
-            f"synthesis {res['synth_steps']} steps ({res['synth_precision']}); training {res['train_steps']} steps "
-            f"({res['train_precision']}); calibration and evaluation {res['eval_precision']}")
-    if res.get("channel_spread"):
-        kinds = ", ".join(f"{k} {v:.1f}" for k, v in res["channel_spread"]["max_by_kind"].items())
-        head += (f"; widest input channel over the median channel (real calibration crops), worst layer per kind: "
-                 f"{kinds}")
-    skipped = f"\n\nskipped (time budget): {res['skipped']}" if res.get("skipped") else ""
-    return head + "\n\n" + "\n".join(lines) + skipped
-
-
 def write_results(res: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quant_{res['preset']}.json").write_text(json.dumps(res, indent=2))
     if any(r["bits"] == "fp32" for r in res["rows"]):
-        (out / f"quant_{res['preset']}.md").write_text(table_markdown(res) + "\n")
+        (out / f"quant_{res['preset']}.md").write_text(grid_table(res) + "\n")
 
 
 def run_sized(args, preset: Preset) -> dict:
@@ -410,14 +291,16 @@ def run_sized(args, preset: Preset) -> dict:
     model, res["training"] = train_model(preset, data, work, device, steps["train"], args.progress, args.lr)
     res["rows"].append({"bits": "fp32", "source": "-", "crop_acc": None})
     with fp32_precision(False):
-        fp32_pred = crop_predictions(model, data["vx"])
+        fp32_pred = QE.crop_predictions(model, data["vx"])
     res["rows"][0]["crop_acc"] = (fp32_pred == data["vy"]).float().mean().item()
     log.info("fp32 validation crop accuracy %.4f", res["rows"][0]["crop_acc"])
     with fp32_precision(False):
-        res["channel_spread"] = channel_spreads(model, data["cx"])
+        res["channel_spread"] = QE.channel_spreads(model, data["cx"])
     log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
-    calib, res["synthesis_s"] = synthesize_sources(model, preset, args.sources, data["cx"], steps["synth"], args,
-                                                   work / "calib")
+    calib, res["synthesis_s"] = calibration_sets(
+        model, args.sources, preset.n_calib, data["cx"], {"psaq": steps["synth"], "spdfq": steps["synth"]}, args,
+        work / "calib", f"{{src}}_n{preset.n_calib}_s{steps['synth']}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}.pt",
+        preset.msr_every, tf32=not args.synth_fp32)
     write_results(res, out)
     recon = args.recon_steps if args.recon_steps is not None else preset.recon_steps
     est = res.get("plan", {}).get("config_s", 0.0)
@@ -429,7 +312,7 @@ def run_sized(args, preset: Preset) -> dict:
             continue
         t = time.perf_counter()
         row = {"bits": f"W{w}A{a}", "w": w, "a": a, "granularity": g, "method": method, "source": src,
-               **evaluate_config(model, quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon, recon_lr=args.recon_lr,
+               **QE.evaluate_config(model, quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon, recon_lr=args.recon_lr,
                                                           act_granularity=g, calib_method=method),
                                  calib[src], data["vx"], data["vy"], fp32_pred)}
         row["time_s"] = time.perf_counter() - t
@@ -442,7 +325,7 @@ def run_sized(args, preset: Preset) -> dict:
     res["total_s"] = time.perf_counter() - t_start
     res["machine"]["load_avg_end"] = machine.load_avg()
     write_results(res, out)
-    print(table_markdown(res), flush=True)
+    print(grid_table(res), flush=True)
     log.info("total %.0f s", res["total_s"])
     return res
 
@@ -452,38 +335,9 @@ def part_speed(args) -> dict:
     """Real int8 against fp32 on ViT-S/16 (:func:`vitkit.quant.evaluate.int8_speed`)."""
     vit = vitkit.create_model("vit_small_patch16_224").eval() if "vit_small_patch16_224" in vitkit.list_models() \
         else vitkit.VisionTransformer(embed_dim=384, depth=12, num_heads=6, num_classes=1000).eval()
-    out = int8_speed(vit, args.batch, args.threads, args.repeats)
+    out = QE.int8_speed(vit, args.batch, args.threads, args.repeats)
     torch.set_num_threads(1)
     return out
-
-
-def print_tables(res: dict) -> None:
-    if "accuracy" in res:
-        acc = res["accuracy"]
-        print(f"\naccuracy — model {acc['model']}, {acc['val_crops']} val crops, {acc['n_calib']} calibration images, "
-              f"activations per {acc['act_granularity']}, ranges {acc.get('calib_method')}")
-        has_frb = "easy" in acc["rows"][0]
-        print(f"{'bits':9} {'source':6} {'crop acc':>9}" + (f" {'FRB easy':>9} {'FRB hard':>9}" if has_frb else ""))
-        for r in acc["rows"]:
-            line = f"{r['bits']:9} {r['source']:6} {r['crop_acc']:9.1%}"
-            if has_frb:
-                line += f" {r['easy']:9.1%} {r['hard']:9.1%}"
-            print(line)
-        print("synthesis s:", {k: round(v, 1) for k, v in acc["synthesis_s"].items()})
-        if "channel_spread" in acc:
-            print("widest input channel over the median channel, worst layer per kind:",
-                  {k: round(v, 1) for k, v in acc["channel_spread"]["max_by_kind"].items()})
-    if "speed" in res:
-        sp = res["speed"]
-        print("\nint8 W8A8 vs fp32 (ms per call, median; speed-up = median of per-repeat ratios)")
-        for k, v in sp.items():
-            if k.startswith("threads_"):
-                for name in ("linear", "vit_s"):
-                    d = v[name]
-                    print(f"{k:10} {name:7} fp32 {d['fp32_ms']:8.2f}  int8 {d['int8_ms']:8.2f}  "
-                          f"×{d['speedup_median_of_pairs']:.2f}")
-        print("file bytes:", sp["file_bytes"], " linear bytes:", sp["linear_bytes"])
-        print(f"ViT-S int8 relative output error: {sp['vit_s_int8_rel_err']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -582,7 +436,7 @@ def main(argv: list[str] | None = None) -> dict:
         res["speed"] = part_speed(args)
     res["machine"]["load_avg_end"] = machine.load_avg()
     print(json.dumps(res["machine"]))
-    print_tables(res)
+    print(console_tables(res))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

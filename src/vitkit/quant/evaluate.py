@@ -13,12 +13,14 @@ import copy
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..bench.budget import batch_seconds, fit_steps, train_step_seconds
 from ..bench.timing import fp32_precision, interleaved, median, synchronize, timed
 from ..engine import model_device
 from . import psaq, spdfq
@@ -91,19 +93,21 @@ def cached_calibration(model: nn.Module, source: str, n: int, path: Path, *, tf3
 
 
 def evaluate_config(model: nn.Module, cfg: QuantConfig, images: Tensor, vx: Tensor, vy: Tensor,
-                    fp32_pred: Tensor | None = None) -> dict:
+                    fp32_pred: Tensor | None = None, extra: Callable[[nn.Module], dict] | None = None) -> dict:
     """Quantize ``model`` with ``cfg`` (fake-quant, IEEE fp32), calibrate on ``images``, classify crops vx, undo.
-    ``crop_acc`` against vy, the reconstruction's per-block (MSE before, after) and, with the float model's
-    predictions ``fp32_pred``, ``agree_fp32``: the share of crops whose class is unchanged."""
+    ``crop_acc`` against vy, the reconstruction's per-block (MSE before, after), with the float model's
+    predictions ``fp32_pred`` ``agree_fp32`` (the share of crops whose class is unchanged), and what
+    ``extra(quantized model)`` returns (e.g. :func:`frb_accuracy`)."""
     with fp32_precision(False):
         apply(model, cfg)
         try:
             info = calibrate(model, images)
             pred = crop_predictions(model, vx)
+            more = extra(model) if extra is not None else {}
         finally:
             remove(model)
     row = {"crop_acc": (pred == vy).float().mean().item(),
-           "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
+           "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]], **more}
     if fp32_pred is not None:
         row["agree_fp32"] = (pred == fp32_pred).float().mean().item()
     return row
@@ -243,3 +247,55 @@ def demo_metrics(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tens
             "int8_ms": speed["int8_ms"], "int8_speedup": speed["speedup_of_medians"],
             "file_bytes": file_bytes(model, m8), "threads": torch.get_num_threads(), "width": model.embed_dim,
             "spdfq_images": calib[spd_name], "time_s": time.perf_counter() - t0}
+
+
+def step_costs(model: nn.Module, batch: int, pages: tuple[Tensor, Tensor], n_calib: int, msr_every: int,
+               recon_steps: int, vx: Tensor, vy: Tensor, synth_tf32: bool, seed: int = 0) -> dict:
+    """Seconds per training step of ``model`` (its compute on ``batch`` random crops; building a batch of ink
+    crops of ``pages`` on the CPU, as the engine does in the main process), per synthesis step
+    (:func:`synthesis_step_seconds`) and per configuration (:func:`config_seconds`)."""
+    from ..data.crops import InkCropDataset
+
+    dev = model_device(model)
+    crop = model.cfg.img_size
+    x, y = torch.randn(batch, 3, *crop, device=dev), torch.randint(0, model.cfg.num_classes, (batch,), device=dev)
+    t_compute = train_step_seconds(model, lambda: (x, y), lambda m, b: F.cross_entropy(m(b[0]), b[1]), dev,
+                                   warmup=2, steps=4)
+    ds = InkCropDataset(pages[0][:32], pages[1][:32], size=crop[0], crops_per_page=4 * batch, seed=0)
+    starts = iter(range(0, len(ds), batch))
+
+    def crop_batch() -> Tensor:
+        r = next(starts)
+        return torch.stack([ds[i][0] for i in range(r, r + batch)]).contiguous()
+
+    t_data = batch_seconds(crop_batch)[0]
+    t_synth = synthesis_step_seconds(model, n_calib, msr_every, synth_tf32, seed)
+    return {"train_s_per_step": max(t_compute, t_data), "train_compute_s": t_compute, "train_crops_s": t_data,
+            "synth_s_per_step": t_synth, **config_seconds(model, n_calib, recon_steps, vx, vy, seed)}
+
+
+def fit_plan(seconds: float, costs: dict[str, float], asked: dict[str, int],
+             order: tuple[tuple[str, float], ...] = (("train", 0.5), ("synth", 0.5), ("train", 0.25), ("synth", 0.2)),
+             ) -> dict[str, int]:
+    """Training and synthesis step counts (``costs[k]`` seconds a step) that fit ``seconds``: training lowered
+    first (to 50 %), then synthesis (to 50 %), training (to 25 %), synthesis (to 20 %) — each just enough to
+    fit, stopping as soon as the total fits; never raised (:func:`vitkit.bench.budget.fit_steps`)."""
+    return fit_steps(seconds, costs, asked, order)
+
+
+def training_plan(costs: dict, seconds_left: float, asked: dict[str, int], n_configs: int, params: int,
+                  safety: float = 1.2) -> dict:
+    """Training and synthesis steps (``asked``: {"train": n, "synth": n}) that fit ``seconds_left`` after
+    ``n_configs`` configurations and a reserve (saving, five checkpoints of model + AdamW state of ``params``
+    parameters, evaluation and loading: 30 s + 5 × 12 bytes per parameter at ~1 GB/s), from the measured
+    ``costs`` (:func:`step_costs`) by :func:`fit_plan`."""
+    reserve = 30.0 + 5 * 12 * params / 1e9 + n_configs * costs["config_s"]
+    per = {"train": costs["train_s_per_step"], "synth": costs["synth_s_per_step"]}
+    steps = fit_plan(seconds_left / safety - reserve, per, asked)
+    est = safety * (reserve + steps["train"] * per["train"] + steps["synth"] * per["synth"])
+    log.info("time budget: %.0f s left; measured %.3f s/training step (compute %.3f, crops %.3f), %.3f s/synthesis "
+             "step (PSAQ-style + SPDFQ), %.1f s/configuration → training %d steps (asked %d), synthesis %d (asked "
+             "%d), ≈ %.0f s", seconds_left, per["train"], costs["train_compute_s"], costs["train_crops_s"],
+             per["synth"], costs["config_s"], steps["train"], asked["train"], steps["synth"], asked["synth"], est)
+    return {**costs, "seconds_left": seconds_left, "reserve_s": reserve, "safety": safety, "asked": asked,
+            "train_steps": steps["train"], "synth_steps": steps["synth"], "estimated_s": est, "params": params}
