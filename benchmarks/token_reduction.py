@@ -52,7 +52,7 @@ from vitkit.demo import DemoConfig, build_model, train_crop_classifier
 from vitkit.engine import TrainConfig
 from vitkit.reduce import ToMeConfig, tome
 from vitkit.reduce import evaluate as E
-from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
+from vitkit.reduce.consumer import ConsumerConfig, load_consumer, save_consumer, train_consumer
 from vitkit.reduce.partitions import TokenSet
 from vitkit.reduce.report import accuracy_throughput_plot as plot
 from vitkit.reduce.report import bench_table, pooled_table
@@ -277,8 +277,7 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
     model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
                                    scores=scores if guided else None, guided_prob=guided,
                                    reduced=reduced, reduced_prob=0.5 if reduced_from else 0.0)
-    torch.save({"cfg": asdict(ccfg), "state": {k: v.cpu() for k, v in model.state_dict().items()}},
-               run.work / name / "consumer.pt")
+    save_consumer(model, run.work / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
     _write_summary(run, name, {
         "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "seed": seed, "steps": result.steps,
@@ -286,13 +285,6 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
         "history": result.history if run.out != run.work else None})
     log.info("%s: %d steps in %.0f s, dense val accuracy %s", name, result.steps, time.perf_counter() - t,
              hist[-1]["val_accuracy"] if hist else None)
-
-
-def load_consumer(run: Run, name: str = "consumer") -> TokenSetConsumer:
-    d = torch.load(run.work / name / "consumer.pt", weights_only=True)
-    m = TokenSetConsumer(ConsumerConfig(**d["cfg"]))
-    m.load_state_dict(d["state"])
-    return m.to(run.device).eval()
 
 
 # ------------------------------------------------------------------------------------------ methods
@@ -317,7 +309,7 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     JSON is in --out)."""
     t0 = time.perf_counter()
     p = run.preset
-    enc, cons = load_encoder(run), load_consumer(run, consumer)
+    enc, cons = load_encoder(run), load_consumer(run.work / consumer / "consumer.pt", run.device)
     x, y = bench_pages(run, "test", n_test or p.n_test)
     info = machine_info(run, batch)
     log.info("machine: %s", machine_line(info))
@@ -383,22 +375,6 @@ def fit_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_st
     return s["enc"], s["con"]
 
 
-def _crop_batch(pages: tuple[torch.Tensor, torch.Tensor], batch: int, size: int):
-    """A function building one batch of ink crops of ``pages`` on the CPU, a new batch each call."""
-    from torch.utils.data import default_collate
-
-    from vitkit.data.crops import InkCropDataset
-
-    ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
-    starts = iter(range(0, len(ds), batch))
-
-    def make():
-        r = next(starts)
-        return default_collate([ds[i] for i in range(r, r + batch)])[0]
-
-    return make
-
-
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
                safety: float = 1.3, pages: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Encoder and consumer step counts that fit ``seconds_left`` (:func:`vitkit.reduce.evaluate.training_plan`):
@@ -406,17 +382,15 @@ def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_
     p = run.preset
     torch.manual_seed(0)
     enc = build_model(p.enc).to(run.device)
-    b = p.enc.batch_size
-    data_s, copy_s = (budget.batch_seconds(_crop_batch(pages, b, p.enc.crop), run.device) if pages is not None
-                      else (0.0, 0.0))
     n_rows = 10 + len(p.tome_candidates)
-    plan = E.training_plan(enc, consumer_config(run, enc), seconds_left, enc_steps, con_steps, enc_batch=b,
-                           con_batch=p.consumer_batch, data_s=data_s, copy_s=copy_s, safety=safety,
+    plan = E.training_plan(enc, consumer_config(run, enc), seconds_left, enc_steps, con_steps, pages=pages,
+                           enc_batch=p.enc.batch_size, con_batch=p.consumer_batch, safety=safety,
                            bench_pages=1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
                            + 1.5 * n_rows * p.batch * (p.repeats + 4))
     log.info("time budget: %.0f s left; measured %.3f s/encoder step (compute %.3f, crops %.3f, copy %.3f), %.3f "
              "s/consumer step; bench and token sets ≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), "
-             "≈ %.0f s", seconds_left, plan["encoder_s_per_step"], plan["encoder_compute_s"], data_s, copy_s,
+             "≈ %.0f s", seconds_left, plan["encoder_s_per_step"], plan["encoder_compute_s"], plan["encoder_data_s"],
+             plan["encoder_copy_s"],
              plan["consumer_s_per_step"], plan["reserve_s"], plan["encoder_steps"], enc_steps, plan["consumer_steps"],
              con_steps, plan["estimated_s"])
     return plan

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..bench.budget import fit_steps, train_step_seconds
+from ..bench.budget import batch_seconds, fit_steps, train_step_seconds
 from ..bench.timing import median, peak_mib, precision, synchronize, timed
 from ..engine import model_device
 from . import evit, hired, tome
@@ -265,19 +265,36 @@ def method_by_name(rows: Mapping[str, Method], name: str, evit_layers: tuple[int
     return rows[name]
 
 
+def _crop_batch(pages: tuple[Tensor, Tensor], batch: int, size: int) -> Callable[[], Tensor]:
+    """A function building the next batch of ink crops of ``pages`` on the CPU at each call."""
+    from torch.utils.data import default_collate
+
+    from ..data.crops import InkCropDataset
+
+    ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
+    starts = iter(range(0, len(ds), batch))
+
+    def make() -> Tensor:
+        r = next(starts)
+        return default_collate([ds[i] for i in range(r, r + batch)])[0]
+
+    return make
+
+
 def training_plan(encoder: nn.Module, consumer_cfg, seconds_left: float, enc_steps: int, con_steps: int, *,
-                  enc_batch: int, con_batch: int, bench_pages: float, data_s: float = 0.0, copy_s: float = 0.0,
+                  enc_batch: int, con_batch: int, bench_pages: float, pages: tuple[Tensor, Tensor] | None = None,
                   safety: float = 1.3) -> dict:
     """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps of
     ``encoder`` (random crops of its input size, ``enc_batch``) and of a fresh consumer of ``consumer_cfg``
     (``con_batch`` token sets at the mean kept share 55 % of random dropping), both on the encoder's device.
 
     Never raises the given counts; lowers the encoder's first (not below 20 %), then the consumer's
-    (:func:`vitkit.bench.budget.fit_steps`). An encoder step costs max(its compute, ``data_s`` to build the
-    crop batch on the CPU) + ``copy_s`` to copy it. The reserve for the bench and the token sets is
+    (:func:`vitkit.bench.budget.fit_steps`). An encoder step costs max(its compute, building a batch of ink
+    crops of the grey ``pages`` (P, 1, H, W) + labels on the CPU) + copying it to the device. The reserve for the bench and the token sets is
     ``bench_pages`` page forwards end to end (a forward ≈ 1/3 of a step) + 60 s; everything × ``safety``."""
     dev = model_device(encoder)
     crop, b = encoder.cfg.img_size, enc_batch
+    data_s, copy_s = batch_seconds(_crop_batch(pages, b, crop[0]), dev) if pages is not None else (0.0, 0.0)
     nc = encoder.cfg.num_classes
     gpu_s = train_step_seconds(encoder, lambda: (torch.randn(b, 3, *crop, device=dev), torch.randint(0, nc, (b,), device=dev)),
                                lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]), dev, clip_norm=1.0)
