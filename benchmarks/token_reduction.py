@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 import vitkit
-from vitkit.bench import budget, machine
+from vitkit.bench import machine
 from vitkit.bench.pages import PagePool
 from vitkit.data.crops import to_model_input
 from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
@@ -365,16 +365,6 @@ def stage_plot(run: Run, consumer: str, plot_with: tuple[str, ...] = ()) -> dict
 
 
 # ------------------------------------------------------------------------------------------ time budget
-def fit_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_steps: int,
-              floor: float = 0.2) -> tuple[int, int]:
-    """Encoder and consumer step counts whose training (``enc_s`` / ``con_s`` seconds a step) fits ``seconds``:
-    the given counts if they fit, else fewer encoder steps (not below ``floor`` of them), then fewer consumer
-    steps (likewise). Never more than given."""
-    s = budget.fit_steps(seconds, {"enc": enc_s, "con": con_s}, {"enc": enc_steps, "con": con_steps},
-                         (("enc", floor), ("con", floor)))
-    return s["enc"], s["con"]
-
-
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
                safety: float = 1.3, pages: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Encoder and consumer step counts that fit ``seconds_left`` (:func:`vitkit.reduce.evaluate.training_plan`):

@@ -100,6 +100,7 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     saved = json.loads((out / "quant_tiny.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     table = (out / "quant_tiny.md").read_text()
+    assert table == grid_table(saved) + "\n"  # the table regenerates from the recorded JSON alone
     assert table.count("| W4A4 | per token |") == 2 and table.count("| W4A4 | per tensor |") == 2  # both tables
     assert table.count("| W4A4 | per tensor, minmax |") == 2 and table.count("| W8A8 |") == 4
     spread = res["channel_spread"]  # is there an outlier channel for W4A4 to struggle with? (in the table's head)

@@ -265,6 +265,16 @@ def method_by_name(rows: Mapping[str, Method], name: str, evit_layers: tuple[int
     return rows[name]
 
 
+def fit_training_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_steps: int,
+                       floor: float = 0.2) -> tuple[int, int]:
+    """Encoder and consumer step counts whose training (``enc_s`` / ``con_s`` seconds a step) fits ``seconds``:
+    the given counts if they fit, else fewer encoder steps (not below ``floor`` of them), then fewer consumer
+    steps (likewise). Never more than given (:func:`vitkit.bench.budget.fit_steps`)."""
+    s = fit_steps(seconds, {"enc": enc_s, "con": con_s}, {"enc": enc_steps, "con": con_steps},
+                  (("enc", floor), ("con", floor)))
+    return s["enc"], s["con"]
+
+
 def _crop_batch(pages: tuple[Tensor, Tensor], batch: int, size: int) -> Callable[[], Tensor]:
     """A function building the next batch of ink crops of ``pages`` on the CPU at each call."""
     from torch.utils.data import default_collate
@@ -315,9 +325,7 @@ def training_plan(encoder: nn.Module, consumer_cfg, seconds_left: float, enc_ste
     # one page end to end ≈ (P crops' forward) + (the consumer's forward on all tokens)
     page_s = P * gpu_s / (3 * b) + con_s / (3 * cb) / 0.55
     reserve = 60.0 + page_s * bench_pages
-    s = fit_steps(seconds_left / safety - reserve, {"enc": enc_s, "con": con_s}, {"enc": enc_steps, "con": con_steps},
-                  (("enc", 0.2), ("con", 0.2)))
-    e, c = s["enc"], s["con"]
+    e, c = fit_training_steps(seconds_left / safety - reserve, enc_s, con_s, enc_steps, con_steps)
     return {"encoder_s_per_step": enc_s, "encoder_compute_s": gpu_s, "encoder_data_s": data_s,
             "encoder_copy_s": copy_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
             "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps,
