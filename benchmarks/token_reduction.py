@@ -49,11 +49,9 @@ from vitkit.bench.pages import PagePool
 from vitkit.data.crops import to_model_input
 from vitkit.data.frb_pages import PageConfig, page_sample, page_split, page_tensors
 from vitkit.demo import DemoConfig, build_model, train_crop_classifier
-from vitkit.engine import TrainConfig
 from vitkit.reduce import ToMeConfig, tome
 from vitkit.reduce import evaluate as E
-from vitkit.reduce.consumer import ConsumerConfig, load_consumer, save_consumer, train_consumer
-from vitkit.reduce.partitions import TokenSet
+from vitkit.reduce.consumer import ConsumerConfig, load_consumer, save_consumer
 from vitkit.reduce.report import accuracy_throughput_plot as plot
 from vitkit.reduce.report import bench_table, pooled_table
 
@@ -228,11 +226,6 @@ def load_encoder(run: Run):
     return vitkit.load(run.work / "encoder" / "model").to(run.device).eval()
 
 
-def dense_token_sets(run: Run, enc, images: torch.Tensor):
-    """Dense token sets, their layout and the CLS attention at HiRED's phase-2 block (second-to-last)."""
-    return E.dense_token_sets(enc, images, GRID, enc.depth - 2, dtype=run.dtype)
-
-
 def tome_rows(run: Run) -> dict[str, ToMeConfig]:
     return dict(run.preset.tome_candidates)
 
@@ -242,11 +235,6 @@ def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
     "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers (ValueError naming ``option``)."""
     rows = methods(run.preset, tome_rows(run))
     return E.method_by_name(rows, method_name, run.preset.evit_layers, option)
-
-
-def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor) -> TokenSet:
-    """The token sets ``method_name`` (see :func:`method_by_name`) gives for ``images``, all pages stacked."""
-    return E.reduced_token_sets(enc, method_by_name(run, method_name), images, GRID, dtype=run.dtype)
 
 
 def consumer_config(run: Run, enc) -> ConsumerConfig:
@@ -262,21 +250,11 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
     p = run.preset
     steps = steps or p.consumer_steps
     enc = load_encoder(run)
-    tr, trl = bench_pages(run, "train", p.n_train)
-    va, val = bench_pages(run, "val", p.n_val)
-    tok, part, pos, scores = dense_token_sets(run, enc, tr)
-    vtok, _, _, _ = dense_token_sets(run, enc, va)
-    log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
     ccfg = consumer_config(run, enc)
-    tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=p.consumer_batch, lr=p.consumer_lr,
-                       warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1, seed=seed,
-                       out_dir=str(run.work / name), progress=run.progress, eval_every=max(1, steps // 5),
-                       ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30))
-    reduced = [reduced_token_sets(run, enc, r, tr) for r in reduced_from] if reduced_from else None
-    del enc
-    model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
-                                   scores=scores if guided else None, guided_prob=guided,
-                                   reduced=reduced, reduced_prob=0.5 if reduced_from else 0.0)
+    model, result = E.train_consumer_on_images(
+        enc, bench_pages(run, "train", p.n_train), bench_pages(run, "val", p.n_val), GRID, ccfg, steps=steps,
+        batch=p.consumer_batch, lr=p.consumer_lr, out_dir=run.work / name, seed=seed, guided=guided,
+        reduced=[method_by_name(run, r) for r in reduced_from or []], dtype=run.dtype, progress=run.progress)
     save_consumer(model, run.work / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
     _write_summary(run, name, {

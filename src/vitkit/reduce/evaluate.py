@@ -20,9 +20,9 @@ from torch import Tensor, nn
 
 from ..bench.budget import batch_seconds, fit_steps, train_step_seconds
 from ..bench.timing import median, peak_mib, precision, synchronize, timed
-from ..engine import model_device
+from ..engine import TrainConfig, model_device
 from . import evit, hired, tome
-from .consumer import TokenSetConsumer
+from .consumer import TokenSetConsumer, train_consumer
 from .evit import EViTConfig
 from .hired import HiREDConfig
 from .partitions import TokenSet, encode_partitions, partition
@@ -348,3 +348,24 @@ def kept_token_sets(model: nn.Module, page: Tensor, methods: Sequence[tuple[str,
             ts = encode(m, None if mod is None else (mod, cfg), x, grid)
         out.append((name, ts, vis.last_state.extras.get("tome_source")))
     return out
+
+
+def train_consumer_on_images(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor],
+                             grid: tuple[int, int], cfg, *, steps: int, batch: int, lr: float, out_dir,
+                             seed: int = 0, guided: float = 0.0, reduced: Sequence[Method] = (),
+                             dtype: torch.dtype | None = None, progress: bool = False):
+    """Train a token-set consumer of ``cfg`` (:class:`~vitkit.reduce.consumer.ConsumerConfig`) on the frozen
+    dense token sets ``model`` gives for images (n, C, H, W) + labels ``train`` (validated on ``val``), with
+    random token dropping (keep 10–100 %) as augmentation; ``guided``: the share of batches keeping
+    attention-guided subsets (CLS attention at the second-to-last block); ``reduced``: methods whose token
+    sets of the training images make half the batches (one method per batch). AdamW, warm-up 5 %, weight
+    decay 0.05, label smoothing 0.1, checkpoints and logs under ``out_dir``. Returns (consumer, TrainResult)."""
+    tok, part, pos, scores = dense_token_sets(model, train[0], grid, vision_tower(model).depth - 2, dtype=dtype)
+    vtok = dense_token_sets(model, val[0], grid, vision_tower(model).depth - 2, dtype=dtype)[0]
+    tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=batch, lr=lr, warmup_steps=steps // 20,
+                       weight_decay=0.05, label_smoothing=0.1, seed=seed, out_dir=str(out_dir), progress=progress,
+                       eval_every=max(1, steps // 5), ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30))
+    sets = [reduced_token_sets(model, m, train[0], grid, dtype=dtype) for m in reduced] or None
+    return train_consumer(tok, train[1], part, pos, cfg, tcfg, min_keep=0.1, val=(vtok, val[1]),
+                          scores=scores if guided else None, guided_prob=guided, reduced=sets,
+                          reduced_prob=0.5 if sets else 0.0)
