@@ -217,7 +217,7 @@ def memprobe(spec: str) -> None:
         small = torch.zeros(1, 3, 2 * READOUT_PATCH, 2 * READOUT_PATCH, dtype=x.dtype)
         model.forward_features(small)  # initialise kernels / thread pools outside the measurement
         res = rss_rise(lambda: run_variant(model, x, p["variant"]))  # the maps stay alive for kept_delta
-    print(json.dumps({**res, "stored": stored_bytes(res.pop("result"))}))
+    print(json.dumps({**{k: v for k, v in res.items() if k != "result"}, "stored": stored_bytes(res["result"])}))
 
 
 def cpu_peak(tokens: int, depth: int, variant: str, dtype: str) -> dict:

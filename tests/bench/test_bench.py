@@ -8,7 +8,7 @@ import itertools
 import pytest
 import torch
 
-from vitkit.bench import budget, machine, pages, tables, timing
+from vitkit.bench import budget, machine, pages, probe, tables, timing
 
 
 class FakeClock:
@@ -130,3 +130,19 @@ def test_text_table_and_bytes():
     assert tables.fmt_bytes(3 * 2**30) == "3.0 GiB"
     assert tables.text_table("T", ["a", "bb"], [["xyz", "1"]]).splitlines() == ["T", "a    bb", "---  --",
                                                                                   "xyz  1 "]
+
+
+def test_rss_rise_reports_the_rise_and_passes_the_result_through():
+    res = timing.rss_rise(lambda: torch.ones(8 * 2**20, dtype=torch.uint8))  # 8 MiB kept alive by the result
+    assert set(res) == {"peak_delta", "kept_delta", "baseline_rss", "baseline_peak", "peak_source", "hwm_reset",
+                        "result"}
+    assert res["result"].numel() == 8 * 2**20 and res["peak_source"] in ("VmHWM", "ru_maxrss")
+
+
+def test_run_probe_returns_the_last_json_line_and_raises_with_stderr(tmp_path):
+    script = tmp_path / "child.py"
+    script.write_text("import json, sys\nspec = json.loads(sys.argv[2])\nprint('noise')\n"
+                      "if spec.get('fail'): sys.exit('broken ' + sys.argv[1])\nprint(json.dumps({'twice': 2 * spec['x']}))\n")
+    assert probe.run_probe(str(script), "--probe", {"x": 21}) == {"twice": 42}
+    with pytest.raises(probe.ProbeError, match="broken --probe"):
+        probe.run_probe(str(script), "--probe", {"fail": True})
