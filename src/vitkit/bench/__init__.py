@@ -5,7 +5,7 @@
 * :mod:`.budget`: a time budget, measured training steps, and step counts fitted to what is left.
 * :mod:`.probe`: a measurement in a fresh process (the script calls itself).
 * :mod:`.pages`: a pool of spawned processes rendering page ranges (the same pages for any worker count).
-* :mod:`.tables`: plain-text tables and byte counts.
+* :mod:`.tables`: console tables (rich when installed, else plain text) and byte counts.
 
 Nothing here knows a method: these modules import torch and the standard library only.
 """
