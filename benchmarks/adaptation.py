@@ -1,4 +1,4 @@
-"""Claim (issue 6): LoRA rank 8 on qkv trains ≤ 1% of the backbone's parameters and, adapting a model
+"""Claim: LoRA rank 8 on qkv trains ≤ 1% of the backbone's parameters and, adapting a model
 trained on 10 fonts to all 15, comes within 1 point of full fine-tuning (equal steps).
 
 1. Base: the demo's ViT (4 blocks, width 96, patch 12 on 96×96 ink crops; --dim/--depth/--heads/--patch for
@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from torch import nn
 from vitkit import VisionTransformer, create_model, frb
 from vitkit.adapt import lora
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
+from vitkit.bench import machine
 from vitkit.engine import TrainConfig, Trainer, model_device
 from vitkit.frb.classifier import TiledClassifier
 from vitkit.frb.ink import InkCropDataset, pil_to_tensor
@@ -157,9 +157,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"load {os.getloadavg()[0]:.1f}")
+    print("# " + machine.line(machine.describe()))
 
     cfg = replace(DemoConfig(), steps=args.base_steps, train_pages=args.train_pages, progress=False, seed=args.seed,
                   dim=args.dim, depth=args.depth, heads=args.heads, patch=args.patch, lr=args.base_lr)

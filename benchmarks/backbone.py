@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Backbone benchmark (issue 2): vitkit's ViT against transformers, and the cost of attention read-out.
+"""vitkit's ViT is as fast as transformers' with the same weights, and reading attention out costs little.
 
 Two claims, measured in one process, method and baseline interleaved over repeats, medians reported:
 
@@ -24,30 +24,26 @@ Two claims, measured in one process, method and baseline interleaved over repeat
    memory allocated before the forward.
    Targets: CLS row adds <= 5% time and O(N) memory; full maps are the only O(N^2) path.
 
-Example::
-
-    python benchmarks/backbone.py                       # CPU defaults: batch 8, ViT-B/16, fp32
-    python benchmarks/backbone.py --device cuda --dtype bf16 --batch 64 --json results.json
+Example: ``python benchmarks/backbone.py`` (CPU defaults: batch 8, ViT-B/16, fp32);
+``python benchmarks/backbone.py --device cuda --dtype bf16 --batch 64 --json results.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
-import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from vitkit.bench import machine
+from vitkit.bench.probe import run_probe
+from vitkit.bench.tables import fmt_bytes, render_table
+from vitkit.bench.timing import interleaved, median, rss_rise, spread, timed
 
 # transformers ViTConfig kwargs for each vitkit registry name (patch 16, 224x224).
 HF_CONFIGS: dict[str, dict[str, int]] = {
@@ -62,35 +58,8 @@ TOLERANCE = 1e-4
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def cpu_model_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        for line in out.splitlines():
-            if line.strip().startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info(device: str) -> dict:
-    info = {
-        "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu_model_name(),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
+    info = machine.describe(device)
     try:
         import transformers
 
@@ -100,63 +69,11 @@ def machine_info(device: str) -> dict:
     import vitkit
 
     info["vitkit"] = vitkit.__version__
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(0)
-        info["cuda"] = torch.version.cuda
     return info
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], object], device: str) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-def spread(xs: list[float]) -> float:
-    """Relative interquartile-ish spread: (max - min) / median over the middle 80% (for noise notes)."""
-    s = sorted(xs)
-    k = len(s) // 10
-    mid = s[k : len(s) - k] or s
-    return (mid[-1] - mid[0]) / median(s)
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
-
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
-        print(f"\n{title}")
-        print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-        print("  ".join("-" * w for w in widths))
-        for r in rows:
-            print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-        return
-    table = Table(title=title, title_justify="left")
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    Console(width=140).print(table)
+    print(render_table(title, columns, rows))
 
 
 # ---------------------------------------------------------------------------------------------- part 1
@@ -208,17 +125,10 @@ def bench_throughput(args, device: str, dtype: torch.dtype) -> dict:
         "vitkit": lambda: vk.forward_features(x),
         "transformers": lambda: hf(pixel_values=x).last_hidden_state,
     }
-    t = {k: [] for k in runs}
-    with torch.inference_mode():
-        for _ in range(args.warmup):
-            for fn in runs.values():
-                timed(fn, device)
-        for i in range(args.repeats):
-            order = ["vitkit", "transformers"] if i % 2 == 0 else ["transformers", "vitkit"]
-            for k in order:
-                t[k].append(timed(runs[k], device))
-            print(f"  pair {i + 1}/{args.repeats}: vitkit {t['vitkit'][-1]:.3f}s  transformers {t['transformers'][-1]:.3f}s",
-                  flush=True)
+    with torch.inference_mode():  # pairs in alternating order (A,B / B,A / ...)
+        t = interleaved(runs, args.repeats, warmup=args.warmup, device=device)
+    for i in range(args.repeats):
+        print(f"  pair {i + 1}/{args.repeats}: vitkit {t['vitkit'][i]:.3f}s  transformers {t['transformers'][i]:.3f}s")
     ips = {k: [args.batch / s for s in v] for k, v in t.items()}
     pair_ratios = [b / a for a, b in zip(t["vitkit"], t["transformers"], strict=True)]  # vitkit/hf throughput
     res = {
@@ -270,11 +180,8 @@ def run_variant(model, x, variant: str) -> dict:
 
 def timed_variant(model, x, variant: str, device: str) -> tuple[float, dict]:
     """Seconds of one forward of ``variant`` (synchronised), and its maps (released by the caller, untimed)."""
-    sync(device)
-    t0 = time.perf_counter()
-    maps = run_variant(model, x, variant)
-    sync(device)
-    return time.perf_counter() - t0, maps
+    box = []
+    return timed(lambda: box.append(run_variant(model, x, variant)), device), box[0]
 
 
 def readout_op_seconds(model, x, device: str, calls: int = 30) -> float:
@@ -301,78 +208,23 @@ def stored_bytes(maps: dict) -> int:
     return sum(t.numel() * t.element_size() for t in maps.values())
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's RSS high-water mark (VmHWM) to its current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_bytes() -> tuple[int, str]:
-    """(peak RSS in bytes, source). VmHWM of this process where /proc has it, else ru_maxrss.
-
-    ru_maxrss alone is not enough in a child: Linux carries the parent's high-water mark over fork +
-    exec into the child's ru_maxrss (and clear_refs does not reset that part), so a probe started by a
-    benchmark that once held 3 GiB would report 3 GiB before doing anything. VmHWM is the same counter
-    for this address space only.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024, "VmHWM"
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"  # KiB on Linux
-
-
 def memprobe(spec: str) -> None:
-    """Child process: one forward of one variant; print the rise of the peak RSS over it as JSON.
-
-    The high-water mark is reset to the current RSS just before the forward where the kernel allows
-    it, so transients of import and model construction do not hide the forward's peak.
-    """
+    """Child process: one forward of one variant; print the rise of the peak RSS over it as JSON."""
     p = json.loads(spec)
     torch.set_num_threads(p["threads"])
     model, x = readout_model(p["tokens"], p["depth"], "cpu", DTYPES[p["dtype"]])
     with torch.inference_mode():
         small = torch.zeros(1, 3, 2 * READOUT_PATCH, 2 * READOUT_PATCH, dtype=x.dtype)
         model.forward_features(small)  # initialise kernels / thread pools outside the measurement
-        reset = reset_peak_rss()
-        before_rss = rss_bytes()
-        before_max, source = peak_rss_bytes()
-        maps = run_variant(model, x, p["variant"])
-        after_max, _ = peak_rss_bytes()
-        after_rss = rss_bytes()
-    print(json.dumps({
-        "peak_delta": after_max - max(before_max, before_rss),
-        "kept_delta": after_rss - before_rss,
-        "baseline_rss": before_rss,
-        "baseline_peak": before_max,
-        "peak_source": source,
-        "hwm_reset": reset,
-        "stored": stored_bytes(maps),
-    }))
+        res = rss_rise(lambda: run_variant(model, x, p["variant"]))  # the maps stay alive for kept_delta
+    print(json.dumps({**{k: v for k, v in res.items() if k != "result"}, "stored": stored_bytes(res["result"])}))
 
 
 def cpu_peak(tokens: int, depth: int, variant: str, dtype: str) -> dict:
-    spec = json.dumps(dict(tokens=tokens, depth=depth, variant=variant, dtype=dtype, threads=torch.get_num_threads()))
+    spec = dict(tokens=tokens, depth=depth, variant=variant, dtype=dtype, threads=torch.get_num_threads())
     # glibc: serve every allocation >= 64 KiB by mmap and give it back on free, so that RSS follows the live
     # tensors (no heap caching between variants); other C libraries ignore the variable.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, __file__, "--_memprobe", spec], capture_output=True, text=True, check=False,
-                         env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"memory probe {variant}@{tokens} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_probe(__file__, "--_memprobe", spec, env={"MALLOC_MMAP_THRESHOLD_": "65536"})
 
 
 def cuda_peak(model, x, variant: str) -> dict:
@@ -529,21 +381,15 @@ def report(info: dict, thr: dict | None, ro: list[dict] | None) -> None:
         noisy += [f"read-out {r['patch_tokens']}/{k}" for k, v in r["time_spread"].items() if v > 0.15]
     if noisy:
         print(f"NOTE: run-to-run spread above 15% in {', '.join(noisy)}: the machine was probably busy (load average "
-              f"{info.get('loadavg_start')} -> {info.get('loadavg_end')}, this benchmark's own threads included); "
+              f"{info.get('load_avg')} -> {info.get('load_avg_end')}, this benchmark's own threads included); "
               f"consider a rerun.")
 
 
 # ---------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        description="Backbone benchmark (issue 2): vitkit ViT vs transformers ViTModel throughput with identical "
-                    "weights, and the time/memory cost of vitkit's attention read-out (CLS row vs full maps). "
-                    "Method and baseline run interleaved in one process; medians are reported.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Examples: `python benchmarks/backbone.py` (CPU defaults: batch 8, ViT-B/16, 224, fp32; read-out "
-               "at 1,024 and 4,096 tokens); `python benchmarks/backbone.py --device cuda --dtype bf16 --batch 64 "
-               "--json out.json`. Record figures in benchmarks/RESULTS.md.",
-    )
+        description=__doc__, epilog="Record figures in benchmarks/RESULTS.md (machine, date, command, tables).",
+        formatter_class=type("Fmt", (argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter), {}))
     p.add_argument("--model", default="vit_base_patch16_224", choices=sorted(HF_CONFIGS),
                    help="vitkit registry name; transformers gets the matching ViTConfig")
     p.add_argument("--batch", type=int, default=None, help="throughput batch size; unset = 8 on cpu, 64 on cuda")
@@ -589,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
 
     thr = None if args.skip_throughput else bench_throughput(args, args.device, dtype)
     ro = None if args.skip_readout else bench_readout(args, args.device, dtype)
-    info["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    info["load_avg_end"] = machine.load_avg()
     info["wall_s"] = round(time.perf_counter() - t_start, 1)
     print("\n" + "=" * 100)
     report(info, thr, ro)

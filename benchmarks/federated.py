@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import platform
 import statistics
 import time
 from dataclasses import replace
@@ -30,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from vitkit.bench import machine
 from vitkit.federated.runner import run_inprocess, run_processes, run_simulation_process
 from vitkit.federated.task import (
     BundleConfig,
@@ -107,8 +106,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("flwr").setLevel(logging.WARNING)
     torch.set_num_threads(1)
-    print(f"# {platform.machine()}, {os.cpu_count()} cores (shared with other jobs), torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
+    print("# " + machine.line(machine.describe(), ["cores shared with other jobs"]))
     bundle = args.bundle
     if not (Path(bundle) / "data.pt").exists():
         prepare_bundle(BundleConfig(clients=args.clients), bundle)

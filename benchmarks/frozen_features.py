@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch import Tensor
 
 from vitkit import frb, load, save
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe, knn_scores
+from vitkit.bench import machine
 from vitkit.frb.pages import frb_pages
 from vitkit.frb.recipe import DemoConfig, train_crop_classifier
 from vitkit.ood.openset import Features, crop_features, tile_features
@@ -123,8 +123,7 @@ def main() -> None:
         ap.error(f"--backbone must be one of {sorted(pretrained.SOURCES)}, got {a.backbone!r}")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t0 = time.perf_counter()
-    print(f"# {platform.machine()}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}", flush=True)
+    print("# " + machine.line(machine.describe()), flush=True)
     train_pages, train_labels = frb_pages(list(frb.train_split(a.train_pages, a.seed)))
     data = {"train": (train_pages, train_labels), "val": frb_pages(list(frb.val_split(150, a.seed))),
             "easy": frb_pages(frb.easy_split()), "hard": frb_pages(frb.hard_split())}

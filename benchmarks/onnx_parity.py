@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import statistics
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -25,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from vitkit import frb, load
+from vitkit.bench import machine
+from vitkit.bench.timing import interleaved, median
 from vitkit.frb.ink import pil_to_tensor
 from vitkit.weights import pretrained
 
@@ -89,22 +88,16 @@ def main() -> None:
         print(f"{label:16s} {d.max().item():9.2e} {d.mean().item():9.2e} {ref.abs().max().item():9.2f} {cos:9.6f}")
 
     x = inputs["FRB pages"][:4]
-    tv, to = [], []
     with torch.no_grad():
-        model.forward_features(x), sess.run([out_name], {in_name: x[:1].numpy()})
-        for _ in range(a.repeats):
-            t = time.perf_counter()
-            model.forward_features(x)
-            tv.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            for i in range(len(x)):
-                sess.run([out_name], {in_name: x[i:i + 1].numpy()})
-            to.append(time.perf_counter() - t)
-    timing = {"vitkit_s": statistics.median(tv), "onnxruntime_s": statistics.median(to), "batch": len(x)}
+        model.forward_features(x), sess.run([out_name], {in_name: x[:1].numpy()})  # warm-up
+        t = interleaved({"vitkit": lambda: model.forward_features(x),
+                         "onnxruntime": lambda: [sess.run([out_name], {in_name: x[i:i + 1].numpy()}) for i in range(len(x))]},
+                        a.repeats, warmup=0, rotate=False)
+    timing = {"vitkit_s": median(t["vitkit"]), "onnxruntime_s": median(t["onnxruntime"]), "batch": len(x)}
     print(f"time for {len(x)} images at {s}px (1 thread, median of {a.repeats}): vitkit "
           f"{timing['vitkit_s']:.2f} s, onnxruntime (graph incl. decoder) {timing['onnxruntime_s']:.2f} s")
     a.json.parent.mkdir(parents=True, exist_ok=True)
-    a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "machine": platform.platform(),
+    a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "machine": machine.describe(),
                                   "onnxruntime": ort.__version__, "parity": rows, "timing": timing}, indent=2))
     print(f"→ {a.json}")
 

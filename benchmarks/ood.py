@@ -1,4 +1,4 @@
-"""Open-set fonts (issue 6): OOD detectors on a ViT trained on the 10 known FRB fonts.
+"""Open-set fonts: OOD detectors on a ViT trained on the 10 known FRB fonts.
 
 Train the demo's ViT on ink crops of known-font pages only (or reuse runs/ood_bench/model), embed
 tens of thousands of training crops, fit MSP / max-logit / energy / KNN (all training features) /
@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from vitkit import frb, load, save
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
+from vitkit.bench.timing import interleaved, median, timed
 from vitkit.frb.pages import frb_pages
 from vitkit.frb.recipe import DemoConfig, train_crop_classifier
 from vitkit.ood import metrics
@@ -53,12 +54,6 @@ def _load_features(path: Path) -> list[Features]:
 
 def _molar_label(budget: int, seed: int) -> str:
     return f"molar (budget {budget})" if seed == 0 else f"molar (budget {budget}, seed {seed})"
-
-
-def _timed(fn, x) -> float:
-    t = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - t
 
 
 def main() -> None:
@@ -191,18 +186,16 @@ def main() -> None:
     timing = {}
     for b in budgets:
         mol = dets[_molar_label(b, 0)]
-        tk, tm = [], []
         knn.score(q[:64]), mol.score(q[:64])  # warm-up
-        for _ in range(a.repeats):
-            tk.append(_timed(knn.score, q))
-            tm.append(_timed(mol.score, q))
-        mk, mm = statistics.median(tk), statistics.median(tm)
+        t = interleaved({"knn": lambda: knn.score(q), "molar": lambda mol=mol: mol.score(q)}, a.repeats, warmup=0,
+                        rotate=False)
+        mk, mm = median(t["knn"]), median(t["molar"])
         timing[b] = {"knn_s": mk, "molar_s": mm, "speedup": mk / mm}
         print(f"scoring {len(q)} tiles: KNN over {len(train.features)} features {mk * 1e3:.1f} ms, "
               f"MoLAR budget {b}: {mm * 1e3:.2f} ms → {mk / mm:.1f}× faster (median of {a.repeats})")
     with torch.no_grad():
         xb = torch.zeros(256, 3, cfg.crop, cfg.crop)
-        back = _timed(model.forward_features, xb) / 256
+        back = timed(lambda: model.forward_features(xb)) / 256
     print(f"for scale: the backbone takes {back * 1e3:.2f} ms per tile "
           f"(KNN {timing[budgets[0]]['knn_s'] / len(q) * 1e3:.3f} ms, MoLAR {timing[budgets[0]]['molar_s'] / len(q) * 1e3:.4f} ms per tile)")
     summary = {"args": vars(a), "closed_set_page_accuracy": closed_acc, "n_train_features": len(train.features),

@@ -1,4 +1,4 @@
-"""Claim (issue 6): M-Tuning gives a higher open-set AUROC than CoOp with maximum-softmax scoring, at
+"""Claim: M-Tuning gives a higher open-set AUROC than CoOp with maximum-softmax scoring, at
 equal closed-set accuracy (± 1 point).
 
 Setting: the FRB open-set split — 10 known fonts (``frb.KNOWN_FONTS``), 5 unknown ones never seen
@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -41,6 +40,7 @@ from vitkit import frb
 from vitkit.adapt.mtuning import MTuning, MTuningConfig
 from vitkit.adapt.prompts import CoOp, CoOpConfig, train_prompts
 from vitkit.adapt.wordnet import sample_open_words
+from vitkit.bench import machine
 from vitkit.frb.clip import TEMPLATE, FRBClipConfig, page_features, train_frb_clip
 from vitkit.frb.pages import frb_pages
 from vitkit.models.clip import text_classifier_weights
@@ -84,8 +84,7 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"# {platform.machine()}, {os.cpu_count()} cores, threads {torch.get_num_threads()}, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {os.getloadavg()[0]:.1f}")
+    print("# " + machine.line(machine.describe()))
 
     known = list(frb.KNOWN_FONTS)
     cfg = replace(FRBClipConfig(), steps=args.clip_steps, seed=args.seed)

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from vitkit.bench import machine
 from vitkit.segment.concepts import CONCEPTS
 from vitkit.segment.promptable import PromptableConfig, run_promptable
 from vitkit.segment.promptable_train import PromptTrainConfig
@@ -97,7 +97,7 @@ def main() -> None:
     summary = {
         "command": "python benchmarks/promptable.py " + " ".join(
             f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
-        "machine": platform.platform(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine.describe(), "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seeds": seeds, "table": table, "perturbation_drop_iou": drops,
         "video_iou": {k: [runs[s]["video"][k]["iou"] for s in seeds] for k in vkeys},
         "timing": {s: runs[s]["timing"] for s in seeds}, "segmenter": {s: runs[s]["segmenter"] for s in seeds},

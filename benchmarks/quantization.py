@@ -1,14 +1,10 @@
-"""Low-bit quantization of the demo's FRB model, and real int8 speed (issue 5).
+"""Low-bit quantization of the demo's FRB model keeps its accuracy down to W4A4 without real data; real int8 is faster.
 
-Parts (``--part``):
-  accuracy  {W8A8, W6A6, W4A4} × calibration {real, noise, PSAQ-style, SPDFQ} on a saved demo model
-            (``--model DIR``, e.g. runs/quant_base/model): per-crop accuracy on the demo's validation
-            crops (150 pages × 4 crops) and, with ``--frb``, page accuracy on FRB easy/hard through
-            ``TiledClassifier`` (slow: ~1 min per configuration on 2 cores)
-  speed     int8 W8A8 (dynamic per-token activations, torch._int_mm) against fp32 F.linear on the
-            four Linear layers of a ViT-S block (dim 384, MLP 1536, 197 tokens, batch ``--batch``), and
-            a whole ViT-S/16 forward; interleaved repeats, medians; threads 1 and 2
-  size      file size of ViT-S/16 saved in fp32 (vitkit.save) and int8 (save_quantized)
+Parts (``--part``): accuracy = {W8A8, W6A6, W4A4} × calibration {real, noise, PSAQ-style, SPDFQ} on a saved demo
+model (``--model DIR``): per-crop accuracy on the demo's validation crops (150 pages × 4) and, with ``--frb``, page
+accuracy on FRB easy/hard (slow: ~1 min per configuration on 2 cores); speed = int8 W8A8 (dynamic per-token
+activations, torch._int_mm) against fp32 on the four Linear layers of a ViT-S block (197 tokens, batch ``--batch``)
+and a whole ViT-S/16 forward, interleaved repeats, medians, threads 1 and 2; size = ViT-S/16's file in fp32 and int8.
 
 Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base/model --json runs/bench/quant.json
 
@@ -16,36 +12,12 @@ Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base
 backbone at 98-px crops with a linear-probe head on FRB training crops (15 fonts), built once into
 ``runs/quant_NAME/model``; calibration images are cached in ``runs/quant_NAME/calib``.
 
-Sizes (``--size``):
-  demo  (default) the above: a saved demo model (``--model DIR``), the figures in RESULTS.md
-  vitb  a ViT-B-sized FRB crop classifier for a GPU (width 768, 12 blocks, 12 heads, 85.1 M parameters in the
-        blocks): 96×96 ink crops of the demo's 440×240 pages (font 37–43 px) with patch 8 = a 12×12 grid, 145
-        tokens (ViT-B/16 at 224 has 197), trained from scratch with vitkit.engine (bf16 autocast on CUDA),
-        3,000 steps × 128 crops, lr 3e-4, on 2,400 training pages; saved under ``--work``. Then the accuracy
-        part on 1,200 validation crops (300 pages × 4, 1 crop = 0.083 point) for {W4A4, W6A6, W8A8} × {per-token,
-        per-tensor activations} × {real, noise, PSAQ-style, SPDFQ} (24 configurations, W4A4 first; then, if time
-        is left, W4A4 per tensor with min-max ranges × the 4 sources, not counted in the plan), 32
-        calibration images, SPDFQ and PSAQ-style at the paper's 1,000 synthesis steps (MSR crops every step),
-        block reconstruction 100 steps per block. Training runs in bf16 autocast; synthesis in TF32 on CUDA
-        (``--synth-fp32`` for IEEE fp32); range calibration, reconstruction, the fp32 baseline and every
-        quantized evaluation (fake-quant) in IEEE fp32. JSON + markdown table into ``--out`` after every
-        configuration (a time-out keeps what finished); the real-int8 parts (speed, --int8-row) stay on the CPU.
-  tiny  the vitb code path at tiny dims (width 32, 4 blocks, 32-px crops, a few steps) on the CPU, for tests.
-
-vitb cost estimate (FLOPs = 2 × multiply-adds; one H100: ~990 TFLOP/s dense bf16, ~495 TF32, ~67 fp32 peak;
-eager PyTorch assumed to reach 25–35 %):
-  forward   12 blocks × 145 tokens × (24·768² + 4·145·768) = 25.4 GFLOP per crop (ViT-B/16 at 224: 35)
-  training  3 × 25.4 = 76 GFLOP per crop → 3,000 × 128 crops = 29 PFLOP ≈ 85–120 s in bf16, plus 5 checkpoints
-  SPDFQ     32 images + ~80 MSR crops (2.5 boxes per image) per step → 112 × 76 GFLOP = 8.5 TFLOP per step
-            → 1,000 steps ≈ 50–70 s in TF32 (≈ 3–4 min in IEEE fp32); PSAQ-style 32 × 76 GFLOP per step ≈ 20 s
-  configs   range calibration (32 images), 12 × 100 reconstruction steps on 8 images, 1,200 evaluation crops
-            (30 TFLOP fp32 ≈ 1–2 s): ≈ 5–10 s each, mostly kernel launches → 24 configurations ≈ 2–4 min
-  pages     2,700 pages × ~15 ms on one CPU core ≈ 40 s serial → a few seconds with ``--workers 14``
-  total     ≈ 5–8 min; the plan below trims it to the budget
-  --time-budget S measures a training step (compute and crop batches), a synthesis step and one whole
-  configuration on the untrained model first, then lowers training steps (to 50 %), synthesis steps (to
-  50 %), training (to 25 %) and synthesis (to 20 %) in that order until everything fits; it never raises
-  them. Configurations that would not finish before the budget ends are skipped and listed.
+Sizes (``--size``): demo (default; a saved demo model, ``--model DIR``: the figures in RESULTS.md), vitb (a
+ViT-B-sized FRB crop classifier trained first on a GPU, then {W4A4, W6A6, W8A8} × {per-token, per-tensor} ×
+{real, noise, PSAQ-style, SPDFQ}), tiny (the vitb code path at tiny dims on the CPU, for tests); benchmarks/README.md
+describes them, the precision of each step and vitb's cost. ``--time-budget S`` measures a training step, a
+synthesis step and one configuration first, then lowers training and synthesis steps (never raises them) until
+everything fits; configurations that would not finish are skipped and listed.
 
 Run (GPU, one command; needs torch, numpy, Pillow, safetensors; benchmarks/README.md has the device command):
   PYTHONPATH=src python3 benchmarks/quantization.py --size vitb --device cuda --threads 8 --workers 14
@@ -55,110 +27,51 @@ Run (GPU, one command; needs torch, numpy, Pillow, safetensors; benchmarks/READM
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import json
 import logging
-import os
-import platform
-import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import vitkit
 from vitkit import frb, quant
-from vitkit.engine import model_device
-from vitkit.frb.ink import InkCropDataset
+from vitkit.bench import machine
+from vitkit.bench.pages import PagePool
+from vitkit.bench.timing import fp32_precision
 from vitkit.frb.pages import frb_pages
 from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
+from vitkit.quant import evaluate as QE
+from vitkit.quant.report import SOURCES, console_tables, grid_table
 
 log = logging.getLogger("quantization")
 
 BITS = ((8, 8), (6, 6), (4, 4), (3, 3))
-SOURCES = ("real", "noise", "psaq", "spdfq")
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "load_avg": os.getloadavg()}
 
 
 # ------------------------------------------------------------------ data
-def crops(pages, labels, size: int, per_page: int, seed: int):
-    ds = InkCropDataset(pages, labels, size=size, crops_per_page=per_page, seed=seed)
-    x = torch.stack([ds[i][0] for i in range(len(ds))])
-    y = torch.stack([ds[i][1] for i in range(len(ds))])
-    return x, y
-
-
 def demo_data(crop: int, seed: int = 0, val_pages: int = 150, calib_pages: int = 64):
     """Validation crops exactly as the demo validates (4 per page, seed + 1) and real calibration crops
     from training pages (the first ``calib_pages`` of the demo's training stream)."""
     vp, vl = frb_pages(list(frb.val_split(val_pages, seed)))
-    vx, vy = crops(vp, vl, crop, 4, seed + 1)
+    vx, vy = QE.crop_tensors(vp, vl, crop, 4, seed + 1)
     tp, tl = frb_pages(list(frb.train_split(calib_pages, seed)))
-    cx, _ = crops(tp, tl, crop, 2, seed + 7)
+    cx, _ = QE.crop_tensors(tp, tl, crop, 2, seed + 7)
     return vx, vy, cx
 
 
-@torch.no_grad()
-def crop_predictions(model, x, bs: int = 200) -> torch.Tensor:
-    """Predicted classes (n,) of crops x (n, 3, S, S), on the CPU; batches go to the model's device."""
-    dev = model_device(model)
-    return torch.cat([model(x[i : i + bs].to(dev)).argmax(-1).cpu() for i in range(0, len(x), bs)])
-
-
-def channel_spreads(model, x) -> dict:
-    """Max / median per-channel input range of every quantized Linear on crops ``x``, and the largest per
-    layer kind (qkv and fc1 read LayerNorm outputs, fc2 the GELU output, proj the attention output)."""
-    ranges = quant.linear_input_ranges(model, x)
-    return {"per_layer": {n: quant.channel_spread(r) for n, r in ranges.items()},
-            "max_by_kind": quant.spread_by_kind(ranges)}
-
-
-def crop_accuracy(model, x, y, bs: int = 200) -> float:
-    """Share of crops x (n, 3, S, S) classified as y (n,)."""
-    return (crop_predictions(model, x, bs) == y).float().mean().item()
-
-
-def frb_accuracy(model, crop: int) -> dict:
-    from vitkit.frb.classifier import TiledClassifier
-    from vitkit.frb.ink import pil_to_tensor
-    from vitkit.frb.protocols import evaluate_classifier
-
-    clf = TiledClassifier(model, size=crop, stride=crop // 2).eval()
-    with torch.no_grad():
-        return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False).accuracy
-                for name, split in (("easy", frb.easy_split()), ("hard", frb.hard_split()))}
-
-
-def calibration_sets(args, model, cx) -> tuple[dict, dict]:
-    """Calibration images per source, produced on the float model once and cached in ``--cache``."""
-    calib, synth_s = {}, {}
-    args.cache.mkdir(parents=True, exist_ok=True)
-    for src in args.sources:
-        steps = {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}.get(src)
-        path = args.cache / f"{src}_n{args.n_calib}_s{steps}_seed{args.seed}.pt"
-        if path.exists():
-            d = torch.load(path, weights_only=True)
-            calib[src], synth_s[src] = d["images"], float(d["seconds"])
-            log.info("%s calibration images from %s", src, path)
-            continue
-        t = time.perf_counter()
-        extra = {"alpha": args.alpha, "msr_every": args.msr_every} if src == "spdfq" else {}
-        calib[src] = quant.calibration_images(model, src, args.n_calib, images=cx, seed=args.seed, steps=steps,
-                                              pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
-        synth_s[src] = time.perf_counter() - t
-        torch.save({"images": calib[src], "seconds": synth_s[src]}, path)
-        log.info("%s calibration images: %.0f s", src, synth_s[src])
-    return calib, synth_s
+def calibration_sets(model, sources, n: int, cx, steps: dict, args, cache: Path, name: str, msr_every: int,
+                     tf32: bool = False) -> tuple[dict, dict]:
+    """Calibration images per source on the float model and the seconds each took, cached as
+    ``cache/name.format(src=, steps=)`` (:func:`vitkit.quant.evaluate.cached_calibration`)."""
+    calib, secs = {}, {}
+    for src in sources:
+        extra = {"alpha": args.alpha, "msr_every": msr_every} if src == "spdfq" else {}
+        calib[src], secs[src] = QE.cached_calibration(
+            model, src, n, cache / name.format(src=src, steps=steps.get(src)), tf32=tf32, images=cx, seed=args.seed,
+            steps=steps.get(src), pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
+    return calib, secs
 
 
 def backbone_model(args) -> Path:
@@ -189,14 +102,16 @@ def part_accuracy(args) -> dict:
     log.info("data: %d val crops, %d calibration crops (%.0f s)", len(vx), len(cx), time.perf_counter() - t)
     res: dict = {"model": str(args.model), "val_crops": len(vx), "n_calib": args.n_calib,
                  "act_granularity": args.act_granularity, "calib_method": args.calib_method, "rows": []}
-    base = {"bits": "fp32", "source": "-", "crop_acc": crop_accuracy(model, vx, vy)}
+    base = {"bits": "fp32", "source": "-", "crop_acc": QE.crop_accuracy(model, vx, vy)}
     if args.frb:
-        base |= frb_accuracy(model, crop)
+        base |= QE.frb_accuracy(model, crop)
     res["rows"].append(base)
     log.info("fp32: %s", base)
-    res["channel_spread"] = channel_spreads(model, cx)
+    res["channel_spread"] = QE.channel_spreads(model, cx)
     log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
-    calib, synth_s = calibration_sets(args, model, cx)
+    calib, synth_s = calibration_sets(model, args.sources, args.n_calib, cx,
+                                      {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}, args, args.cache,
+                                      f"{{src}}_n{args.n_calib}_s{{steps}}_seed{args.seed}.pt", args.msr_every)
     res["synthesis_s"] = synth_s
     if args.part == "synth":
         return res
@@ -205,24 +120,19 @@ def part_accuracy(args) -> dict:
 
         m8 = copy.deepcopy(model)
         quant.to_int8(m8)
-        row = {"bits": "W8A8-int8", "source": "-", "crop_acc": crop_accuracy(m8, vx, vy)}
+        row = {"bits": "W8A8-int8", "source": "-", "crop_acc": QE.crop_accuracy(m8, vx, vy)}
         if args.frb:
-            row |= frb_accuracy(m8, crop)
+            row |= QE.frb_accuracy(m8, crop)
         res["rows"].append(row)
         log.info("%s", row)
+    extra = (lambda m: QE.frb_accuracy(m, crop)) if args.frb else None
     for w, a in (b for b in BITS if f"w{b[0]}a{b[1]}" in args.bits):
         for src in args.sources:
             t = time.perf_counter()
             cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=args.recon_steps, recon_lr=args.recon_lr,
                                     act_granularity=args.act_granularity, calib_method=args.calib_method)
-            quant.apply(model, cfg)
-            info = quant.calibrate(model, calib[src])
-            row = {"bits": f"W{w}A{a}", "source": src, "crop_acc": crop_accuracy(model, vx, vy),
-                   "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
-            if args.frb:
-                row |= frb_accuracy(model, crop)
-            quant.remove(model)
-            row["time_s"] = time.perf_counter() - t
+            row = {"bits": f"W{w}A{a}", "source": src, **QE.evaluate_config(model, cfg, calib[src], vx, vy, extra=extra),
+                   "time_s": time.perf_counter() - t}
             res["rows"].append(row)
             log.info("%s", row)
     return res
@@ -254,7 +164,6 @@ TINY = Preset("tiny", DemoConfig(crop=32, patch=8, dim=32, depth=4, heads=2, ste
                                  size_range=(37, 43), seed=0, progress=False),
               train_pages=12, val_pages=6, calib_pages=4, n_calib=4, synth_steps=3, msr_every=1, recon_steps=2)
 PRESETS = {p.name: p for p in (VITB, TINY)}
-SOURCE_NAMES = {"real": "real", "noise": "noise", "psaq": "PSAQ-style", "spdfq": "SPDFQ"}
 
 
 def configurations(preset: Preset, sources=SOURCES, method: str = "mse") -> list[tuple[int, int, str, str, str]]:
@@ -271,41 +180,6 @@ def extra_configurations(preset: Preset, sources=SOURCES, method: str = "mse") -
     return [(4, 4, "tensor", s, "minmax") for s in sources]
 
 
-@contextlib.contextmanager
-def fp32_precision(tf32: bool):
-    """CUDA float32 matmuls and convolutions in TF32 (``tf32``) or IEEE fp32 inside; restored on exit
-    (nothing changes without CUDA).
-
-    Only the two setters torch keeps consistent with its newer per-backend flags are used
-    (``torch.set_float32_matmul_precision`` and ``torch.backends.cudnn.allow_tf32``): mixing the old and new
-    APIs makes torch ≥ 2.9 raise when a flag is read. A flag that cannot be set is logged, not fatal."""
-    if not torch.cuda.is_available():
-        yield
-        return
-    saved = None
-    try:
-        saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-        torch.set_float32_matmul_precision("high" if tf32 else "highest")
-        torch.backends.cudnn.allow_tf32 = tf32
-    except RuntimeError as e:  # a torch whose flags are in a mixed state: keep whatever is set
-        log.warning("could not set %s precision (%s); running with torch's current setting",
-                    "TF32" if tf32 else "IEEE fp32", e)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            try:
-                torch.set_float32_matmul_precision(saved[0])
-                torch.backends.cudnn.allow_tf32 = saved[1]
-            except RuntimeError as e:
-                log.warning("could not restore the float32 precision flags (%s)", e)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # ---- pages
 def _render(split: str, start: int, stop: int, seed: int, size_range: tuple[int, int]):
     """Grey pages start..stop-1 of the FRB training generator's ``split`` (a pure function of the index)."""
@@ -313,175 +187,39 @@ def _render(split: str, start: int, stop: int, seed: int, size_range: tuple[int,
     return frb_pages([frb.train_sample(i, seed, split=split, size_range=size_range) for i in range(start, stop)])
 
 
-def render_pages(splits: dict[str, int], seed: int, size_range: tuple[int, int], workers: int = 1) -> dict:
-    """Pages 0..n-1 of each split ("train"/"val": n) as grey (n, 1, 240, 440) + labels, in ``workers`` spawned
-    processes (one pool for all splits); every page is normalised on its own, so the result does not depend
-    on ``workers``."""
-    if workers <= 1 or sum(splits.values()) < 2 * workers:
-        return {split: _render(split, 0, n, seed, size_range) for split, n in splits.items()}
-    import multiprocessing as mp
-
-    step = -(-sum(splits.values()) // (4 * workers))
-    tasks = [(split, a, min(n, a + step), seed, size_range) for split, n in splits.items() for a in range(0, n, step)]
-    with mp.get_context("spawn").Pool(workers) as pool:
-        chunks = pool.starmap(_render, tasks)
-    return {split: (torch.cat([c[0] for t, c in zip(tasks, chunks, strict=True) if t[0] == split]),
-                    torch.cat([c[1] for t, c in zip(tasks, chunks, strict=True) if t[0] == split]))
-            for split in splits}
-
-
 def sized_data(preset: Preset, workers: int = 1) -> dict:
     """Training and validation pages, the validation crops (4 per page, seed + 1, as the trainer validates)
     and the real calibration crops (2 per page of the first ``calib_pages`` training pages, seed + 7)."""
     m = preset.model
-    pages = render_pages({"train": preset.train_pages, "val": preset.val_pages}, m.seed, m.size_range, workers)
+    with PagePool(workers) as pool:  # the same pages for any number of workers
+        pages = pool.render(_render, {"train": preset.train_pages, "val": preset.val_pages}, m.seed, m.size_range)
     (tp, tl), (vp, vl) = pages["train"], pages["val"]
-    vx, vy = crops(vp, vl, m.crop, 4, m.seed + 1)
-    cx, _ = crops(tp[: preset.calib_pages], tl[: preset.calib_pages], m.crop, 2, m.seed + 7)
+    vx, vy = QE.crop_tensors(vp, vl, m.crop, 4, m.seed + 1)
+    cx, _ = QE.crop_tensors(tp[: preset.calib_pages], tl[: preset.calib_pages], m.crop, 2, m.seed + 7)
     return {"train": (tp, tl), "val": (vp, vl), "vx": vx, "vy": vy, "cx": cx}
 
 
 # ---- time budget
-def fit_plan(seconds: float, costs: dict[str, float], asked: dict[str, int],
-             order: tuple[tuple[str, float], ...] = (("train", 0.5), ("synth", 0.5), ("train", 0.25), ("synth", 0.2)),
-             ) -> dict[str, int]:
-    """Step counts whose cost (``costs[k]`` seconds a step × steps) fits ``seconds``.
-
-    Goes through ``order``: each (item, floor) lowers that item just enough to fit, but not below
-    floor × its asked count; stops as soon as the total fits. Never raises a count above ``asked``.
-    """
-    steps = dict(asked)
-    for name, floor in order:
-        total = sum(costs[k] * steps[k] for k in steps)
-        if total <= seconds:
-            break
-        others = total - costs[name] * steps[name]
-        fit = int((seconds - others) / costs[name]) if costs[name] > 0 else steps[name]
-        steps[name] = min(steps[name], max(int(floor * asked[name]), fit))
-    return steps
-
-
-def _train_step_seconds(model, batch: int, crop: int, device: torch.device, n: int = 4) -> float:
-    """Median seconds of a training step (AdamW, bf16 autocast on CUDA as the engine) on random crops."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    amp = torch.bfloat16 if device.type == "cuda" else None
-    x, y = torch.randn(batch, 3, crop, crop, device=device), torch.randint(0, 15, (batch,), device=device)
-    times = []
-    for i in range(2 + n):
-        sync(device)
-        t = time.perf_counter()
-        with torch.autocast(device.type, amp, enabled=amp is not None):
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sync(device)
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    model.eval()
-    return statistics.median(times)
-
-
-def _crop_batch_seconds(pages, batch: int, crop: int) -> float:
-    """Seconds to build one training batch of ink crops on the CPU (the engine loads in the main process)."""
-    ds = InkCropDataset(pages[0][:32], pages[1][:32], size=crop, crops_per_page=4 * batch, seed=0)
-    times = []
-    for r in range(3):
-        t = time.perf_counter()
-        torch.stack([ds[i][0] for i in range(r * batch, (r + 1) * batch)]).contiguous()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def measure_costs(preset: Preset, device: torch.device, data: dict, synth_tf32: bool, seed: int = 0) -> dict:
-    """Seconds per training step, per synthesis step (PSAQ-style + SPDFQ) and per configuration, measured
-    on an untrained model of the preset's size (a configuration: W4A4 per tensor, range calibration,
-    reconstruction steps, evaluation on every validation crop)."""
-    from vitkit.quant import psaq, spdfq
-
-    m = preset.model
+    """Step and configuration costs (:func:`vitkit.quant.evaluate.step_costs`) on an untrained model of the preset."""
     torch.manual_seed(seed)
-    model = build_model(m).to(device)
-    t_compute = _train_step_seconds(model, m.batch_size, m.crop, device)
-    t_data = _crop_batch_seconds(data["train"], m.batch_size, m.crop)
-    model.eval()
-    k = 3
-    with fp32_precision(synth_tf32):
-        spd, psa = [], []
-        for steps in (1, k + 1):  # the difference removes the set-up cost
-            cfg = dict(n_images=preset.n_calib, steps=steps, progress=False, pixel_range=(-1.0, 1.0), seed=seed)
-            sync(device)
-            t = time.perf_counter()
-            spdfq.synthesize(model, spdfq.SPDFQConfig(msr_every=preset.msr_every, **cfg))
-            sync(device)
-            spd.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            psaq.synthesize(model, psaq.PSAQConfig(**cfg))
-            sync(device)
-            psa.append(time.perf_counter() - t)
-    t_synth = max(0.0, (spd[1] - spd[0]) / k) + max(0.0, (psa[1] - psa[0]) / k)
-    calib = torch.randn(preset.n_calib, 3, m.crop, m.crop, generator=torch.Generator().manual_seed(seed))
-    with fp32_precision(False):
-        sync(device)
-        t = time.perf_counter()
-        quant.apply(model, quant.QuantConfig(w_bits=4, a_bits=4, act_granularity="tensor", recon_steps=0))
-        quant.calibrate(model, calib)
-        crop_accuracy(model, data["vx"], data["vy"])
-        sync(device)
-        t_fixed = time.perf_counter() - t
-        recon = []
-        for steps in (1, 6):  # the difference separates the per-step cost from the per-block forwards
-            t = time.perf_counter()
-            quant.reconstruct_blocks(model, calib, steps=steps)
-            sync(device)
-            recon.append(time.perf_counter() - t)
-        quant.remove(model)
-    t_recon = max(0.0, (recon[1] - recon[0]) / 5)
-    t_config = t_fixed + max(0.0, recon[0] - t_recon) + preset.recon_steps * t_recon
+    model = build_model(preset.model).to(device)
+    costs = QE.step_costs(model, preset.model.batch_size, data["train"], preset.n_calib, preset.msr_every,
+                       preset.recon_steps, data["vx"], data["vy"], synth_tf32, seed)
     del model
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"train_s_per_step": max(t_compute, t_data), "train_compute_s": t_compute, "train_crops_s": t_data,
-            "synth_s_per_step": t_synth, "config_s": t_config, "config_fixed_s": t_fixed,
-            "recon_s_per_step": t_recon, "recon_fixed_s": max(0.0, recon[0] - t_recon)}
+    return costs
 
 
-def plan_steps(preset: Preset, seconds_left: float, costs: dict, asked: dict[str, int], n_configs: int,
-               safety: float = 1.2) -> dict:
-    """Training and synthesis steps that fit ``seconds_left`` after the configurations and a reserve
-    (saving, five checkpoints of model + AdamW state, evaluation and loading: 30 s + 5 × 12 bytes per
-    parameter at ~1 GB/s)."""
-    m = preset.model
+def plan_steps(preset: Preset, seconds_left: float, costs: dict, asked: dict[str, int], n_configs: int) -> dict:
+    """Steps that fit ``seconds_left`` (:func:`vitkit.quant.evaluate.training_plan`) for the preset's model."""
     with torch.device("meta"):
-        params = sum(p.numel() for p in build_model(m).parameters())
-    reserve = 30.0 + 5 * 12 * params / 1e9 + n_configs * costs["config_s"]
-    steps = fit_plan(seconds_left / safety - reserve,
-                     {"train": costs["train_s_per_step"], "synth": costs["synth_s_per_step"]}, asked)
-    est = safety * (reserve + steps["train"] * costs["train_s_per_step"] + steps["synth"] * costs["synth_s_per_step"])
-    plan = {**costs, "seconds_left": seconds_left, "reserve_s": reserve, "safety": safety, "asked": asked,
-            "train_steps": steps["train"], "synth_steps": steps["synth"], "estimated_s": est, "params": params}
-    log.info("time budget: %.0f s left; measured %.3f s/training step (compute %.3f, crops %.3f), %.3f s/synthesis "
-             "step (PSAQ-style + SPDFQ), %.1f s/configuration → training %d steps (asked %d), synthesis %d (asked "
-             "%d), ≈ %.0f s", seconds_left, costs["train_s_per_step"], costs["train_compute_s"],
-             costs["train_crops_s"], costs["synth_s_per_step"], costs["config_s"], steps["train"], asked["train"],
-             steps["synth"], asked["synth"], est)
-    return plan
+        params = sum(p.numel() for p in build_model(preset.model).parameters())
+    return QE.training_plan(costs, seconds_left, asked, n_configs, params)
 
 
 # ---- the run
-def machine_info(device: torch.device, threads: int) -> dict:
-    info = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"), "host": platform.node(),
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "device": str(device), "gpu": None,
-            "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
-    if device.type == "cuda":
-        prop = torch.cuda.get_device_properties(device)
-        info["gpu"] = f"{prop.name}, {prop.total_memory / 2**30:.0f} GiB"
-    return info
-
-
 def train_model(preset: Preset, data: dict, work: Path, device: torch.device, steps: int, progress: bool,
                 lr: float | None = None):
     """Train (or reuse from ``work/model`` when its summary matches) the preset's crop classifier."""
@@ -509,106 +247,11 @@ def train_model(preset: Preset, data: dict, work: Path, device: torch.device, st
     return model.to(device).eval(), summary
 
 
-def synthesize_sources(model, preset: Preset, sources, cx, steps: int, args, cache: Path) -> tuple[dict, dict]:
-    """Calibration images per source on the float model (cached in ``cache``); synthesis in TF32 on CUDA
-    unless ``args.synth_fp32``."""
-    calib, secs = {}, {}
-    cache.mkdir(parents=True, exist_ok=True)
-    dev = model_device(model)
-    for src in sources:
-        path = cache / f"{src}_n{preset.n_calib}_s{steps}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}.pt"
-        if path.exists():
-            d = torch.load(path, weights_only=True)
-            calib[src], secs[src] = d["images"], float(d["seconds"])
-            continue
-        extra = {"alpha": args.alpha, "msr_every": preset.msr_every} if src == "spdfq" else {}
-        sync(dev)
-        t = time.perf_counter()
-        with fp32_precision(not args.synth_fp32):
-            calib[src] = quant.calibration_images(model, src, preset.n_calib, images=cx, seed=args.seed,
-                                                  steps=steps if src in ("psaq", "spdfq") else None,
-                                                  pixel_range=(-1.0, 1.0), progress=args.progress, **extra).cpu()
-        sync(dev)
-        secs[src] = time.perf_counter() - t
-        torch.save({"images": calib[src], "seconds": secs[src]}, path)
-        log.info("%s calibration images: %.1f s", src, secs[src])
-    return calib, secs
-
-
-def evaluate_config(model, w: int, a: int, granularity: str, images, vx, vy, args, recon_steps: int,
-                    fp32_pred: torch.Tensor | None = None, method: str | None = None) -> dict:
-    """Quantize ``model`` (fake-quant, IEEE fp32), calibrate on ``images``, evaluate on the crops, undo.
-    With the float model's predictions ``fp32_pred``, also the share of crops whose class is unchanged."""
-    cfg = quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon_steps, recon_lr=args.recon_lr,
-                            act_granularity=granularity, calib_method=method or args.calib_method)
-    with fp32_precision(False):
-        quant.apply(model, cfg)
-        try:
-            info = quant.calibrate(model, images)
-            pred = crop_predictions(model, vx)
-        finally:
-            quant.remove(model)
-    row = {"crop_acc": (pred == vy).float().mean().item(),
-           "recon_mse": [(r["mse_before"], r["mse_after"]) for r in info["reconstruction"]]}
-    if fp32_pred is not None:
-        row["agree_fp32"] = (pred == fp32_pred).float().mean().item()
-    return row
-
-
-def _row_key(r: dict) -> tuple:
-    """(w, a, granularity, range method) of a quantized row; Nones for the fp32 row."""
-    return r.get("w"), r.get("a"), r.get("granularity"), r.get("method")
-
-
-def _row_label(key: tuple, res: dict) -> str:
-    """'W4A4 | per tensor', with the range method when it is not the run's (``res['calib_method']``)."""
-    w, a, g, method = key
-    return f"W{w}A{a} | per {g}" + (f", {method}" if method and method != res.get("calib_method") else "")
-
-
-def table_markdown(res: dict) -> str:
-    """The accuracy grid: one line per (bits, activations), one column per source, and the target's gaps."""
-    rows = res["rows"]
-    fp32 = next(r["crop_acc"] for r in rows if r["bits"] == "fp32")
-    srcs = [s for s in SOURCES if any(r["source"] == s for r in rows)]
-    head = "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs)
-    lines = [head + " | SPDFQ − max(noise, PSAQ) | SPDFQ − real |", "|---|---|" + "---|" * (len(srcs) + 2)]
-    keys = list(dict.fromkeys(_row_key(r) for r in rows if r["bits"] != "fp32"))
-    for key in keys:
-        acc = {r["source"]: r["crop_acc"] for r in rows if _row_key(r) == key}
-        cells = [f"{100 * acc[s]:.1f}%" if s in acc else "–" for s in srcs]
-        gap_free = (100 * (acc["spdfq"] - max(acc["noise"], acc["psaq"])) if {"spdfq", "noise", "psaq"} <= acc.keys()
-                    else None)
-        gap_real = 100 * (acc["spdfq"] - acc["real"]) if {"spdfq", "real"} <= acc.keys() else None
-        fmt = lambda v: "–" if v is None else f"{v:+.1f}"  # noqa: E731
-        lines.append(f"| {_row_label(key, res)} | " + " | ".join(cells) + f" | {fmt(gap_free)} | {fmt(gap_real)} |")
-    if any("agree_fp32" in r for r in rows):
-        lines += ["", "Crops whose predicted class is the fp32 model's:", "",
-                  "| bits | activations | " + " | ".join(SOURCE_NAMES[s] for s in srcs) + " |",
-                  "|---|---|" + "---|" * len(srcs)]
-        for key in keys:
-            agree = {r["source"]: r.get("agree_fp32") for r in rows if _row_key(r) == key}
-            cells = [f"{100 * agree[s]:.1f}%" if agree.get(s) is not None else "–" for s in srcs]
-            lines.append(f"| {_row_label(key, res)} | " + " | ".join(cells) + " |")
-    m = res["machine"]
-    dev = m["gpu"] or f"CPU ({m['cpu']}, {m['cpu_count']} cores, {m['threads']} threads)"
-    head = (f"{dev}; torch {m['torch']}, CUDA {m['cuda']}; {m['date']}; preset {res['preset']}; fp32 crop accuracy "
-            f"{100 * fp32:.1f}% on {res['val_crops']} validation crops; {res['n_calib']} calibration images; "
-            f"synthesis {res['synth_steps']} steps ({res['synth_precision']}); training {res['train_steps']} steps "
-            f"({res['train_precision']}); calibration and evaluation {res['eval_precision']}")
-    if res.get("channel_spread"):
-        kinds = ", ".join(f"{k} {v:.1f}" for k, v in res["channel_spread"]["max_by_kind"].items())
-        head += (f"; widest input channel over the median channel (real calibration crops), worst layer per kind: "
-                 f"{kinds}")
-    skipped = f"\n\nskipped (time budget): {res['skipped']}" if res.get("skipped") else ""
-    return head + "\n\n" + "\n".join(lines) + skipped
-
-
 def write_results(res: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"quant_{res['preset']}.json").write_text(json.dumps(res, indent=2))
     if any(r["bits"] == "fp32" for r in res["rows"]):
-        (out / f"quant_{res['preset']}.md").write_text(table_markdown(res) + "\n")
+        (out / f"quant_{res['preset']}.md").write_text(grid_table(res) + "\n")
 
 
 def run_sized(args, preset: Preset) -> dict:
@@ -618,7 +261,7 @@ def run_sized(args, preset: Preset) -> dict:
     logging.getLogger("vitkit.quant.ptq").setLevel(logging.WARNING)  # per-block lines: the JSON keeps them
     device = torch.device(args.device)
     out, work = Path(args.out), Path(args.work or args.out)
-    info = machine_info(device, torch.get_num_threads())
+    info = machine.describe(device)
     log.info("machine: %s", json.dumps(info))
     res: dict = {"machine": info, "preset": preset.name, "args": {k: str(v) for k, v in vars(args).items()},
                  "n_calib": preset.n_calib, "calib_method": args.calib_method, "rows": [], "skipped": [],
@@ -648,14 +291,16 @@ def run_sized(args, preset: Preset) -> dict:
     model, res["training"] = train_model(preset, data, work, device, steps["train"], args.progress, args.lr)
     res["rows"].append({"bits": "fp32", "source": "-", "crop_acc": None})
     with fp32_precision(False):
-        fp32_pred = crop_predictions(model, data["vx"])
+        fp32_pred = QE.crop_predictions(model, data["vx"])
     res["rows"][0]["crop_acc"] = (fp32_pred == data["vy"]).float().mean().item()
     log.info("fp32 validation crop accuracy %.4f", res["rows"][0]["crop_acc"])
     with fp32_precision(False):
-        res["channel_spread"] = channel_spreads(model, data["cx"])
+        res["channel_spread"] = QE.channel_spreads(model, data["cx"])
     log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
-    calib, res["synthesis_s"] = synthesize_sources(model, preset, args.sources, data["cx"], steps["synth"], args,
-                                                   work / "calib")
+    calib, res["synthesis_s"] = calibration_sets(
+        model, args.sources, preset.n_calib, data["cx"], {"psaq": steps["synth"], "spdfq": steps["synth"]}, args,
+        work / "calib", f"{{src}}_n{preset.n_calib}_s{steps['synth']}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}.pt",
+        preset.msr_every, tf32=not args.synth_fp32)
     write_results(res, out)
     recon = args.recon_steps if args.recon_steps is not None else preset.recon_steps
     est = res.get("plan", {}).get("config_s", 0.0)
@@ -667,8 +312,9 @@ def run_sized(args, preset: Preset) -> dict:
             continue
         t = time.perf_counter()
         row = {"bits": f"W{w}A{a}", "w": w, "a": a, "granularity": g, "method": method, "source": src,
-               **evaluate_config(model, w, a, g, calib[src], data["vx"], data["vy"], args, recon, fp32_pred,
-                                 method)}
+               **QE.evaluate_config(model, quant.QuantConfig(w_bits=w, a_bits=a, recon_steps=recon, recon_lr=args.recon_lr,
+                                                          act_granularity=g, calib_method=method),
+                                 calib[src], data["vx"], data["vy"], fp32_pred)}
         row["time_s"] = time.perf_counter() - t
         est = max(est, row["time_s"])
         res["rows"].append(row)
@@ -677,109 +323,21 @@ def run_sized(args, preset: Preset) -> dict:
         res["total_s"] = time.perf_counter() - t_start
         write_results(res, out)  # partial results survive a time-out
     res["total_s"] = time.perf_counter() - t_start
-    res["machine"]["load_avg_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    res["machine"]["load_avg_end"] = machine.load_avg()
     write_results(res, out)
-    print(table_markdown(res), flush=True)
+    print(grid_table(res), flush=True)
     log.info("total %.0f s", res["total_s"])
     return res
 
 
 # ------------------------------------------------------------------ speed
-def timed(fn, n: int) -> float:
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t) / n
-
-
 def part_speed(args) -> dict:
-    out: dict = {}
-    dim, hidden, tokens = 384, 1536, 197
-    torch.manual_seed(0)
-    layers = [torch.nn.Linear(dim, 3 * dim), torch.nn.Linear(dim, dim), torch.nn.Linear(dim, hidden),
-              torch.nn.Linear(hidden, dim)]
-    int8 = [quant.Int8Linear.from_linear(m) for m in layers]
-    xs = [torch.randn(args.batch * tokens, m.in_features) for m in layers]
+    """Real int8 against fp32 on ViT-S/16 (:func:`vitkit.quant.evaluate.int8_speed`)."""
     vit = vitkit.create_model("vit_small_patch16_224").eval() if "vit_small_patch16_224" in vitkit.list_models() \
         else vitkit.VisionTransformer(embed_dim=384, depth=12, num_heads=6, num_classes=1000).eval()
-    vit8 = vitkit.VisionTransformer(vit.cfg).eval()
-    vit8.load_state_dict(vit.state_dict())
-    quant.to_int8(vit8)
-    img = torch.randn(args.batch, 3, 224, 224)
-    with torch.no_grad():
-        err = ((vit8(img) - vit(img)).norm() / vit(img).norm()).item()
-    out["vit_s_int8_rel_err"] = err
-
-    def f_fp32():
-        for m, x in zip(layers, xs, strict=True):
-            F.linear(x, m.weight, m.bias)
-
-    def f_int8():
-        for m, x in zip(int8, xs, strict=True):
-            m(x)
-
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        with torch.no_grad():
-            for fn in (f_fp32, f_int8):
-                fn()
-            lin = {"fp32": [], "int8": []}
-            for _ in range(args.repeats):
-                lin["fp32"].append(timed(f_fp32, 3))
-                lin["int8"].append(timed(f_int8, 3))
-            full = {"fp32": [], "int8": []}
-            vit(img), vit8(img)
-            for _ in range(max(3, args.repeats // 3)):
-                full["fp32"].append(timed(lambda: vit(img), 1))
-                full["int8"].append(timed(lambda: vit8(img), 1))
-        r = {}
-        for name, d in (("linear", lin), ("vit_s", full)):
-            med = {k: statistics.median(v) for k, v in d.items()}
-            pair = statistics.median(a / b for a, b in zip(d["fp32"], d["int8"], strict=True))
-            r[name] = {"fp32_ms": med["fp32"] * 1e3, "int8_ms": med["int8"] * 1e3,
-                       "speedup_median_of_pairs": pair, "speedup_of_medians": med["fp32"] / med["int8"],
-                       "raw_s": d}
-        out[f"threads_{threads}"] = r
-        log.info("threads %d: linear ×%.2f, ViT-S ×%.2f", threads, r["linear"]["speedup_of_medians"],
-                 r["vit_s"]["speedup_of_medians"])
+    out = QE.int8_speed(vit, args.batch, args.threads, args.repeats)
     torch.set_num_threads(1)
-    with tempfile.TemporaryDirectory() as d:
-        vitkit.save(vit, Path(d) / "fp32")
-        quant.save_quantized(vit8, Path(d) / "int8")
-        size = {k: (Path(d) / k / "model.safetensors").stat().st_size for k in ("fp32", "int8")}
-    out["file_bytes"] = size | {"ratio": size["fp32"] / size["int8"]}
-    out["linear_bytes"] = {"fp32": quant.int8.linear_bytes(vit), "int8": quant.int8.linear_bytes(vit8)}
-    out["linear_bytes"]["ratio"] = out["linear_bytes"]["fp32"] / out["linear_bytes"]["int8"]
     return out
-
-
-def print_tables(res: dict) -> None:
-    if "accuracy" in res:
-        acc = res["accuracy"]
-        print(f"\naccuracy — model {acc['model']}, {acc['val_crops']} val crops, {acc['n_calib']} calibration images, "
-              f"activations per {acc['act_granularity']}, ranges {acc.get('calib_method')}")
-        has_frb = "easy" in acc["rows"][0]
-        print(f"{'bits':9} {'source':6} {'crop acc':>9}" + (f" {'FRB easy':>9} {'FRB hard':>9}" if has_frb else ""))
-        for r in acc["rows"]:
-            line = f"{r['bits']:9} {r['source']:6} {r['crop_acc']:9.1%}"
-            if has_frb:
-                line += f" {r['easy']:9.1%} {r['hard']:9.1%}"
-            print(line)
-        print("synthesis s:", {k: round(v, 1) for k, v in acc["synthesis_s"].items()})
-        if "channel_spread" in acc:
-            print("widest input channel over the median channel, worst layer per kind:",
-                  {k: round(v, 1) for k, v in acc["channel_spread"]["max_by_kind"].items()})
-    if "speed" in res:
-        sp = res["speed"]
-        print("\nint8 W8A8 vs fp32 (ms per call, median; speed-up = median of per-repeat ratios)")
-        for k, v in sp.items():
-            if k.startswith("threads_"):
-                for name in ("linear", "vit_s"):
-                    d = v[name]
-                    print(f"{k:10} {name:7} fp32 {d['fp32_ms']:8.2f}  int8 {d['int8_ms']:8.2f}  "
-                          f"×{d['speedup_median_of_pairs']:.2f}")
-        print("file bytes:", sp["file_bytes"], " linear bytes:", sp["linear_bytes"])
-        print(f"ViT-S int8 relative output error: {sp['vit_s_int8_rel_err']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -868,7 +426,7 @@ def main(argv: list[str] | None = None) -> dict:
         except FileNotFoundError as e:
             p.error(str(e))
     torch.set_num_threads(1)
-    res: dict = {"machine": machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+    res: dict = {"machine": machine.describe(), "args": {k: str(v) for k, v in vars(args).items()}}
     with fp32_precision(False):
         if args.part in ("all", "synth", "accuracy"):
             if args.model is None:
@@ -876,9 +434,9 @@ def main(argv: list[str] | None = None) -> dict:
             res["accuracy"] = part_accuracy(args)
     if args.part in ("all", "speed"):
         res["speed"] = part_speed(args)
-    res["machine"]["load_avg_end"] = os.getloadavg()
+    res["machine"]["load_avg_end"] = machine.load_avg()
     print(json.dumps(res["machine"]))
-    print_tables(res)
+    print(console_tables(res))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))

@@ -14,40 +14,15 @@ Stages (each cached under --work, which defaults to --out):
             into --out (bench_NAME.json, table_NAME.md, token_reduction_NAME.png; with a separate --work one
             token_reduction.png for all consumers of the run). --extra-consumer METHOD (with --stage all): then,
             if the time budget allows, a consumer trained with --reduced-from METHOD is trained and benched too
-  plot      accuracy vs throughput for the benches of both consumers → benchmarks/token_reduction.png
+  plot      the table and the accuracy-vs-throughput plot of --consumer NAME's bench JSON in --out again, from
+            the JSON alone (no model runs): bench_NAME.json → table_NAME.md + plot
   pool      several benches of the same pages (e.g. consumer seeds, --bench-json FILE repeated) in one table: each
             row's Δ against dense, and each --pair "A|B", as the paired difference averaged over the benches
 
-Presets (--size):
-  small  (default; the CPU figures in RESULTS.md) encoder 96×96 crops, patch 12, width 64, 4 blocks, 1,500 steps
-         × 64 on crops of 288×288 pages; 192×192 pages (2×2 sub-images of 96 px = 5 × 64 tokens); consumer 4 blocks
-         at width 64, 900 steps × 16; 600 test pages; HiRED-early at block 1, EViT at blocks 1, 2.
-  vitb   encoder ViT-B/16 (width 768, 12 blocks, 12 heads, native 224×224) trained 2,000 steps × 128 crops
-         (lr 3e-4) on 1,500 672×672 pages; the pages are 448×448 = 224-px thumbnail + 2×2 sub-images of 224 px
-         = 5 × 196 = 980 tokens (font 42–61 px: the small geometry × 7/3); consumer 8 blocks at width 768,
-         1,500 steps × 32 pages (lr 3e-4) on 3,000 training pages (a 57M-parameter consumer: twice the small
-         preset's pages against over-fitting); 1,000 test pages (1 page = 0.1 point); timing batch 32; HiRED
-         phase 2 at block 10 (second-to-last), HiRED-early at block 5 (blocks 0-4 and block 5's attention see
-         every token: half the encoder runs at full width, the selection uses a mid-depth map; the row
-         "@block 10" selects where HiRED does), EViT at blocks 3, 6, 9 (the paper's 4th/7th/10th), ToMe r ∈ {8, 12, 15, 12 decreasing, 16 decreasing} probed against HiRED-early's speed
-         (constant r = 16 is impossible: 196 tokens leave 20 before the last block).
-  deep   the small geometry (pages, crops, consumer) with a 12-block encoder (width 64, 3,000 steps, lr 1e-3) and
-         vitb's layer choices (HiRED phase 2 at block 10, HiRED-early at 5, EViT at 3, 6, 9; ToMe r ∈ {3, 4, 4
-         decreasing, 5 decreasing}); consumer 3,000 steps; 1,500 test pages: depth on a CPU, ≈ 30 min at 1 thread.
-  tiny   the vitb code path at tiny dims (12 blocks of width 32, 32-px crops, 64-px pages, a few steps) for tests.
-
-vitb cost estimate (FLOPs = 2 × multiply-adds; bf16 autocast on one H100, 990 TFLOP/s dense peak, assumed
-100–350 TFLOP/s achieved by eager PyTorch):
-  encoder   35 GFLOP forward per 224 crop (12 × 197 tokens × (24·768² + 4·197·768)), × 3 for training
-            → 2,000 × 128 crops = 27 PFLOP ≈ 75–270 s
-  consumer  8 × (24·768²·K + 4·K²·768) = 135 GFLOP forward at K = 980; training at mean keep 55 % ≈ 205 GFLOP
-            per page → 1,500 × 32 pages = 9.8 PFLOP ≈ 30–100 s
-  tokens    3,150 train/val pages × 5 × 35 GFLOP = 0.55 PFLOP (seconds); 3,000 × 980 × 768 fp32 = 9 GB on the GPU
-  bench     1,000 test pages × 10 rows × ≤ 310 GFLOP ≈ 3 PFLOP + timing rounds ≈ 1.5 PFLOP → 15–45 s
-  pages     CPU: 1,650 pages at 672 px + 4,150 at 448 px ≈ 115 / 58 ms each on one loaded core here
-            ≈ 430 s serial → ≈ 35 s with --workers 14
-  total     ≈ 4–7 min plus start-up. --time-budget S measures a few encoder and consumer training steps
-            first and lowers the step counts (never raises them) so that everything fits in S seconds.
+Presets (--size): small (default; the CPU figures in RESULTS.md), deep (small with a 12-block encoder and ViT-B's
+layer choices, CPU), vitb (ViT-B/16 on 448×448 pages, GPU), tiny (the vitb code path at tiny dims, for tests);
+benchmarks/README.md describes each and estimates vitb's cost. --time-budget S measures a few encoder and consumer
+training steps first and lowers the step counts (never raises them) so that everything fits in S seconds.
 
 Run (CPU figures): OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
 Run (GPU, one command, ≤ 8 min by --time-budget; needs only torch, numpy, Pillow, safetensors; matplotlib
@@ -59,28 +34,26 @@ optional; benchmarks/README.md has the whole device command):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
-import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import vitkit
-from vitkit.engine import TrainConfig
+from vitkit.bench import machine
+from vitkit.bench.pages import PagePool
 from vitkit.frb.ink import to_model_input
 from vitkit.frb.pages import PageConfig, page_sample, page_split, page_tensors
 from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
-from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, encode_partitions, evit, hired, partition, tome
+from vitkit.reduce import ToMeConfig, tome
 from vitkit.reduce import evaluate as E
-from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer, train_consumer
-from vitkit.reduce.partitions import TokenSet
+from vitkit.reduce.consumer import ConsumerConfig, load_consumer, save_consumer
+from vitkit.reduce.report import accuracy_throughput_plot as plot
+from vitkit.reduce.report import bench_table, pooled_table
 
 log = logging.getLogger("token_reduction")
 
@@ -173,9 +146,7 @@ class Run:
         self.work = Path(self.work)
         self.out = Path(self.out) if self.out is not None else self.work
         self.device = torch.device(self.device)
-
-    def precision(self):
-        return E.precision(self.device, self.dtype)
+        self.pool = PagePool(self.workers)
 
 
 # ------------------------------------------------------------------------------------------- pages
@@ -185,35 +156,16 @@ def _render(split: str, start: int, stop: int, cfg: PageConfig) -> tuple[torch.T
     return page_tensors([page_sample(i, 0, split=split, cfg=cfg) for i in range(start, stop)])
 
 
-_POOL = None
-
-
-def close_pool() -> None:
-    global _POOL
-    if _POOL is not None:
-        _POOL.close()
-        _POOL.join()
-        _POOL = None
-
-
-def render_pages(split: str, n: int, cfg: PageConfig, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pages 0..n-1 of ``split`` as grey (n, 1, H, W) + labels, rendered in ``workers`` processes (spawned:
-    no fork after CUDA). Every page is a pure function of (split, index, cfg) and normalised on its own, so
-    the result does not depend on ``workers``."""
-    global _POOL
-    if workers <= 1 or n < 2 * workers:
+def render_pages(split: str, n: int, cfg: PageConfig, pool: PagePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pages 0..n-1 of ``split`` as grey (n, 1, H, W) + labels, in ``pool``'s processes (the same pages for any
+    number)."""
+    if pool is None or pool.workers <= 1:
         return page_tensors(page_split(n, 0, split=split, cfg=cfg))
-    import multiprocessing as mp
-
-    if _POOL is None:
-        _POOL = mp.get_context("spawn").Pool(workers)
-    step = -(-n // (4 * workers))
-    chunks = _POOL.starmap(_render, [(split, a, min(n, a + step), cfg) for a in range(0, n, step)])
-    return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
+    return pool.render(_render, {split: n}, cfg)[split]
 
 
 def pages(run: Run, split: str, n: int, cfg: PageConfig | None = None):
-    return render_pages(split, n, cfg or run.preset.pages, run.workers)
+    return render_pages(split, n, cfg or run.preset.pages, run.pool)
 
 
 def bench_pages(run: Run, split: str, n: int):
@@ -274,57 +226,15 @@ def load_encoder(run: Run):
     return vitkit.load(run.work / "encoder" / "model").to(run.device).eval()
 
 
-@torch.no_grad()
-def dense_token_sets(run: Run, enc, images: torch.Tensor, batch: int = 32):
-    """Dense token sets (n, P·T, C), their layout, and each token's CLS attention at HiRED's phase-2
-    block (second-to-last), summed over heads (n, P·T); on the encoder's device, fp32."""
-    sets, scores = [], []
-    layer = enc.depth - 2
-    with enc.attention_readout([layer], "cls") as maps, run.precision():
-        for i in range(0, len(images), batch):
-            sets.append(encode_partitions(enc, partition(images[i : i + batch].to(run.device), GRID,
-                                                         enc.cfg.img_size, enc.patch_size)))
-            a = maps[layer][:, :, enc.num_prefix_tokens :].sum(1)  # (b·P, T)
-            scores.append(a.reshape(len(sets[-1].tokens), -1).float())
-    return (torch.cat([s.tokens.float() for s in sets]), sets[0].partition[0], sets[0].pos[0],
-            torch.cat(scores))
-
-
 def tome_rows(run: Run) -> dict[str, ToMeConfig]:
     return dict(run.preset.tome_candidates)
 
 
 def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
-    """(module, config) of the reduction row ``method_name`` (a row of :func:`methods`, a ToMe candidate of
-    the preset, "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers); ValueError naming
-    ``option`` and the allowed names otherwise."""
-    tome_r = tome_rows(run)
-    rows = methods(run.preset, tome_r)
-    try:
-        if method_name.startswith("ToMe r=") and method_name not in rows:
-            rows[method_name] = (tome, ToMeConfig(r=json.loads(method_name.split("=", 1)[1])))
-        elif method_name.startswith("EViT keep ") and method_name not in rows:
-            rows[method_name] = (evit, EViTConfig(layers=run.preset.evit_layers,
-                                                  keep_rate=float(method_name.split()[-1])))
-    except ValueError:
-        pass
-    if method_name not in rows or rows[method_name] is None:
-        raise ValueError(f"{option} {method_name!r}: not a reduction method; use one of "
-                         f"{[n for n, m in rows.items() if m is not None]}, 'ToMe r=<int or list>' or "
-                         "'EViT keep <rate in (0, 1]>'")
-    return rows[method_name]
-
-
-@torch.no_grad()
-def reduced_token_sets(run: Run, enc, method_name: str, images: torch.Tensor, batch: int = 64) -> TokenSet:
-    """The token sets ``method_name`` (see :func:`method_by_name`) gives for ``images``, all pages stacked."""
-    method = method_by_name(run, method_name)
-    parts = []
-    with E.applied(enc, method), run.precision():
-        for i in range(0, len(images), batch):
-            parts.append(E.encode(enc, method, images[i : i + batch].to(run.device), GRID))
-    return TokenSet(torch.cat([p.tokens.float() for p in parts]), torch.cat([p.partition for p in parts]),
-                    torch.cat([p.pos for p in parts]), parts[0].grid, parts[0].num_partitions)
+    """(module, config) of the row ``method_name``: a row of :func:`methods`, a ToMe candidate of the preset,
+    "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers (ValueError naming ``option``)."""
+    rows = methods(run.preset, tome_rows(run))
+    return E.method_by_name(rows, method_name, run.preset.evit_layers, option)
 
 
 def consumer_config(run: Run, enc) -> ConsumerConfig:
@@ -340,23 +250,12 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
     p = run.preset
     steps = steps or p.consumer_steps
     enc = load_encoder(run)
-    tr, trl = bench_pages(run, "train", p.n_train)
-    va, val = bench_pages(run, "val", p.n_val)
-    tok, part, pos, scores = dense_token_sets(run, enc, tr)
-    vtok, _, _, _ = dense_token_sets(run, enc, va)
-    log.info("dense token sets %s in %.1f s", tuple(tok.shape), time.perf_counter() - t)
     ccfg = consumer_config(run, enc)
-    tcfg = TrainConfig(epochs=1000, max_steps=steps, batch_size=p.consumer_batch, lr=p.consumer_lr,
-                       warmup_steps=steps // 20, weight_decay=0.05, label_smoothing=0.1, seed=seed,
-                       out_dir=str(run.work / name), progress=run.progress, eval_every=max(1, steps // 5),
-                       ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30))
-    reduced = [reduced_token_sets(run, enc, r, tr) for r in reduced_from] if reduced_from else None
-    del enc
-    model, result = train_consumer(tok, trl, part, pos, ccfg, tcfg, min_keep=0.1, val=(vtok, val),
-                                   scores=scores if guided else None, guided_prob=guided,
-                                   reduced=reduced, reduced_prob=0.5 if reduced_from else 0.0)
-    torch.save({"cfg": asdict(ccfg), "state": {k: v.cpu() for k, v in model.state_dict().items()}},
-               run.work / name / "consumer.pt")
+    model, result = E.train_consumer_on_images(
+        enc, bench_pages(run, "train", p.n_train), bench_pages(run, "val", p.n_val), GRID, ccfg, steps=steps,
+        batch=p.consumer_batch, lr=p.consumer_lr, out_dir=run.work / name, seed=seed, guided=guided,
+        reduced=[method_by_name(run, r) for r in reduced_from or []], dtype=run.dtype, progress=run.progress)
+    save_consumer(model, run.work / name / "consumer.pt")
     hist = [h for h in result.history if "val_accuracy" in h]
     _write_summary(run, name, {
         "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "seed": seed, "steps": result.steps,
@@ -366,76 +265,19 @@ def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
              hist[-1]["val_accuracy"] if hist else None)
 
 
-def load_consumer(run: Run, name: str = "consumer") -> TokenSetConsumer:
-    d = torch.load(run.work / name / "consumer.pt", weights_only=True)
-    m = TokenSetConsumer(ConsumerConfig(**d["cfg"]))
-    m.load_state_dict(d["state"])
-    return m.to(run.device).eval()
-
-
 # ------------------------------------------------------------------------------------------ methods
 def methods(preset: Preset, tome_r: dict[str, ToMeConfig]) -> dict[str, tuple]:
-    """name → (module, config) or None for dense. HiRED's phase 2 is at the second-to-last block;
-    HiRED-early selects at ``preset.early_layer`` (and, as a row, at HiRED's phase-2 block)."""
-    late = preset.enc.depth - 2
-    early = preset.early_layer
-    m: dict[str, tuple] = {
-        "dense": None,
-        "HiRED 20%": (hired, HiREDConfig(grid=GRID, rate=0.2)),
-        "HiRED 40%": (hired, HiREDConfig(grid=GRID, rate=0.4)),
-        "HiRED-early 20%": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=early, early=True)),
-        "HiRED 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25)),
-        "HiRED-early 20% α=0.25": (hired, HiREDConfig(grid=GRID, rate=0.2, alpha=0.25, select_layer=early,
-                                                       early=True)),
-        f"HiRED-early 20% @block {late}": (hired, HiREDConfig(grid=GRID, rate=0.2, select_layer=late, early=True)),
-        "EViT keep 0.5": (evit, EViTConfig(layers=preset.evit_layers, keep_rate=0.5)),
-        "EViT keep 0.7": (evit, EViTConfig(layers=preset.evit_layers, keep_rate=0.7)),
-    }
-    for name, cfg in tome_r.items():
-        m[name] = (tome, cfg)
-    return m
-
-
-def page_correct(run: Run, enc, cons, method, images, labels):
-    return E.page_correct(enc, cons, method, images, labels, GRID, dtype=run.dtype)
-
-
-def timings(run: Run, enc, cons, meths: dict, images, repeats: int, batch: int) -> dict[str, dict]:
-    return E.throughput(enc, cons, meths, images[:batch], GRID, repeats, dtype=run.dtype)
-
-
-@torch.no_grad()
-def peak_memory(run: Run, enc, cons, method, images) -> tuple[float, float]:
-    """Peak tensor memory (MiB) of one forward of ``images``: end to end, and the consumer alone on the
-    method's token set (CPU: torch profiler allocation events; CUDA: max_memory_allocated above the start)."""
-    images = images.to(run.device)
-    with E.applied(enc, method), run.precision():
-        e2e = E.peak_mib(lambda: cons.classify(E.encode(enc, method, images, GRID)), run.device)
-        ts = E.encode(enc, method, images, GRID)
-        con = E.peak_mib(lambda: cons.classify(ts), run.device)
-    return e2e, con
-
-
-def machine_info(run: Run, batch: int, threads: int | None = None) -> dict:
-    """Machine, versions and settings for the top of the JSON and the table."""
-    info = {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "host": platform.node(), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-        "device": str(run.device), "gpu": None, "dtype": "bf16 autocast" if run.dtype == torch.bfloat16 else "fp32",
-        "batch": batch, "threads": threads or torch.get_num_threads(), "preset": run.preset.name,
-        "load_avg": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
-    }
-    if run.device.type == "cuda":
-        prop = torch.cuda.get_device_properties(run.device)
-        info["gpu"] = f"{prop.name}, {prop.total_memory / 2**30:.0f} GiB"
-    return info
+    """name → (module, config) or None for dense (:func:`vitkit.reduce.evaluate.method_rows` at the preset's layers)."""
+    return E.method_rows(preset.enc.depth, preset.early_layer, preset.evit_layers, GRID, tome_r)
 
 
 def machine_line(info: dict) -> str:
-    dev = info["gpu"] or f"CPU ({info['cpu']}, {info['cpu_count']} cores, {info['threads']} torch threads)"
-    return (f"{dev}; torch {info['torch']}, CUDA {info['cuda']}; {info['dtype']}; batch {info['batch']} pages; "
-            f"preset {info['preset']}; {info['date']}; load {info['load_avg']}")
+    return machine.line(info, [info["dtype"], f"batch {info['batch']} pages", f"preset {info['preset']}"])
+
+
+def machine_info(run: Run, batch: int) -> dict:
+    return machine.describe(run.device, dtype="bf16 autocast" if run.dtype == torch.bfloat16 else "fp32", batch=batch,
+                            preset=run.preset.name)
 
 
 def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None,
@@ -445,21 +287,22 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     JSON is in --out)."""
     t0 = time.perf_counter()
     p = run.preset
-    enc, cons = load_encoder(run), load_consumer(run, consumer)
+    enc, cons = load_encoder(run), load_consumer(run.work / consumer / "consumer.pt", run.device)
     x, y = bench_pages(run, "test", n_test or p.n_test)
     info = machine_info(run, batch)
     log.info("machine: %s", machine_line(info))
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
     cands = tome_rows(run)
-    probe = timings(run, enc, cons, {"HiRED-early 20%": methods(p, {})["HiRED-early 20%"],
-                                     **{n: (tome, c) for n, c in cands.items()}}, x, max(3, repeats // 2), batch)
+    probe = E.throughput(enc, cons, {"HiRED-early 20%": methods(p, {})["HiRED-early 20%"],
+                                     **{n: (tome, c) for n, c in cands.items()}}, x[:batch], GRID, max(3, repeats // 2),
+                         dtype=run.dtype)
     target = probe["HiRED-early 20%"]["e2e_ips"]
     best = min(cands, key=lambda n: abs(probe[n]["e2e_ips"] / target - 1))
     log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
              target, best)
     meths = methods(p, {best: cands[best]})
     meths.update({name: method_by_name(run, name, "--also") for name in also if name not in meths})
-    tim = timings(run, enc, cons, meths, x, repeats, batch)
+    tim = E.throughput(enc, cons, meths, x[:batch], GRID, repeats, dtype=run.dtype)
     summary = run.work / consumer / "summary.json"
     result = {"machine": info, "consumer": consumer,
               "consumer_summary": json.loads(summary.read_text()) if summary.exists() else None,
@@ -467,236 +310,56 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
               "tome_config": asdict(cands[best]), "repeats": repeats, "batch": batch,
               "threads": torch.get_num_threads(), "test_pages": len(x)}
     json_path = run.out / f"bench_{consumer}.json"
-    rows = result["rows"]
-    correct = {}
-    for name, m in meths.items():
-        correct[name], ntok = page_correct(run, enc, cons, m, x, y)
-        e2e_mib, con_mib = peak_memory(run, enc, cons, m, x[: p.mem_batch])
-        rows[name] = {**tim[name], "accuracy": int(correct[name].sum()) / len(x), "tokens_per_page": ntok,
-                      "peak_mib": e2e_mib, "consumer_peak_mib": con_mib,
-                      "correct": "".join("1" if c else "0" for c in correct[name].tolist())}  # per test page
+
+    def saved(name: str, rows: dict) -> None:
         log.info("%s: %s", name, rows[name])
-        json_path.write_text(json.dumps(result, indent=2))  # partial results survive a time-out
-    d = rows["dense"]
-    for r in rows.values():
-        r["e2e_speedup"] = r["e2e_ips"] / d["e2e_ips"]
-        r["consumer_speedup"] = r["consumer_ips"] / d["consumer_ips"]
-        r["accuracy_delta_pts"] = 100 * (r["accuracy"] - d["accuracy"])
-    for name, r in rows.items():  # the same pages for every method: the paired error of Δ is the honest one
-        r["accuracy_delta_se_pts"] = 100 * E.paired_delta(correct[name], correct["dense"])[1]
+        json_path.write_text(json.dumps(result | {"rows": rows}, indent=2))  # partial results survive a time-out
+
+    result["rows"] = E.bench_rows(enc, cons, meths, x, y, GRID, tim, p.mem_batch, run.dtype, saved)
     result["bench_s"] = time.perf_counter() - t0
     json_path.write_text(json.dumps(result, indent=2))
-    table = f"{machine_line(info)}; {len(x)} test pages; consumer {consumer}\n\n" + table_text(rows)
+    stage_plot(run, consumer, plot_with)
+    return result
+
+
+def bench_text(result: dict) -> str:
+    """The machine line and the rows' table of a bench JSON."""
+    return (f"{machine_line(result['machine'])}; {result['test_pages']} test pages; consumer {result['consumer']}\n\n"
+            + bench_table(result["rows"]))
+
+
+def stage_plot(run: Run, consumer: str, plot_with: tuple[str, ...] = ()) -> dict:
+    """``--stage plot``: the table and the plot of ``bench_CONSUMER.json`` in --out again (no model runs)."""
+    result = json.loads((run.out / f"bench_{consumer}.json").read_text())
+    table = bench_text(result)
     print(table, flush=True)
     (run.out / f"table_{consumer}.md").write_text(table + "\n")
     others = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in plot_with
               if (run.out / f"bench_{n}.json").exists()}
     # one plot file in a separate --out (a GPU machine returns few files); one per consumer next to the cache
     path = run.out / ("token_reduction.png" if run.out != run.work else f"token_reduction_{consumer}.png")
-    plot({consumer: rows, **others}, path, info)
+    plot({consumer: result["rows"], **others}, path, result["machine"])
     return result
 
 
-def table_text(rows: dict) -> str:
-    lines = ["| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB e2e / consumer "
-             "| accuracy | Δ pts |", "|---|---|---|---|---|---|---|---|---|"]
-    for n, r in rows.items():
-        lines.append(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
-                     f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} "
-                     f"| {100 * r['accuracy']:.1f}% | {r['accuracy_delta_pts']:+.1f} ± {r.get('accuracy_delta_se_pts', float('nan')):.1f} |")
-    return "\n".join(lines)
-
-
-def pooled_text(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
-    """Several benches of the same test pages (e.g. one per consumer seed; ``benches`` = label → the "rows" of a
-    bench JSON) in one table: each row's speed-ups and accuracy per bench, and its Δ against dense as the paired
-    difference per page averaged over the benches, ± its standard error over pages; then the same for each
-    (A, B) in ``pairs``. Rows missing from any bench are left out."""
-    runs = list(benches.values())
-    n = {len(r["dense"]["correct"]) for r in runs}
-    if len(n) != 1:
-        raise ValueError(f"the benches scored different numbers of test pages {sorted(n)}: pool benches of the same pages")
-    names = [k for k in runs[0] if all(k in r for r in runs)]
-    for a, b in pairs:
-        for k in (a, b):
-            if k not in names:
-                raise ValueError(f"--pair {a}|{b}: no row {k!r} in every bench; rows: {names}")
-    # row → (benches, pages) of 0/1: each page's result under each bench
-    correct = {k: torch.tensor([[c == "1" for c in r[k]["correct"]] for r in runs], dtype=torch.float) for k in names}
-
-    def delta(a: str, b: str) -> tuple[float, float]:
-        d, se = E.paired_delta(correct[a].mean(0), correct[b].mean(0))
-        return 100 * d, 100 * se
-
-    def each(key: str, k: str, fmt: str) -> str:
-        return " / ".join(format(r[k][key] * (100 if key == "accuracy" else 1), fmt) for r in runs)
-
-    lines = [f"benches: {' / '.join(benches)}; {n.pop()} test pages", "",
-             f"| method | tokens/page | consumer × dense | end-to-end × dense | accuracy | Δ pts ± paired SE (mean of {len(runs)}) |",
-             "|---|---|---|---|---|---|"]
-    for k in names:
-        d, se = delta(k, "dense")
-        lines.append(f"| {k} | {runs[0][k]['tokens_per_page']:.0f} | {each('consumer_speedup', k, '.2f')} | "
-                     f"{each('e2e_speedup', k, '.2f')} | {each('accuracy', k, '.1f')}% | {d:+.1f} ± {se:.1f} |")
-    if pairs:
-        lines += ["", "| A − B | Δ pts ± paired SE | per bench | end-to-end × dense, A / B |", "|---|---|---|---|"]
-    for a, b in pairs:
-        d, se = delta(a, b)
-        per = " / ".join(f"{100 * x:+.1f}" for x in (correct[a] - correct[b]).mean(1).tolist())
-        lines.append(f"| {a} − {b} | {d:+.1f} ± {se:.1f} | {per} | "
-                     + ", ".join(f"{r[a]['e2e_speedup']:.2f} / {r[b]['e2e_speedup']:.2f}" for r in runs) + " |")
-    return "\n".join(lines)
-
-
-def print_table(rows: dict) -> None:
-    print(table_text(rows))
-
-
-def plot(results: dict[str, dict], path: Path, info: dict | None = None) -> bool:
-    """Accuracy vs end-to-end throughput; one marker per consumer ({consumer name: rows}). Returns False
-    (and logs why) when matplotlib is not installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        log.warning("matplotlib is not installed: no plot %s (the JSON and the table hold every figure)", path)
-        return False
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    colors = {}
-    for k, rows in enumerate(results.values()):
-        marker = "os^"[k % 3]
-        for n, r in rows.items():
-            c = colors.setdefault(n, matplotlib.colormaps["tab20"](len(colors) % 20))  # 11+ rows: 10 colours repeat
-            ax.scatter(r["e2e_ips"], 100 * r["accuracy"], color=c, marker=marker,
-                       label=n if k == 0 else None)
-            if k == 0:
-                ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 2),
-                            textcoords="offset points")
-    where = "1 CPU thread" if info is None or info["gpu"] is None and info["threads"] == 1 else (
-        f"{info['gpu'] or str(info['threads']) + ' CPU threads'}, {info['dtype']}, batch {info['batch']}")
-    ax.set_xlabel(f"end-to-end images/s (encoder + consumer, {where})")
-    ax.set_ylabel("page accuracy (%)")
-    ax.set_title("High-resolution FRB: accuracy vs throughput (" + "; ".join(
-        f"{'os^'[k % 3]} = {c}" for k, c in enumerate(results)) + ")", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def stage_plot(run: Run, names: list[str], path: Path) -> None:
-    results = {n: json.loads((run.out / f"bench_{n}.json").read_text())["rows"] for n in names
-               if (run.out / f"bench_{n}.json").exists()}
-    plot(results, path)
-
-
 # ------------------------------------------------------------------------------------------ time budget
-def _step_seconds(run: Run, model, make_batch, loss_fn, warmup: int = 3, steps: int = 5) -> float:
-    """Seconds per optimiser step (forward, backward, AdamW under the engine's autocast), measured."""
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    amp = torch.bfloat16 if run.device.type == "cuda" else None  # what the engine's amp="auto" picks
-    times = []
-    for i in range(warmup + steps):
-        batch = make_batch()
-        E.synchronize(run.device)
-        t = time.perf_counter()
-        with torch.autocast(run.device.type, amp, enabled=amp is not None):
-            loss = loss_fn(model, batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        E.synchronize(run.device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
-
-
-def fit_steps(seconds: float, enc_s: float, con_s: float, enc_steps: int, con_steps: int,
-              floor: float = 0.2) -> tuple[int, int]:
-    """Encoder and consumer step counts whose training (``enc_s`` / ``con_s`` seconds a step) fits ``seconds``:
-    the given counts if they fit, else fewer encoder steps (not below ``floor`` of them), then fewer consumer
-    steps (likewise). Never more than given."""
-    e, c = enc_steps, con_steps
-    if e * enc_s + c * con_s > seconds:
-        e = min(enc_steps, max(int(floor * enc_steps), int((seconds - c * con_s) / enc_s)))
-        if e * enc_s + c * con_s > seconds:
-            c = min(con_steps, max(int(floor * con_steps), int((seconds - e * enc_s) / con_s)))
-    return e, c
-
-
-def _data_seconds(run: Run, pages: tuple[torch.Tensor, torch.Tensor], batch: int, size: int) -> tuple[float, float]:
-    """(seconds to build one batch of ink crops on the CPU, seconds to copy it to the device), median of 3."""
-    from torch.utils.data import default_collate
-
-    from vitkit.frb.ink import InkCropDataset
-
-    ds = InkCropDataset(pages[0][:50], pages[1][:50], size=size, crops_per_page=3 * batch, seed=0)
-    make, copy = [], []
-    for r in range(3):
-        t = time.perf_counter()
-        x = default_collate([ds[i] for i in range(r * batch, (r + 1) * batch)])[0]
-        make.append(time.perf_counter() - t)
-        E.synchronize(run.device)
-        t = time.perf_counter()
-        x.to(run.device)
-        E.synchronize(run.device)
-        copy.append(time.perf_counter() - t)
-    return sorted(make)[1], sorted(copy)[1]
-
-
 def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
                safety: float = 1.3, pages: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Encoder and consumer step counts that fit ``seconds_left``, from a few measured training steps.
-
-    Never raises the given counts; lowers the encoder's first (not below 20%), then the consumer's. An
-    encoder step costs max(compute, building the crop batch from ``pages`` on the CPU) + the copy to the
-    device. The reserve for the bench and the token sets is estimated from the same measurements (forward ≈
-    1/3 of a step)."""
+    """Encoder and consumer step counts that fit ``seconds_left`` (:func:`vitkit.reduce.evaluate.training_plan`):
+    the encoder's crop batches are built from ``pages``; the bench runs every row on the test pages."""
     p = run.preset
     torch.manual_seed(0)
     enc = build_model(p.enc).to(run.device)
-    b = p.enc.batch_size
-    gpu_s = _step_seconds(run, enc, lambda: (torch.randn(b, 3, p.enc.crop, p.enc.crop, device=run.device),
-                                             torch.randint(0, 15, (b,), device=run.device)),
-                          lambda m, xy: F.cross_entropy(m(xy[0]), xy[1]))
-    data_s, copy_s = _data_seconds(run, pages, b, p.enc.crop) if pages is not None else (0.0, 0.0)
-    enc_s = max(gpu_s, data_s) + copy_s
-    grid = enc.grid_size
-    K = (1 + GRID[0] * GRID[1]) * grid[0] * grid[1]
-    ccfg = ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=grid, num_classes=15,
-                          **p.consumer)
-    del enc
-    cons = TokenSetConsumer(ccfg).to(run.device)
-    cb, k = p.consumer_batch, max(1, int(0.55 * K))  # mean kept share of U[10%, 100%]
-
-    def con_batch():
-        return (torch.randn(cb, k, ccfg.in_dim, device=run.device),
-                torch.randint(0, ccfg.num_partitions, (cb, k), device=run.device),
-                torch.randint(0, grid[0], (cb, k, 2), device=run.device), torch.randint(0, 15, (cb,), device=run.device))
-
-    con_s = _step_seconds(run, cons, con_batch, lambda m, t: F.cross_entropy(m(t[0], t[1], t[2]), t[3]))
-    del cons
-    if run.device.type == "cuda":
-        torch.cuda.empty_cache()
-    # one page end to end ≈ (5 crops' forward) + (the consumer's forward on all K tokens)
-    page_s = (1 + GRID[0] * GRID[1]) * gpu_s / (3 * b) + con_s / (3 * cb) / 0.55
     n_rows = 10 + len(p.tome_candidates)
-    reserve = 60.0 + page_s * (1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
-                               + 1.5 * n_rows * p.batch * (p.repeats + 4))
-    e, c = fit_steps(seconds_left / safety - reserve, enc_s, con_s, enc_steps, con_steps)
-    plan = {"encoder_s_per_step": enc_s, "encoder_compute_s": gpu_s, "encoder_data_s": data_s,
-            "encoder_copy_s": copy_s, "consumer_s_per_step": con_s, "reserve_s": safety * reserve,
-            "seconds_left": seconds_left, "encoder_steps_asked": enc_steps, "consumer_steps_asked": con_steps,
-            "encoder_steps": e, "consumer_steps": c, "estimated_s": safety * (e * enc_s + c * con_s + reserve)}
+    plan = E.training_plan(enc, consumer_config(run, enc), seconds_left, enc_steps, con_steps, pages=pages,
+                           enc_batch=p.enc.batch_size, con_batch=p.consumer_batch, safety=safety,
+                           bench_pages=1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
+                           + 1.5 * n_rows * p.batch * (p.repeats + 4))
     log.info("time budget: %.0f s left; measured %.3f s/encoder step (compute %.3f, crops %.3f, copy %.3f), %.3f "
              "s/consumer step; bench and token sets ≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), "
-             "≈ %.0f s", seconds_left, enc_s, gpu_s, data_s, copy_s, con_s, safety * reserve, e, enc_steps, c,
+             "≈ %.0f s", seconds_left, plan["encoder_s_per_step"], plan["encoder_compute_s"], plan["encoder_data_s"],
+             plan["encoder_copy_s"],
+             plan["consumer_s_per_step"], plan["reserve_s"], plan["encoder_steps"], enc_steps, plan["consumer_steps"],
              con_steps, plan["estimated_s"])
     return plan
 
@@ -797,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             rendered = encoder_pages(run)
             for split, n in (("train", preset.n_train), ("val", preset.n_val), ("test", n_test)):
                 bench_pages(run, split, n)
-            close_pool()
+            run.pool.close()
             log.info("all pages rendered in %.1f s", time.perf_counter() - t)
             plan = plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test,
                               pages=rendered[0])
@@ -815,13 +478,15 @@ def main(argv: list[str] | None = None) -> dict | None:
             log.info("total %.0f s", result["total_s"])
         if args.extra_consumer is not None:
             result["extra"] = extra_consumer(run, args, t_start, result, con_steps, repeats, batch, n_test)
+        if args.stage == "plot":
+            result = stage_plot(run, args.consumer)
     finally:
-        close_pool()
+        run.pool.close()
     return result
 
 
 def stage_pool(ap: argparse.ArgumentParser, args) -> dict:
-    """``--stage pool``: :func:`pooled_text` of the ``--bench-json`` files, printed and written to
+    """``--stage pool``: :func:`vitkit.reduce.report.pooled_table` of the ``--bench-json`` files, printed and written to
     ``--out/table_pooled.md``."""
     if not args.bench_json or len(args.bench_json) < 2:
         ap.error("--stage pool needs two or more --bench-json FILE (benches of the same test pages)")
@@ -837,7 +502,7 @@ def stage_pool(ap: argparse.ArgumentParser, args) -> dict:
         except (OSError, ValueError, KeyError) as e:
             ap.error(f"--bench-json {f}: not a readable bench JSON with 'rows' ({e})")
     try:
-        text = pooled_text(benches, pairs)
+        text = pooled_table(benches, pairs)
     except ValueError as e:
         ap.error(str(e))
     print(text, flush=True)

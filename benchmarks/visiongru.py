@@ -31,13 +31,9 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +42,10 @@ import torch
 import torch.nn.functional as F
 
 import vitkit
+from vitkit.bench import machine
+from vitkit.bench.probe import ProbeError
+from vitkit.bench.probe import run_probe as probe_process
+from vitkit.bench.timing import interleaved, median, peak_cuda_mib, rss_rise, timed
 from vitkit.models.visiongru import VisionGRU, VisionGRUConfig
 from vitkit.models.vit import VisionTransformer, ViTConfig
 
@@ -72,29 +72,6 @@ def n_params(m: torch.nn.Module) -> int:
 # ------------------------------------------------------------------ memory probes (one per subprocess)
 
 
-def rss_now() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
-def reset_peak() -> None:
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def probe(spec: dict) -> dict:
     """One (model, size, mode) in this fresh process: peak memory rise of the first forward/step, step times."""
     torch.set_num_threads(spec["threads"])
@@ -119,34 +96,21 @@ def probe(spec: dict) -> dict:
             with torch.inference_mode(), amp:
                 model(x)
 
-    if dev == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    if dev == "cuda":  # the first step's peak above what was allocated before
+        first = []
+        peak = int(peak_cuda_mib(lambda: first.append(timed(step, dev)), dev) * 2**20)
+        first = first[0]
     else:
-        before = rss_now()
-        reset_peak()
-    t0 = time.perf_counter()
-    step()
-    sync(dev)
-    first = time.perf_counter() - t0
-    peak = (torch.cuda.max_memory_allocated() if dev == "cuda" else peak_rss()) - before
-    times = []
-    for _ in range(spec["timed"]):
-        t0 = time.perf_counter()
-        step()
-        sync(dev)
-        times.append(time.perf_counter() - t0)
-    return {"peak_bytes": peak, "first_s": first, "times_s": times}
+        rise = rss_rise(lambda: timed(step, dev))
+        peak, first = rise["peak_delta"], rise["result"]
+    return {"peak_bytes": peak, "first_s": first, "times_s": [timed(step, dev) for _ in range(spec["timed"])]}
 
 
 def run_probe(spec: dict) -> dict:
-    cmd = [sys.executable, __file__, "--probe", json.dumps(spec)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"])}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if out.returncode:
-        return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    try:
+        return probe_process(__file__, "--probe", spec, env={"OMP_NUM_THREADS": str(spec["threads"])})
+    except ProbeError as e:
+        return {"error": str(e).strip().splitlines()[-1]}
 
 
 # ------------------------------------------------------------------ cost stage
@@ -158,18 +122,8 @@ def interleaved_inference(args, size: int) -> dict[str, list[float]]:
     models = {k: build(k, args.pair).to(dev).eval() for k in ("gru", "vit")}
     x = torch.randn(1, 3, size, size, device=dev)
     amp = torch.autocast(dev, dtype=dtype, enabled=dtype != torch.float32)
-    times: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode(), amp:
-        for m in models.values():
-            m(x)
-        for r in range(args.repeats):
-            for k in (("gru", "vit") if r % 2 == 0 else ("vit", "gru")):
-                sync(dev)
-                t0 = time.perf_counter()
-                models[k](x)
-                sync(dev)
-                times[k].append(time.perf_counter() - t0)
-    return times
+        return interleaved({k: (lambda m=m: m(x)) for k, m in models.items()}, args.repeats, device=dev)
 
 
 def fit_exponent(sizes: list[int], values: list[float]) -> float | None:
@@ -194,7 +148,7 @@ def cost_stage(args) -> dict:
             for k in ("gru", "vit"):
                 mem = run_probe(dict(model=k, pair=args.pair, size=size, batch=1, mode="infer", timed=0,
                                      device=args.device, dtype=args.dtype, threads=args.threads))
-                row[f"{k}_infer"] = {**mem, "s_per_image": statistics.median(t[k]), "times_s": t[k]}
+                row[f"{k}_infer"] = {**mem, "s_per_image": median(t[k]), "times_s": t[k]}
         if "train" in args.modes:
             order = ("gru", "vit") if sizes.index(size) % 2 == 0 else ("vit", "gru")
             for k in order:
@@ -202,7 +156,7 @@ def cost_stage(args) -> dict:
                                      timed=args.train_timed, device=args.device, dtype=args.dtype,
                                      threads=args.threads))
                 if "times_s" in res:
-                    res["s_per_image"] = statistics.median(res["times_s"] or [res["first_s"]]) / tb
+                    res["s_per_image"] = median(res["times_s"] or [res["first_s"]]) / tb
                 row[f"{k}_train"] = res
         rows.append(row)
         print(f"  {size}px done: " + ", ".join(f"{k}={v.get('s_per_image', v.get('error'))}"
@@ -248,21 +202,18 @@ def scan_stage(args) -> dict:
 
     gen = torch.Generator().manual_seed(0)
     gate, hidden = (torch.randn(1, args.scan_len, args.scan_dim, generator=gen) for _ in range(2))
-    fns = {"scan": scan, "scan_log": scan_log}
-    times: dict[str, list[float]] = {f"{k}_{m}": [] for k in fns for m in ("fwd", "fwd_bwd")}
-    for r in range(args.repeats + 1):
-        for k in (("scan", "scan_log") if r % 2 == 0 else ("scan_log", "scan")):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                fns[k](gate, hidden)
-            t1 = time.perf_counter()
-            a, b = gate.clone().requires_grad_(True), hidden.clone().requires_grad_(True)
-            fns[k](a, b).sum().backward()
-            t2 = time.perf_counter()
-            if r:  # the first round is a warm-up
-                times[f"{k}_fwd"].append(t1 - t0)
-                times[f"{k}_fwd_bwd"].append(t2 - t1)
-    med = {k: statistics.median(v) for k, v in times.items()}
+
+    def fwd(fn):
+        with torch.no_grad():
+            fn(gate, hidden)
+
+    def fwd_bwd(fn):
+        fn(gate.clone().requires_grad_(True), hidden.clone().requires_grad_(True)).sum().backward()
+
+    runs = {f"{k}_{m}": (lambda f=f, step=step: step(f)) for k, f in (("scan", scan), ("scan_log", scan_log))
+            for m, step in (("fwd", fwd), ("fwd_bwd", fwd_bwd))}
+    times = interleaved(runs, args.repeats, warmup=1)
+    med = {k: median(v) for k, v in times.items()}
     for m in ("fwd", "fwd_bwd"):
         print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: scan {med[f'scan_{m}'] * 1e3:8.1f} ms, scan_log "
               f"{med[f'scan_log_{m}'] * 1e3:8.1f} ms, speed-up {med[f'scan_log_{m}'] / med[f'scan_{m}']:.2f}x")
@@ -361,9 +312,7 @@ def main(argv=None) -> int:
         print(json.dumps(probe(json.loads(args.probe))))
         return 0
     torch.set_num_threads(args.threads)
-    info = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "torch": torch.__version__, "argv": sys.argv[1:],
-            "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu"}
+    info = machine.describe(args.device, argv=sys.argv[1:])
     if args.stage == "cost":
         params = {k: n_params(build(k, args.pair)) for k in ("gru", "vit")}
         res = {"info": info, "params": params, **cost_stage(args)}

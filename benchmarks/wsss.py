@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from vitkit.bench import machine
 from vitkit.segment.wsss import METHODS, WSSSConfig, run_wsss
 
 KEYS = ("pseudo_miou", "pseudo_miou_best", "cam_pseudo_miou", "val_miou", "val_cls_f1")
@@ -64,8 +63,7 @@ def main() -> None:
     methods = [m for m in args.methods.split(",") if m]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     over = {k: v for k, v in (("steps", args.steps), ("train", args.train), ("val", args.val)) if v is not None}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"threads {args.threads}, load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print("machine: " + machine.line(machine.describe(threads=args.threads)))
     runs: list[dict] = []
     json_path = Path(args.json or Path(args.out) / "wsss.json")
     json_path.parent.mkdir(parents=True, exist_ok=True)

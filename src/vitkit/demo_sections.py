@@ -1,9 +1,9 @@
 """The method packages' sections of the ``vitkit demo`` report: one (name, builder) entry each, in page order.
 
 A builder takes a :class:`vitkit.demo.DemoContext` (the trained demo model, its pages and the FRB
-splits) and returns a :class:`vitkit.report.Section`; it should add at most ~30 s on 2 CPU cores so
-the whole demo stays within its 10-minute budget. Import inside the builder's own module, not here,
-whatever is heavy.
+splits), computes a metric dict with a function of its method's package and returns the
+:class:`vitkit.report.Section` that renders it; it should add at most ~30 s on 2 CPU cores so the whole
+demo stays within its 10-minute budget. Import inside the builder's own module, not here, whatever is heavy.
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ def test_explain_cli_writes_overlays_and_scores(tmp_path) -> None:
 
 
 def test_report_section_renders_metrics_and_overlays() -> None:
-    from vitkit.explain.report import explain_examples, explanation_section
+    from vitkit.explain.examples import explain_examples
+    from vitkit.explain.report import explanation_section
     from vitkit.report.html import Report
 
     model = vitkit.create_model("vit_test").eval()

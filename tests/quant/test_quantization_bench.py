@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from vitkit.frb.recipe import build_model
+from vitkit.quant.evaluate import fit_plan
+from vitkit.quant.report import grid_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,14 +36,14 @@ def test_configurations_put_w4a4_first(qb):
     assert qb.extra_configurations(qb.VITB, method="minmax") == []  # the grid already uses min-max
 
 
-def test_fit_plan_lowers_training_then_synthesis_and_never_raises(qb):
+def test_fit_plan_lowers_training_then_synthesis_and_never_raises():
     costs, asked = {"train": 0.05, "synth": 0.1}, {"train": 3000, "synth": 1000}
-    assert qb.fit_plan(1000, costs, asked) == asked  # 250 s: fits
-    assert qb.fit_plan(200, costs, asked) == {"train": 2000, "synth": 1000}  # 100 s of synthesis leave 100 s
-    assert qb.fit_plan(150, costs, asked) == {"train": 1500, "synth": 750}  # training at 50 %, synthesis fits
-    assert qb.fit_plan(90, costs, asked) == {"train": 800, "synth": 500}  # synthesis at 50 % (50 s), training 40 s
-    assert qb.fit_plan(1, costs, asked) == {"train": 750, "synth": 200}  # both at their last floors
-    assert qb.fit_plan(1e9, costs, asked) == asked
+    assert fit_plan(1000, costs, asked) == asked  # 250 s: fits
+    assert fit_plan(200, costs, asked) == {"train": 2000, "synth": 1000}  # 100 s of synthesis leave 100 s
+    assert fit_plan(150, costs, asked) == {"train": 1500, "synth": 750}  # training at 50 %, synthesis fits
+    assert fit_plan(90, costs, asked) == {"train": 800, "synth": 500}  # synthesis at 50 % (50 s), training 40 s
+    assert fit_plan(1, costs, asked) == {"train": 750, "synth": 200}  # both at their last floors
+    assert fit_plan(1e9, costs, asked) == asked
 
 
 def test_table_shows_the_target_gaps(qb):
@@ -58,7 +60,7 @@ def test_table_shows_the_target_gaps(qb):
            "preset": "vitb", "val_crops": 1200, "n_calib": 32, "synth_steps": 1000, "synth_precision": "TF32",
            "train_steps": 3000, "train_precision": "bf16 autocast", "eval_precision": "IEEE fp32",
            "skipped": ["W8A8 per tensor real"], "calib_method": "mse"}
-    text = qb.table_markdown(res)
+    text = grid_table(res)
     assert "| W4A4 | per tensor | 80.0% | 50.0% | 60.0% | 75.0% | +15.0 | -5.0 |" in text
     assert "| W8A8 | per token | 90.0% | – | – | – | – | – |" in text
     assert "| W4A4 | per tensor, minmax | – | 30.0% | – | – | – | – |" in text
@@ -98,6 +100,7 @@ def _tiny_run(qb, tmp_path, device: str) -> dict:
     saved = json.loads((out / "quant_tiny.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(rows))
     table = (out / "quant_tiny.md").read_text()
+    assert table == grid_table(saved) + "\n"  # the table regenerates from the recorded JSON alone
     assert table.count("| W4A4 | per token |") == 2 and table.count("| W4A4 | per tensor |") == 2  # both tables
     assert table.count("| W4A4 | per tensor, minmax |") == 2 and table.count("| W8A8 |") == 4
     spread = res["channel_spread"]  # is there an outlier channel for W4A4 to struggle with? (in the table's head)

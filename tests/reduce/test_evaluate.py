@@ -4,6 +4,7 @@ import pytest
 import torch
 from reduce_models import make
 
+from vitkit.bench import timing
 from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evaluate, evit, hired, tome
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
@@ -18,7 +19,7 @@ def test_peak_tensor_memory_counts_live_tensors():
         del a
         return (b * 3).sum()  # a freed before this one: still 2 MiB at most
 
-    peak = evaluate.peak_tensor_mib(work)
+    peak = timing.peak_tensor_mib(work)
     assert 1.99 < peak < 2.1
 
 
@@ -42,22 +43,22 @@ def test_throughput_and_accuracy_with_methods_interleaved():
 def test_precision_device_and_peak_helpers_on_cpu():
     lin = torch.nn.Linear(8, 8)
     x = torch.randn(2, 8)
-    with evaluate.precision("cpu", None):
+    with timing.precision("cpu", None):
         assert lin(x).dtype == torch.float32
-    with evaluate.precision("cpu", torch.float32):
+    with timing.precision("cpu", torch.float32):
         assert lin(x).dtype == torch.float32
-    with evaluate.precision("cpu", torch.bfloat16):
+    with timing.precision("cpu", torch.bfloat16):
         assert lin(x).dtype == torch.bfloat16
     with pytest.raises(ValueError, match="dtype"):
-        evaluate.precision("cpu", torch.float64)
+        timing.precision("cpu", torch.float64)
     assert evaluate.model_device(lin) == torch.device("cpu")
-    evaluate.synchronize("cpu")  # a no-op
+    timing.synchronize("cpu")  # a no-op
 
     def work():
         a = torch.ones(256, 1024)
         return (a * 2).sum()
 
-    assert 1.99 < evaluate.peak_mib(work, "cpu") < 2.1  # the profiler path on CPU
+    assert 1.99 < timing.peak_mib(work, "cpu") < 2.1  # the profiler path on CPU
 
 
 def test_bf16_autocast_runs_every_method_with_the_same_token_counts():
@@ -76,7 +77,7 @@ def test_bf16_autocast_runs_every_method_with_the_same_token_counts():
         assert 0 <= acc <= 1 and ntok == bf16[name]["tokens"]
     # dense under autocast is close to fp32 (the consumer's logits)
     ts32 = evaluate.encode(m, None, x, (2, 2))
-    with evaluate.precision("cpu", torch.bfloat16):
+    with timing.precision("cpu", torch.bfloat16):
         ts16 = evaluate.encode(m, None, x, (2, 2))
         logits16 = cons.classify(ts16).float()
     assert torch.allclose(cons.classify(ts32), logits16, atol=0.05)
@@ -95,7 +96,7 @@ def test_cuda_throughput_accuracy_and_peak_memory():
     assert all(r["e2e_ips"] > 0 for r in res.values())
     acc, _ = evaluate.accuracy(m, cons, methods["hired-early"], x, y, (2, 2), dtype=torch.bfloat16)
     assert 0 <= acc <= 1
-    peak = evaluate.peak_mib(lambda: torch.ones(256, 1024, device=dev) * 2, dev)
+    peak = timing.peak_mib(lambda: torch.ones(256, 1024, device=dev) * 2, dev)
     assert 1.99 < peak < 2.1
 
 

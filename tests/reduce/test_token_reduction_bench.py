@@ -14,6 +14,7 @@ import torch
 from vitkit.frb.recipe import DemoConfig
 from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import evaluate as E
+from vitkit.reduce import evit
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,6 +111,9 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     assert plan["encoder_s_per_step"] >= max(plan["encoder_compute_s"], plan["encoder_data_s"])
     table = (out / "table_consumer.md").read_text()
     assert table.startswith("CPU (") and "| HiRED-early 20% |" in table
+    (out / "table_consumer.md").unlink()  # --stage plot: the table again from the recorded JSON alone
+    tr.main(["--size", "tiny", "--stage", "plot", "--out", str(out), "--work", str(work)])
+    assert (out / "table_consumer.md").read_text() == table
 
 
 @pytest.mark.parametrize("argv, says", [
@@ -134,7 +138,7 @@ def test_a_misspelt_method_fails_before_any_training(tr, tmp_path, capsys):
 def test_extra_rows_by_name_parse_tome_schedules_and_evit_rates(tr):
     run = tr.Run(preset=tr.DEEP)
     mod, cfg = tr.method_by_name(run, "EViT keep 0.6", "--also")
-    assert mod is tr.evit and cfg.keep_rate == 0.6 and cfg.layers == (3, 6, 9)
+    assert mod is evit and cfg.keep_rate == 0.6 and cfg.layers == (3, 6, 9)
     mod, cfg = tr.method_by_name(run, "ToMe r=[4,2]", "--also")
     assert mod is tr.tome and cfg.r == [4, 2]
     for bad in ("EViT keep 1.5", "EViT keep half", "ToMe r=x"):
@@ -218,13 +222,13 @@ def test_training_on_cuda_moves_data_to_the_device(tr, tmp_path):
     _train_encoder_and_consumer(tr, tmp_path, "cuda")
 
 
-def test_fit_steps_lowers_the_encoder_first_and_never_raises(tr):
-    assert tr.fit_steps(1000, 0.1, 0.05, 2000, 1500) == (2000, 1500)  # 275 s: fits
-    e, c = tr.fit_steps(200, 0.1, 0.05, 2000, 1500)  # 75 s of consumer leaves 125 s: 1,250 encoder steps
+def test_fit_steps_lowers_the_encoder_first_and_never_raises():
+    assert E.fit_training_steps(1000, 0.1, 0.05, 2000, 1500) == (2000, 1500)  # 275 s: fits
+    e, c = E.fit_training_steps(200, 0.1, 0.05, 2000, 1500)  # 75 s of consumer leaves 125 s: 1,250 encoder steps
     assert (e, c) == (1250, 1500)
-    e, c = tr.fit_steps(60, 0.1, 0.05, 2000, 1500)  # the encoder at its floor (400 = 40 s), the consumer gets 20 s
+    e, c = E.fit_training_steps(60, 0.1, 0.05, 2000, 1500)  # the encoder at its floor (400 = 40 s), the consumer gets 20 s
     assert (e, c) == (400, 400)
-    assert tr.fit_steps(1, 0.1, 0.05, 2000, 1500) == (400, 300)  # both at their floor
+    assert E.fit_training_steps(1, 0.1, 0.05, 2000, 1500) == (400, 300)  # both at their floor
 
 
 def _bench_json(path, correct: dict[str, str], speed: float = 2.0):

@@ -1,22 +1,20 @@
 """The report's explanation section: a metrics table and, per example image, each method's map side by side.
 
 Hook-in (the demo report): build ``examples`` from a few FRB pages and scenes with
-:func:`explain_examples`, take ``metrics`` from ``benchmarks/explain.py``'s JSON (``seeds[s]["methods"]``)
+:func:`vitkit.explain.examples.explain_examples`, take ``metrics`` from ``benchmarks/explain.py``'s JSON (``seeds[s]["methods"]``)
 or compute them with :mod:`vitkit.explain.metrics`, and ``report.add(explanation_section(metrics, examples))``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 
-import numpy as np
 from PIL import Image
-from torch import Tensor, nn
 
 from ..report.html import Section, escape, table
 from ..report.plots import image_grid
-from .overlay import denormalize, overlay
+from .examples import Example, demo_examples
+from .overlay import overlay
 
 #: metric key → column header (and which way is better)
 COLUMNS = {
@@ -30,25 +28,6 @@ COLUMNS = {
     "forwards": "forwards",
     "backwards": "backwards",
 }
-
-
-@dataclass
-class Example:
-    """One image (H, W, 3) uint8 with its maps {method: (h, w)} and a caption (e.g. the class)."""
-
-    caption: str
-    image: np.ndarray
-    maps: dict[str, Tensor] = field(default_factory=dict)
-
-
-def explain_examples(model: nn.Module, x: Tensor, methods: Sequence[str], captions: Sequence[str], *, target=None,
-                     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> list[Example]:
-    """Explain preprocessed images x (B, 3, H, W) with each method → :class:`Example` list."""
-    from . import explain
-
-    maps = {m: explain(model, x, m, target=target).maps for m in methods}
-    return [Example(captions[i], denormalize(x[i], mean, std), {m: maps[m][i] for m in methods})
-            for i in range(x.shape[0])]
 
 
 def _cell(key: str, value) -> str:
@@ -92,30 +71,9 @@ def explanation_section(metrics: Mapping[str, Mapping[str, float]], examples: Se
 
 
 def demo_section(ctx) -> Section:
-    """``vitkit demo`` section: rollout, Grad-CAM and gradient-weighted rollout on tiles of hard-split pages.
-
-    The demo model classifies ink tiles, so each example is one tile of a page (the page's first tile as
-    the page classifier cuts it), explained for the font the model predicts; each method's passes are
-    counted on the same tiles.
-    """
-    import torch
-
-    from ..frb.ink import pil_to_tensor, to_model_input
-    from . import explain
-
-    model, clf = ctx.model, ctx.classifier
-    pages = ctx.hard[:: max(1, len(ctx.hard) // 4)][:4]
-    x = to_model_input(torch.stack([clf.page_tiles(pil_to_tensor(p.image))[0] for p in pages]))
-    with torch.no_grad():
-        pred = model(x).argmax(-1)
-    labels = model.cfg.labels or [str(i) for i in range(model.cfg.num_classes)]
-    methods = ("rollout", "gradcam", "chefer")
-    examples = explain_examples(model, x, methods, [f"{p.font} (pred. {labels[k]})" for p, k in zip(pages, pred.tolist(), strict=True)],
-                                target=pred)
-    metrics = {}
-    for m in methods:
-        e = explain(model, x, m, target=pred)
-        metrics[m] = {"forwards": e.forwards, "backwards": e.backwards}
+    """``vitkit demo`` section: rollout, Grad-CAM and gradient-weighted rollout on tiles of hard-split pages
+    (:func:`vitkit.explain.examples.demo_examples`)."""
+    examples, metrics = demo_examples(ctx.model, ctx.classifier, ctx.hard)
     ctx.metrics["explanations"] = metrics
     return explanation_section(metrics, examples, note=(
         "Where the demo's ViT looks on one tile of four hard-split pages, for the font it predicts. Scored "

@@ -1,13 +1,13 @@
 """Report section for open-world recognition: ROC curves, known-vs-unknown score histograms, a table.
 
 :func:`ood_section` turns evaluated detectors (see :func:`vitkit.ood.openset.evaluate`) into a
-:class:`vitkit.report.Section`; :func:`demo_section` is the ``vitkit demo`` builder.
+:class:`vitkit.report.Section`; :func:`demo_section` is the ``vitkit demo`` builder (the figures come
+from :func:`vitkit.ood.openset.demo_results`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
@@ -112,48 +112,22 @@ def demo_section(ctx) -> object:
 
 
 def _demo_section(ctx) -> object:
-    import torch
-
     from .. import frb
-    from .openset import Features, crop_features, evaluate, fit_detectors, tile_features
+    from .openset import demo_results
 
-    t0 = time.perf_counter()
-    cfg = ctx.cfg
-    known_idx = torch.tensor([frb.FONT_NAMES.index(n) for n in frb.KNOWN_FONTS])
-    is_known = torch.isin(ctx.train_labels, known_idx)
-    pages = ctx.train_pages[is_known][:300]
-    labels = ctx.train_labels[is_known][:300]
-    remap = torch.full((len(frb.FONT_NAMES),), -1, dtype=torch.long)
-    remap[known_idx] = torch.arange(len(known_idx))
-    model = ctx.model.eval()
-    train = crop_features(model, pages, remap[labels], crops_per_page=4, size=cfg.crop)
-    vk = torch.isin(ctx.val_labels, known_idx)
-    fin = tile_features(model, ctx.val_pages[vk], size=cfg.crop, stride=cfg.crop // 2)
-    fout = tile_features(model, ctx.val_pages[~vk], size=cfg.crop, stride=cfg.crop // 2)
-
-    def known_logits(f: Features) -> Features:
-        return Features(f.features, f.logits[:, known_idx], f.labels, f.owner)
-
-    train, fin, fout = known_logits(train), known_logits(fin), known_logits(fout)
-    budget = min(50, len(train.features))
-    specs = {"MSP": {"name": "msp"}, "max-logit": {"name": "max_logit"}, "energy": {"name": "energy"},
-             f"KNN (k=10, all {len(train.features)} crops)": {"name": "knn", "k": 10},
-             "Mahalanobis": {"name": "mahalanobis"},
-             f"MoLAR ({budget} exemplars)": {"name": "molar", "budget": budget, "steps": 200, "n_init": 3}}
-    dets = fit_detectors(train, specs)
-    res = evaluate(dets, fin, fout)
+    d = demo_results(ctx.model, (ctx.train_pages, ctx.train_labels), (ctx.val_pages, ctx.val_labels), ctx.cfg.crop)
+    res = d["results"]
     ctx.metrics["ood"] = {k: {m: round(v, 4) for m, v in r.items() if not m.startswith("page_scores")}
                           for k, r in res.items()}
-    secs = time.perf_counter() - t0
     notes = [
         f"Known = {len(frb.KNOWN_FONTS)} fonts, unknown = {', '.join(frb.UNKNOWN_FONTS)}. Detectors were fitted on "
-        f"{len(train.features)} crops of {len(pages)} training pages in the known fonts and score the "
-        f"{fin.n_pages} known-font and {fout.n_pages} unknown-font validation pages (page score = mean over its "
-        f"ink tiles; higher = known). Logit detectors use only the 10 known-font logits.",
+        f"{d['n_train_crops']} crops of {d['n_train_pages']} training pages in the known fonts and score the "
+        f"{d['n_in_pages']} known-font and {d['n_out_pages']} unknown-font validation pages (page score = mean over "
+        f"its ink tiles; higher = known). Logit detectors use only the 10 known-font logits.",
         "Caveat: the demo backbone was trained on all 15 fonts; here it is a frozen feature extractor (MoLAR's "
         "setting), but its features have seen the unknown fonts, so these figures are optimistic. The honest "
         "open-set figures (a ViT trained on the 10 known fonts only) are in benchmarks/RESULTS.md "
         "(benchmarks/ood.py).",
-        f"Section built in {secs:.0f} s (one thread). MoLAR here: 200 head steps (library default 1500).",
+        f"Section built in {d['seconds']:.0f} s (one thread). MoLAR here: 200 head steps (library default 1500).",
     ]
     return ood_section(res, notes, title="Open-world recognition (known vs unknown fonts)", id="open-world")

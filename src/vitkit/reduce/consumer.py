@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -178,3 +178,16 @@ def train_consumer(
 
     result = Trainer(model, ds, tcfg, loss_fn=loss_fn, eval_fn=eval_fn).fit()
     return model.eval(), result
+
+
+def save_consumer(model: TokenSetConsumer, path) -> None:
+    """``{"cfg", "state"}`` of a consumer at ``path`` (a ``.pt`` file; tensors on the CPU)."""
+    torch.save({"cfg": asdict(model.cfg), "state": {k: v.cpu() for k, v in model.state_dict().items()}}, path)
+
+
+def load_consumer(path, device: torch.device | str = "cpu") -> TokenSetConsumer:
+    """The consumer :func:`save_consumer` wrote at ``path``, on ``device``, in eval mode."""
+    d = torch.load(path, weights_only=True)
+    m = TokenSetConsumer(ConsumerConfig(**d["cfg"]))
+    m.load_state_dict(d["state"])
+    return m.to(device).eval()

@@ -2,6 +2,7 @@
 
 :func:`kept_overlay` paints a high-resolution page with its kept sub-image tokens bright and the
 dropped ones dimmed, and the thumbnail (partition 0) beside it with its own kept tokens.
+:func:`accuracy_throughput_plot`, :func:`bench_table` and :func:`pooled_table` show a benchmark's rows.
 :func:`demo_section` runs HiRED, HiRED-early, EViT and ToMe on one validation page of ``vitkit demo``
 with the demo's trained ViT as the encoder (a few forward passes: well under a second).
 """
@@ -12,7 +13,6 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
@@ -96,28 +96,18 @@ def group_overlay(grey: Tensor, source: Tensor, grid: tuple[int, int], patch_gri
 
 
 def method_overlays(model, page: Tensor, methods: Sequence[tuple[str, object, object]], grid: tuple[int, int]):
-    """page (1, 1, H, W) grey → [(name, overlay, tokens kept)] for (name, module or None, cfg) methods."""
-    from ..frb.ink import to_model_input
-    from .reducers import Reducer, reducer_for
+    """page (1, 1, H, W) grey → [(name, overlay, tokens kept)] for (name, module or None, cfg) methods: the
+    token sets of :func:`vitkit.reduce.evaluate.kept_token_sets` drawn with :func:`kept_overlay` (ToMe: the
+    merged groups, :func:`group_overlay`, instead of the representatives)."""
+    from .evaluate import kept_token_sets
 
     vis = getattr(model, "visual", model)
-    x = to_model_input(page)
     out = []
-    with torch.no_grad():
-        for name, mod, cfg in methods:
-            if mod is not None:
-                mod.apply(model, cfg)
-            try:
-                ts = (Reducer if mod is None else reducer_for(cfg)).encode(model, x, grid)
-            finally:
-                if mod is not None:
-                    mod.remove(model)
-            img = kept_overlay(page[0, 0], ts, grid)
-            source = ts.state.extras.get("tome_source")
-            if source is not None:  # ToMe: show the merged groups instead of the representatives
-                groups = group_overlay(page[0, 0], source, grid, ts.grid, vis.num_prefix_tokens)
-                img.paste(groups, (0, 0))
-            out.append((name, img, len(ts)))
+    for name, ts, source in kept_token_sets(model, page, methods, grid):
+        img = kept_overlay(page[0, 0], ts, grid)
+        if source is not None:
+            img.paste(group_overlay(page[0, 0], source, grid, ts.grid, vis.num_prefix_tokens), (0, 0))
+        out.append((name, img, len(ts)))
     return out
 
 
@@ -159,3 +149,91 @@ def demo_section(ctx):
         parts.append(figure(img, caption=f"{name}: {k} tokens", alt=escape(name)))
     ctx.metrics["token_reduction"] = {n: k for n, _, k in shown}
     return Section("token-reduction", "Token reduction: which tokens each method keeps", "\n".join(parts))
+
+
+def accuracy_throughput_plot(results: dict[str, dict], path, info: dict | None = None) -> bool:
+    """Accuracy vs end-to-end throughput of bench rows (see :func:`vitkit.reduce.evaluate.bench_rows`), one
+    marker per consumer (``{consumer name: rows}``), saved as a PNG at ``path``; ``info``: the machine
+    description (:func:`vitkit.bench.machine.describe` with dtype and batch). Returns False (and logs why)
+    when matplotlib is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot %s (the JSON and the table hold every figure)", path)
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    colors = {}
+    for k, rows in enumerate(results.values()):
+        marker = "os^"[k % 3]
+        for n, r in rows.items():
+            c = colors.setdefault(n, matplotlib.colormaps["tab20"](len(colors) % 20))  # 11+ rows: 10 colours repeat
+            ax.scatter(r["e2e_ips"], 100 * r["accuracy"], color=c, marker=marker,
+                       label=n if k == 0 else None)
+            if k == 0:
+                ax.annotate(n, (r["e2e_ips"], 100 * r["accuracy"]), fontsize=7, xytext=(4, 2),
+                            textcoords="offset points")
+    where = "1 CPU thread" if info is None or info["gpu"] is None and info["threads"] == 1 else (
+        f"{info['gpu'] or str(info['threads']) + ' CPU threads'}, {info['dtype']}, batch {info['batch']}")
+    ax.set_xlabel(f"end-to-end images/s (encoder + consumer, {where})")
+    ax.set_ylabel("page accuracy (%)")
+    ax.set_title("High-resolution FRB: accuracy vs throughput (" + "; ".join(
+        f"{'os^'[k % 3]} = {c}" for k, c in enumerate(results)) + ")", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def bench_table(rows: dict) -> str:
+    """Markdown table of bench rows (:func:`vitkit.reduce.evaluate.bench_rows`): tokens, speed, peak memory,
+    accuracy and Δ against dense ± its paired standard error."""
+    lines = ["| method | tokens/page | consumer img/s | × dense | end-to-end img/s | × dense | peak MiB e2e / consumer "
+             "| accuracy | Δ pts |", "|---|---|---|---|---|---|---|---|---|"]
+    for n, r in rows.items():
+        lines.append(f"| {n} | {r['tokens_per_page']:.0f} | {r['consumer_ips']:.1f} | {r['consumer_speedup']:.2f} | "
+                     f"{r['e2e_ips']:.1f} | {r['e2e_speedup']:.2f} | {r['peak_mib']:.1f} / {r['consumer_peak_mib']:.1f} "
+                     f"| {100 * r['accuracy']:.1f}% | {r['accuracy_delta_pts']:+.1f} ± {r.get('accuracy_delta_se_pts', float('nan')):.1f} |")
+    return "\n".join(lines)
+
+
+def pooled_table(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
+    """Several benches of the same test pages (e.g. one per consumer seed; ``benches`` = label → the "rows" of a
+    bench JSON) in one table: each row's speed-ups and accuracy per bench, and its Δ against dense as the paired
+    difference per page averaged over the benches, ± its standard error over pages; then the same for each
+    (A, B) in ``pairs``. Rows missing from any bench are left out; ValueError for a pair naming such a row."""
+    from .evaluate import paired_delta, pooled_correct
+
+    runs = list(benches.values())
+    names, correct = pooled_correct(benches)  # correct: row → (benches, pages) of 0/1
+    for a, b in pairs:
+        for k in (a, b):
+            if k not in names:
+                raise ValueError(f"--pair {a}|{b}: no row {k!r} in every bench; rows: {names}")
+
+    def delta(a: str, b: str) -> tuple[float, float]:
+        d, se = paired_delta(correct[a].mean(0), correct[b].mean(0))
+        return 100 * d, 100 * se
+
+    def each(key: str, k: str, fmt: str) -> str:
+        return " / ".join(format(r[k][key] * (100 if key == "accuracy" else 1), fmt) for r in runs)
+
+    lines = [f"benches: {' / '.join(benches)}; {correct['dense'].shape[1]} test pages", "",
+             f"| method | tokens/page | consumer × dense | end-to-end × dense | accuracy | Δ pts ± paired SE (mean of {len(runs)}) |",
+             "|---|---|---|---|---|---|"]
+    for k in names:
+        d, se = delta(k, "dense")
+        lines.append(f"| {k} | {runs[0][k]['tokens_per_page']:.0f} | {each('consumer_speedup', k, '.2f')} | "
+                     f"{each('e2e_speedup', k, '.2f')} | {each('accuracy', k, '.1f')}% | {d:+.1f} ± {se:.1f} |")
+    if pairs:
+        lines += ["", "| A − B | Δ pts ± paired SE | per bench | end-to-end × dense, A / B |", "|---|---|---|---|"]
+    for a, b in pairs:
+        d, se = delta(a, b)
+        per = " / ".join(f"{100 * x:+.1f}" for x in (correct[a] - correct[b]).mean(1).tolist())
+        lines.append(f"| {a} − {b} | {d:+.1f} ± {se:.1f} | {per} | "
+                     + ", ".join(f"{r[a]['e2e_speedup']:.2f} / {r[b]['e2e_speedup']:.2f}" for r in runs) + " |")
+    return "\n".join(lines)
