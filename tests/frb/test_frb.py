@@ -336,6 +336,39 @@ def test_train_samples(train45):
     assert len({s.image.tobytes() for s in train45}) == 45
 
 
+def test_paper_train_samples_are_drawn_like_the_benchmark():
+    """Training text in the paper's layout: a title on one line as hard draws a name, a sentence as a paragraph
+    as easy draws one (the same canvas geometry), JPEG bytes that decode to the pixels, labels as train_sample's."""
+    samples = [frb.paper_train_sample(i, seed=3, size_range=(32, 40)) for i in range(30)]
+    kinds = Counter(len(s.text.split()) <= frb.training.PAPER_TITLE_WORDS for s in samples)
+    assert kinds[True] > 0 and kinds[False] > 0
+    for i, s in enumerate(samples):
+        assert s.label == frb.train_sample(i, seed=3).label and s.font == frb.FONT_NAMES[s.label]
+        assert not set(re.findall(r"[a-z]+", s.text.lower())) - set(frb.TRAINING_WORDS)
+        assert Image.open(io.BytesIO(s.data)).convert("RGB").tobytes() == s.image.tobytes()
+        sizes = {frb_layout.line_geometry(s.text, frb.load_font(s.label, z))[0] if len(s.text.split()) <= 3
+                 else frb_layout.paragraph_geometry(frb_layout.paragraph_lines(s.text, frb.load_font(s.label, z)),
+                                                    frb.load_font(s.label, z))[0] for z in range(32, 41)}
+        assert s.image.size in sizes  # the canvas is cut to the text at one of the asked sizes
+        grey = np.asarray(s.image.convert("L"))
+        assert grey[0, :].min() > 200 and np.median(grey) > 240  # black on white, margins blank
+    again = frb.paper_train_sample(7, seed=3, size_range=(32, 40))
+    assert again.data == samples[7].data and frb.paper_train_sample(7, seed=4).text != again.text
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        frb.paper_train_sample(0, jpeg_quality=(0, 50))
+
+
+def test_demo_training_pages_mix_the_two_kinds_in_the_asked_shares():
+    from vitkit.frb.recipe import DemoConfig, training_pages
+
+    pages = training_pages(DemoConfig(paper_share=0.5, wide_share=0.3), 60, "train")
+    paper = [p for p in pages if p.data is not None and p.image.size != (440, 240)]
+    assert 27 <= len(paper) <= 33 and Counter(p.label for p in pages) == {i: 4 for i in range(15)}
+    assert all(p.image.size == (440, 240) for p in training_pages(DemoConfig(paper_share=0.0), 30, "train"))
+    with pytest.raises(ValueError, match="paper_share"):
+        training_pages(DemoConfig(paper_share=0.8, wide_share=0.3), 5, "train")
+
+
 def test_train_labels_are_balanced(train45):
     assert Counter(s.label for s in train45) == {i: 3 for i in range(15)}
     counts = Counter(s.label for s in frb.train_split(20, seed=1))

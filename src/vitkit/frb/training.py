@@ -14,15 +14,18 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .fontset import FONTS
+from . import layout
+from .fontset import FONTS, load_font
 from .render import CANVAS, RGB, FRBSample, render_in_box
 
 __all__ = [
     "MIN_CONTRAST",
+    "PAPER_TITLE_WORDS",
     "TRAINING_WORDS",
     "contrast_ratio",
     "protocol_val_texts",
     "random_colours",
+    "paper_train_sample",
     "random_text",
     "train_sample",
     "train_split",
@@ -35,6 +38,11 @@ MIN_CONTRAST = 4.5
 _SPLIT_STREAMS = {"train": 0, "val": 1}
 _SAMPLE_TAG = 1
 _LABEL_TAG = 2
+_PAPER_TAG = 3
+
+#: A training text of at most this many words is drawn as the hard split draws a font name (one line on a
+#: canvas cut to it); a longer one as the easy split draws a sentence (a paragraph wrapped to 500 px).
+PAPER_TITLE_WORDS = 3
 
 # Common English words for training text. None of them occurs in EASY_SENTENCES or in a font
 # name (checked by the tests), and together they use every letter a-z.
@@ -194,6 +202,45 @@ def train_sample(
         with Image.open(buf) as decoded:
             image = decoded.convert("RGB")
     return FRBSample(image, label, FONTS[label].name, text, split)
+
+
+def paper_train_sample(
+    i: int,
+    seed: int = 0,
+    *,
+    split: str = "train",
+    size_range: tuple[int, int] = (30, 44),
+    jpeg_quality: tuple[int, int] = (40, 95),
+) -> FRBSample:
+    """Training sample ``i`` drawn as the paper's generator draws the benchmark; a pure function.
+
+    The text is :func:`random_text` (training words only, never an evaluation text); up to
+    :data:`PAPER_TITLE_WORDS` words go on one line like the hard split's names (:func:`vitkit.frb.layout.render_line`),
+    longer texts become a paragraph like the easy split's sentences (:func:`vitkit.frb.layout.render_paragraph`),
+    at a font size in ``size_range``, black on white on a canvas cut to the text, then one JPEG round
+    trip at a quality in ``jpeg_quality`` (``data`` keeps the file). The label of index ``i`` is the one
+    :func:`train_sample` gives it, so a list that mixes the two kinds index by index stays balanced.
+
+    The varied pages of :func:`train_sample` (colours, margins, rotation, blur, noise) teach invariance;
+    these teach the benchmark's own look: crisp glyphs on tight canvases, the JPEG ringing of quality ~75.
+    """
+    if split not in _SPLIT_STREAMS:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_STREAMS)}, got {split!r}")
+    lo, hi = size_range
+    if not 0 < lo <= hi:
+        raise ValueError(f"size_range must satisfy 0 < low <= high, got {size_range!r}")
+    qlo, qhi = jpeg_quality
+    if not 1 <= qlo <= qhi <= 100:
+        raise ValueError(f"jpeg_quality must satisfy 1 <= low <= high <= 100, got {jpeg_quality!r}")
+    stream = _SPLIT_STREAMS[split]
+    label = _label_for(int(i), int(seed), stream, len(FONTS))
+    rng = np.random.default_rng([_PAPER_TAG, stream, int(seed), int(i)])
+    text = random_text(rng)
+    font = load_font(label, int(rng.integers(lo, hi + 1)))
+    image = (layout.render_line(text, font) if len(text.split()) <= PAPER_TITLE_WORDS
+             else layout.render_paragraph(text, font))
+    decoded, data = layout.jpeg_round_trip(image, int(rng.integers(qlo, qhi + 1)))
+    return FRBSample(decoded, label, FONTS[label].name, text, split, data)
 
 
 def train_split(
