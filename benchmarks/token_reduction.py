@@ -38,51 +38,23 @@ import json
 import logging
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-import vitkit
 from vitkit.bench import machine
-from vitkit.bench.pages import PagePool
-from vitkit.frb.ink import to_model_input
-from vitkit.frb.pages import PageConfig, page_sample, page_split, page_tensors
-from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
+from vitkit.frb.pages import PageConfig
+from vitkit.frb.recipe import DemoConfig
 from vitkit.reduce import ToMeConfig, tome
 from vitkit.reduce import evaluate as E
-from vitkit.reduce.consumer import ConsumerConfig, load_consumer, save_consumer
+from vitkit.reduce import experiment as X
+from vitkit.reduce.consumer import load_consumer
+from vitkit.reduce.experiment import GRID, Preset, Run, bench_pages, load_encoder, method_by_name, methods
 from vitkit.reduce.report import accuracy_throughput_plot as plot
-from vitkit.reduce.report import bench_table, pooled_table
+from vitkit.reduce.report import bench_table, parse_pairs, pooled_table, read_bench_rows
 
 log = logging.getLogger("token_reduction")
-
-GRID = (2, 2)
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Everything that differs between the benchmark sizes."""
-
-    name: str
-    enc: DemoConfig  # encoder: crop = native size, patch, width, depth, heads, steps, batch, lr
-    pages: PageConfig  # the encoder's crops come from these pages
-    bench_pages: PageConfig  # the high-resolution pages: 2×2 sub-images of enc.crop px
-    n_train: int
-    n_val: int
-    n_test: int
-    consumer: dict
-    consumer_steps: int
-    consumer_batch: int
-    consumer_lr: float
-    mem_batch: int  # pages in the peak-memory forward
-    batch: int  # pages per timed batch
-    repeats: int
-    early_layer: int  # HiRED-early's select block
-    evit_layers: tuple[int, ...]
-    tome_candidates: dict[str, ToMeConfig] = field(default_factory=dict)
-    enc_train_pages: int | None = None  # the encoder's training pages (None = n_train)
-
 
 SMALL = Preset(
     "small",
@@ -130,147 +102,6 @@ TINY = Preset(
 PRESETS = {p.name: p for p in (SMALL, DEEP, VITB, TINY)}
 
 
-@dataclass
-class Run:
-    """Where and how this invocation runs: cache folder (``work``), output folder (``out``), device, precision."""
-
-    preset: Preset = SMALL
-    work: Path = Path("runs/token_reduction")
-    out: Path | None = None  # None = work
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    dtype: torch.dtype | None = None  # None = fp32; torch.bfloat16 = autocast
-    progress: bool = False
-    workers: int = 1
-
-    def __post_init__(self) -> None:
-        self.work = Path(self.work)
-        self.out = Path(self.out) if self.out is not None else self.work
-        self.device = torch.device(self.device)
-        self.pool = PagePool(self.workers)
-
-
-# ------------------------------------------------------------------------------------------- pages
-def _render(split: str, start: int, stop: int, cfg: PageConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pages start..stop-1 of ``split`` (seed 0): grey (n, 1, H, W) in [0, 1], labels (n,). Runs in a worker."""
-    torch.set_num_threads(1)
-    return page_tensors([page_sample(i, 0, split=split, cfg=cfg) for i in range(start, stop)])
-
-
-def render_pages(split: str, n: int, cfg: PageConfig, pool: PagePool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pages 0..n-1 of ``split`` as grey (n, 1, H, W) + labels, in ``pool``'s processes (the same pages for any
-    number)."""
-    if pool is None or pool.workers <= 1:
-        return page_tensors(page_split(n, 0, split=split, cfg=cfg))
-    return pool.render(_render, {split: n}, cfg)[split]
-
-
-def pages(run: Run, split: str, n: int, cfg: PageConfig | None = None):
-    return render_pages(split, n, cfg or run.preset.pages, run.pool)
-
-
-def bench_pages(run: Run, split: str, n: int):
-    """High-resolution pages (cached as uint8 under ``run.work``) → model input (n, 3, H, W) in [-1, 1], labels."""
-    path = run.work / f"pages_{split}.pt"
-    d = torch.load(path, weights_only=True) if path.exists() else None
-    if d is None or len(d["labels"]) != n or tuple(d["grey"].shape[-2:]) != run.preset.bench_pages.size:
-        t = time.perf_counter()
-        grey, labels = pages(run, split, n, run.preset.bench_pages)
-        d = {"grey": (grey * 255).round().to(torch.uint8), "labels": labels}
-        run.work.mkdir(parents=True, exist_ok=True)
-        torch.save(d, path)
-        log.info("%d %s pages %s rendered in %.1f s", n, split, run.preset.bench_pages.size, time.perf_counter() - t)
-    return to_model_input(d["grey"].float() / 255), d["labels"]
-
-
-# ------------------------------------------------------------------------------------------- encoder
-def _write_summary(run: Run, name: str, summary: dict, to_out: bool = False) -> None:
-    """``work/NAME/summary.json`` (a consumer's is also copied into its bench JSON); with ``to_out`` and a
-    separate --out, also ``out/NAME_summary.json``."""
-    (run.work / name).mkdir(parents=True, exist_ok=True)
-    text = json.dumps(summary, indent=2)
-    (run.work / name / "summary.json").write_text(text)
-    if to_out and run.out != run.work:
-        run.out.mkdir(parents=True, exist_ok=True)
-        (run.out / f"{name}_summary.json").write_text(text)
-
-
-def encoder_pages(run: Run):
-    """The encoder's training and validation pages (not cached: float pages, as the CPU figures used)."""
-    p = run.preset
-    return pages(run, "train", p.enc_train_pages or p.n_train), pages(run, "val", p.n_val)
-
-
-def stage_encoder(run: Run, steps: int | None = None, rendered=None) -> None:
-    """Train the crop-classifier encoder with the engine (CUDA + bf16 autocast when available);
-    ``rendered`` = :func:`encoder_pages` output if already rendered."""
-    from vitkit import save
-
-    t = time.perf_counter()
-    p = run.preset
-    (tr, trl), (va, val) = rendered or encoder_pages(run)
-    t_pages = time.perf_counter() - t
-    log.info("encoder pages %s rendered in %.1f s", tuple(tr.shape), t_pages)
-    cfg = replace(p.enc, out_dir=str(run.work / "encoder"), progress=run.progress, steps=steps or p.enc.steps)
-    model, result = train_crop_classifier(cfg, tr, trl, va, val)
-    save(model.cpu(), run.work / "encoder" / "model")
-    hist = [h for h in result.history if "val_crop_accuracy" in h]
-    _write_summary(run, "encoder", {
-        "config": asdict(cfg), "train_s": time.perf_counter() - t, "pages_s": t_pages, "steps": result.steps,
-        "val_crop_accuracy": hist[-1]["val_crop_accuracy"] if hist else None,
-        "history": result.history if run.out != run.work else None}, to_out=True)
-    log.info("encoder: %d steps in %.0f s, val crop accuracy %s", result.steps, time.perf_counter() - t,
-             hist[-1]["val_crop_accuracy"] if hist else None)
-
-
-def load_encoder(run: Run):
-    return vitkit.load(run.work / "encoder" / "model").to(run.device).eval()
-
-
-def tome_rows(run: Run) -> dict[str, ToMeConfig]:
-    return dict(run.preset.tome_candidates)
-
-
-def method_by_name(run: Run, method_name: str, option: str = "--reduced-from"):
-    """(module, config) of the row ``method_name``: a row of :func:`methods`, a ToMe candidate of the preset,
-    "ToMe r=<json int or list>" or "EViT keep <rate>" at the preset's EViT layers (ValueError naming ``option``)."""
-    rows = methods(run.preset, tome_rows(run))
-    return E.method_by_name(rows, method_name, run.preset.evit_layers, option)
-
-
-def consumer_config(run: Run, enc) -> ConsumerConfig:
-    return ConsumerConfig(in_dim=enc.embed_dim, num_partitions=1 + GRID[0] * GRID[1], grid=enc.grid_size,
-                          num_classes=15, **run.preset.consumer)
-
-
-def stage_consumer(run: Run, guided: float, name: str, steps: int | None = None,
-                   reduced_from: list[str] | None = None, seed: int = 0) -> None:
-    """Train consumer ``name``; with ``reduced_from`` (method names) half the batches are those methods'
-    token sets of the training pages (one method per batch, uniformly)."""
-    t = time.perf_counter()
-    p = run.preset
-    steps = steps or p.consumer_steps
-    enc = load_encoder(run)
-    ccfg = consumer_config(run, enc)
-    model, result = E.train_consumer_on_images(
-        enc, bench_pages(run, "train", p.n_train), bench_pages(run, "val", p.n_val), GRID, ccfg, steps=steps,
-        batch=p.consumer_batch, lr=p.consumer_lr, out_dir=run.work / name, seed=seed, guided=guided,
-        reduced=[method_by_name(run, r) for r in reduced_from or []], dtype=run.dtype, progress=run.progress)
-    save_consumer(model, run.work / name / "consumer.pt")
-    hist = [h for h in result.history if "val_accuracy" in h]
-    _write_summary(run, name, {
-        "config": asdict(ccfg), "guided_prob": guided, "reduced_from": reduced_from, "seed": seed, "steps": result.steps,
-        "train_s": time.perf_counter() - t, "val_accuracy_dense": hist[-1]["val_accuracy"] if hist else None,
-        "history": result.history if run.out != run.work else None})
-    log.info("%s: %d steps in %.0f s, dense val accuracy %s", name, result.steps, time.perf_counter() - t,
-             hist[-1]["val_accuracy"] if hist else None)
-
-
-# ------------------------------------------------------------------------------------------ methods
-def methods(preset: Preset, tome_r: dict[str, ToMeConfig]) -> dict[str, tuple]:
-    """name → (module, config) or None for dense (:func:`vitkit.reduce.evaluate.method_rows` at the preset's layers)."""
-    return E.method_rows(preset.enc.depth, preset.early_layer, preset.evit_layers, GRID, tome_r)
-
-
 def machine_line(info: dict) -> str:
     return machine.line(info, [info["dtype"], f"batch {info['batch']} pages", f"preset {info['preset']}"])
 
@@ -292,14 +123,12 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     info = machine_info(run, batch)
     log.info("machine: %s", machine_line(info))
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
-    cands = tome_rows(run)
-    probe = E.throughput(enc, cons, {"HiRED-early 20%": methods(p, {})["HiRED-early 20%"],
-                                     **{n: (tome, c) for n, c in cands.items()}}, x[:batch], GRID, max(3, repeats // 2),
-                         dtype=run.dtype)
-    target = probe["HiRED-early 20%"]["e2e_ips"]
-    best = min(cands, key=lambda n: abs(probe[n]["e2e_ips"] / target - 1))
+    cands = dict(p.tome_candidates)
+    probe, best = E.closest_throughput(enc, cons, ("HiRED-early 20%", methods(p, {})["HiRED-early 20%"]),
+                                       {n: (tome, c) for n, c in cands.items()}, x[:batch], GRID,
+                                       max(3, repeats // 2), dtype=run.dtype)
     log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
-             target, best)
+             probe["HiRED-early 20%"]["e2e_ips"], best)
     meths = methods(p, {best: cands[best]})
     meths.update({name: method_by_name(run, name, "--also") for name in also if name not in meths})
     tim = E.throughput(enc, cons, meths, x[:batch], GRID, repeats, dtype=run.dtype)
@@ -340,28 +169,6 @@ def stage_plot(run: Run, consumer: str, plot_with: tuple[str, ...] = ()) -> dict
     path = run.out / ("token_reduction.png" if run.out != run.work else f"token_reduction_{consumer}.png")
     plot({consumer: result["rows"], **others}, path, result["machine"])
     return result
-
-
-# ------------------------------------------------------------------------------------------ time budget
-def plan_steps(run: Run, seconds_left: float, enc_steps: int, con_steps: int, n_test: int,
-               safety: float = 1.3, pages: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Encoder and consumer step counts that fit ``seconds_left`` (:func:`vitkit.reduce.evaluate.training_plan`):
-    the encoder's crop batches are built from ``pages``; the bench runs every row on the test pages."""
-    p = run.preset
-    torch.manual_seed(0)
-    enc = build_model(p.enc).to(run.device)
-    n_rows = 10 + len(p.tome_candidates)
-    plan = E.training_plan(enc, consumer_config(run, enc), seconds_left, enc_steps, con_steps, pages=pages,
-                           enc_batch=p.enc.batch_size, con_batch=p.consumer_batch, safety=safety,
-                           bench_pages=1.2 * (p.n_train + p.n_val) + 0.7 * n_rows * n_test
-                           + 1.5 * n_rows * p.batch * (p.repeats + 4))
-    log.info("time budget: %.0f s left; measured %.3f s/encoder step (compute %.3f, crops %.3f, copy %.3f), %.3f "
-             "s/consumer step; bench and token sets ≈ %.0f s → encoder %d steps (asked %d), consumer %d (asked %d), "
-             "≈ %.0f s", seconds_left, plan["encoder_s_per_step"], plan["encoder_compute_s"], plan["encoder_data_s"],
-             plan["encoder_copy_s"],
-             plan["consumer_s_per_step"], plan["reserve_s"], plan["encoder_steps"], enc_steps, plan["consumer_steps"],
-             con_steps, plan["estimated_s"])
-    return plan
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -429,12 +236,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         if args.stage not in ("consumer", "all"):
             ap.error("--consumer-dim/--consumer-depth/--consumer-heads set the consumer to train: use them with "
                      "--stage consumer or all")
-        consumer = {**preset.consumer, **{k: v for k, v in sizes.items() if v is not None}}
         try:
-            ConsumerConfig(**consumer)
+            preset = X.with_consumer_sizes(preset, **sizes)
         except ValueError as e:
             ap.error(f"--consumer-*: {e}")
-        preset = replace(preset, consumer=consumer)
     run = Run(preset, work=Path(args.work or args.out), out=Path(args.out), device=torch.device(args.device),
               dtype=torch.bfloat16 if args.dtype == "bf16" else None, progress=args.progress, workers=args.workers)
     run.work.mkdir(parents=True, exist_ok=True)
@@ -457,20 +262,20 @@ def main(argv: list[str] | None = None) -> dict | None:
         rendered = None
         if args.time_budget is not None:  # render everything (in parallel) before measuring what is left
             t = time.perf_counter()
-            rendered = encoder_pages(run)
+            rendered = X.encoder_pages(run)
             for split, n in (("train", preset.n_train), ("val", preset.n_val), ("test", n_test)):
                 bench_pages(run, split, n)
             run.pool.close()
             log.info("all pages rendered in %.1f s", time.perf_counter() - t)
-            plan = plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test,
-                              pages=rendered[0])
+            plan = X.plan_steps(run, args.time_budget - (time.perf_counter() - t_start), enc_steps, con_steps, n_test,
+                                pages=rendered[0])
             enc_steps, con_steps = plan["encoder_steps"], plan["consumer_steps"]
             (run.out / "plan.json").write_text(json.dumps(plan, indent=2))
         if args.stage in ("encoder", "all"):
-            stage_encoder(run, enc_steps, rendered)
+            X.train_encoder(run, enc_steps, rendered)
             rendered = None
         if args.stage in ("consumer", "all"):
-            stage_consumer(run, args.guided, args.consumer, con_steps, args.reduced_from, args.consumer_seed)
+            X.train_named_consumer(run, args.guided, args.consumer, con_steps, args.reduced_from, args.consumer_seed)
         if args.stage in ("bench", "all"):
             result = stage_bench(run, repeats, batch, args.consumer, n_test, also=tuple(args.also or ()))
             result["total_s"] = time.perf_counter() - t_start
@@ -488,21 +293,9 @@ def main(argv: list[str] | None = None) -> dict | None:
 def stage_pool(ap: argparse.ArgumentParser, args) -> dict:
     """``--stage pool``: :func:`vitkit.reduce.report.pooled_table` of the ``--bench-json`` files, printed and written to
     ``--out/table_pooled.md``."""
-    if not args.bench_json or len(args.bench_json) < 2:
-        ap.error("--stage pool needs two or more --bench-json FILE (benches of the same test pages)")
-    pairs = []
-    for pair in args.pair or []:
-        if pair.count("|") != 1:
-            ap.error(f"--pair {pair!r}: write two row names separated by one '|', e.g. 'HiRED 20%|ToMe r=12'")
-        pairs.append(tuple(pair.split("|")))
-    benches = {}
-    for f in args.bench_json:
-        try:
-            benches[f] = json.loads(Path(f).read_text())["rows"]
-        except (OSError, ValueError, KeyError) as e:
-            ap.error(f"--bench-json {f}: not a readable bench JSON with 'rows' ({e})")
     try:
-        text = pooled_table(benches, pairs)
+        pairs = parse_pairs(args.pair or [])
+        text = pooled_table(read_bench_rows(args.bench_json or []), pairs)
     except ValueError as e:
         ap.error(str(e))
     print(text, flush=True)
@@ -528,7 +321,7 @@ def extra_consumer(run: Run, args, t_start: float, first: dict, con_steps: int, 
         if need > left:
             log.warning("--extra-consumer %r skipped: %.0f s left, about %.0f s needed", args.extra_consumer, left, need)
             return None
-    stage_consumer(run, 0.0, name, con_steps, [args.extra_consumer])
+    X.train_named_consumer(run, 0.0, name, con_steps, [args.extra_consumer])
     res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,), also=tuple(args.also or ()))
     res["total_s"] = time.perf_counter() - t_start
     (run.out / f"bench_{name}.json").write_text(json.dumps(res, indent=2))

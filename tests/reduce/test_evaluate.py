@@ -121,3 +121,19 @@ def test_page_correct_matches_accuracy():
     correct, ntok = evaluate.page_correct(m, cons, None, x, y, (2, 2), batch=3)
     assert correct.shape == (7,) and correct.dtype == torch.bool and ntok == 80
     assert evaluate.accuracy(m, cons, None, x, y, (2, 2), batch=3) == (int(correct.sum()) / 7, 80)
+
+
+def test_closest_throughput_picks_the_candidate_nearest_the_reference():
+    m = make("vit")
+    cons = TokenSetConsumer(ConsumerConfig(in_dim=32, dim=16, depth=1, heads=2, num_classes=3, num_partitions=5,
+                                           grid=(8, 8))).eval()
+    x = torch.randn(2, 3, 64, 64)
+    cands = {"r=2": (tome, ToMeConfig(r=2)), "r=8": (tome, ToMeConfig(r=8))}
+    probe, best = evaluate.closest_throughput(m, cons, ("hired", (hired, HiREDConfig(grid=(2, 2), rate=0.2))), cands,
+                                              x, (2, 2), repeats=1)
+    assert set(probe) == {"hired", "r=2", "r=8"} and probe["r=8"]["tokens"] < probe["r=2"]["tokens"]
+    ratio = {n: abs(probe[n]["e2e_ips"] / probe["hired"]["e2e_ips"] - 1) for n in cands}
+    assert best == min(ratio, key=ratio.get)
+    assert all(b.token_hook is None for b in m.blocks)
+    with pytest.raises(ValueError, match="at least one candidate"):
+        evaluate.closest_throughput(m, cons, ("dense", None), {}, x, (2, 2))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ import torch
 from vitkit.demo import DemoContext
 from vitkit.frb.recipe import DemoConfig, build_model
 from vitkit.reduce.partitions import TokenSet
-from vitkit.reduce.report import demo_section, group_overlay, kept_overlay
+from vitkit.reduce.report import demo_section, group_overlay, kept_overlay, parse_pairs, read_bench_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,3 +43,25 @@ def test_group_overlay_tints_merged_patches_only():
     img = np.asarray(group_overlay(grey, source, (1, 2), (2, 2), num_prefix=1)).astype(int)
     assert (img[0, 0] != 255).any() and (img[3, 3] == img[0, 0]).all()  # patches 0 and 3: same tint
     assert (img[0, 2] == 255).all() and (img[0, 4:] == 255).all()  # unmerged, and partition 2 untouched
+
+
+def test_read_bench_rows_needs_two_readable_bench_jsons(tmp_path):
+    a, b, bad = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "bad.json"
+    a.write_text(json.dumps({"rows": {"dense": {"correct": "10"}}}))
+    b.write_text(json.dumps({"rows": {"dense": {"correct": "01"}}, "machine": {}}))
+    bad.write_text(json.dumps({"table": "no rows"}))
+    assert read_bench_rows([a, str(b)]) == {str(a): {"dense": {"correct": "10"}}, str(b): {"dense": {"correct": "01"}}}
+    with pytest.raises(ValueError, match="two or more --bench-json"):
+        read_bench_rows([a])
+    with pytest.raises(ValueError, match=r"--bench-json .*bad.json: not a readable bench JSON"):
+        read_bench_rows([a, bad])
+    with pytest.raises(ValueError, match=r"--bench-json .*missing.json: not a readable"):
+        read_bench_rows([a, tmp_path / "missing.json"])
+
+
+def test_parse_pairs_splits_at_one_bar():
+    assert parse_pairs(["A|B", "HiRED 20%|ToMe r=[2,1]"]) == [("A", "B"), ("HiRED 20%", "ToMe r=[2,1]")]
+    assert parse_pairs([]) == []
+    for bad in ("A-B", "A|B|C"):
+        with pytest.raises(ValueError, match=f"--pair '{bad}'"):
+            parse_pairs([bad])

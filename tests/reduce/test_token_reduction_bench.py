@@ -15,6 +15,7 @@ from vitkit.frb.recipe import DemoConfig
 from vitkit.models.vit import VisionTransformer
 from vitkit.reduce import evaluate as E
 from vitkit.reduce import evit
+from vitkit.reduce import experiment as X
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -136,21 +137,14 @@ def test_a_misspelt_method_fails_before_any_training(tr, tmp_path, capsys):
 
 
 def test_extra_rows_by_name_parse_tome_schedules_and_evit_rates(tr):
-    run = tr.Run(preset=tr.DEEP)
-    mod, cfg = tr.method_by_name(run, "EViT keep 0.6", "--also")
+    run = X.Run(preset=tr.DEEP)
+    mod, cfg = X.method_by_name(run, "EViT keep 0.6", "--also")
     assert mod is evit and cfg.keep_rate == 0.6 and cfg.layers == (3, 6, 9)
-    mod, cfg = tr.method_by_name(run, "ToMe r=[4,2]", "--also")
+    mod, cfg = X.method_by_name(run, "ToMe r=[4,2]", "--also")
     assert mod is tr.tome and cfg.r == [4, 2]
     for bad in ("EViT keep 1.5", "EViT keep half", "ToMe r=x"):
         with pytest.raises(ValueError, match=r"--also .*EViT keep <rate in \(0, 1\]>"):
-            tr.method_by_name(run, bad, "--also")
-
-
-def test_render_pages_chunks_equal_one_pass(tr):
-    cfg = tr.TINY.bench_pages
-    g, y = tr.render_pages("val", 5, cfg)
-    a, b = tr._render("val", 0, 2, cfg), tr._render("val", 2, 5, cfg)
-    assert torch.equal(torch.cat([a[0], b[0]]), g) and torch.equal(torch.cat([a[1], b[1]]), y)
+            X.method_by_name(run, bad, "--also")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
@@ -198,7 +192,7 @@ def _train_encoder_and_consumer(tr, tmp_path, device: str) -> None:
     from vitkit.reduce.consumer import train_consumer
 
     engine = "cuda" if torch.cuda.is_available() else "cpu"
-    grey, y = tr.render_pages("train", 16, tr.TINY.pages)
+    grey, y = X.render_pages("train", 16, tr.TINY.pages)
     cfg = DemoConfig(crop=32, patch=8, dim=32, depth=2, heads=2, steps=3, batch_size=8, out_dir=str(tmp_path / "e"),
                      progress=False)
     enc, res = train_crop_classifier(cfg, grey, y, grey[:4], y[:4])

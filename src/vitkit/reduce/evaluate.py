@@ -170,6 +170,20 @@ def reduced_token_sets(model: nn.Module, method: Method, images: Tensor, grid: t
                     torch.cat([p.pos for p in parts]), parts[0].grid, parts[0].num_partitions)
 
 
+def closest_throughput(model: nn.Module, consumer: nn.Module | None, reference: tuple[str, Method],
+                       candidates: Mapping[str, Method], images: Tensor, grid: tuple[int, int], repeats: int = 3,
+                       dtype: torch.dtype | None = None) -> tuple[dict[str, dict[str, float]], str]:
+    """Which of ``candidates`` (e.g. ToMe schedules) runs closest to ``reference`` = (name, method) end to end:
+    (the :func:`throughput` figures of the reference and every candidate, measured interleaved on images
+    (n, C, H, W), and the name of the candidate whose images/s over the reference's is nearest 1)."""
+    if not candidates:
+        raise ValueError("closest_throughput needs at least one candidate")
+    name, method = reference
+    probe = throughput(model, consumer, {name: method, **candidates}, images, grid, repeats, dtype=dtype)
+    target = probe[name]["e2e_ips"]
+    return probe, min(candidates, key=lambda n: abs(probe[n]["e2e_ips"] / target - 1))
+
+
 @torch.no_grad()
 def peak_memory(model: nn.Module, consumer: nn.Module, method: Method, images: Tensor, grid: tuple[int, int],
                 dtype: torch.dtype | None = None) -> tuple[float, float]:

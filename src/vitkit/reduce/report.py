@@ -2,15 +2,18 @@
 
 :func:`kept_overlay` paints a high-resolution page with its kept sub-image tokens bright and the
 dropped ones dimmed, and the thumbnail (partition 0) beside it with its own kept tokens.
-:func:`accuracy_throughput_plot`, :func:`bench_table` and :func:`pooled_table` show a benchmark's rows.
+:func:`accuracy_throughput_plot`, :func:`bench_table` and :func:`pooled_table` show a benchmark's rows
+(:func:`read_bench_rows` and :func:`parse_pairs` check a pooled table's inputs).
 :func:`demo_section` runs HiRED, HiRED-early, EViT and ToMe on one validation page of ``vitkit demo``
 with the demo's trained ViT as the encoder (a few forward passes: well under a second).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -237,3 +240,29 @@ def pooled_table(benches: dict[str, dict], pairs: list[tuple[str, str]]) -> str:
         lines.append(f"| {a} − {b} | {d:+.1f} ± {se:.1f} | {per} | "
                      + ", ".join(f"{r[a]['e2e_speedup']:.2f} / {r[b]['e2e_speedup']:.2f}" for r in runs) + " |")
     return "\n".join(lines)
+
+
+def read_bench_rows(files: Sequence[str | Path]) -> dict[str, dict]:
+    """file → the "rows" of each bench JSON in ``files`` (two or more, for :func:`pooled_table`); ValueError naming
+    a file that is not a readable bench JSON."""
+    if len(files) < 2:
+        raise ValueError("--stage pool needs two or more --bench-json FILE (benches of the same test pages)")
+    benches = {}
+    for f in files:
+        try:
+            benches[str(f)] = json.loads(Path(f).read_text())["rows"]
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"--bench-json {f}: not a readable bench JSON with 'rows' ({e})") from e
+    return benches
+
+
+def parse_pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    """"A|B" → (A, B) for each of ``pairs`` (rows whose paired difference :func:`pooled_table` shows); ValueError
+    naming one without exactly one '|'."""
+    out = []
+    for pair in pairs:
+        if pair.count("|") != 1:
+            raise ValueError(f"--pair {pair!r}: write two row names separated by one '|', e.g. 'HiRED 20%|ToMe r=12'")
+        a, b = pair.split("|")
+        out.append((a, b))
+    return out
