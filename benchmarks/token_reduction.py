@@ -19,6 +19,9 @@ Stages (each cached under --work, which defaults to --out):
   pool      several benches of the same pages (e.g. consumer seeds, --bench-json FILE repeated) in one table: each
             row's Δ against dense, and each --pair "A|B", as the paired difference averaged over the benches
 
+The stages' work (pages, training, time plan) is vitkit.reduce.experiment; evaluation is vitkit.reduce.evaluate,
+tables and plot vitkit.reduce.report.
+
 Presets (--size): small (default; the CPU figures in RESULTS.md), deep (small with a 12-block encoder and ViT-B's
 layer choices, CPU), vitb (ViT-B/16 on 448×448 pages, GPU), tiny (the vitb code path at tiny dims, for tests);
 benchmarks/README.md describes each and estimates vitb's cost. --time-budget S measures a few encoder and consumer
@@ -224,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         return stage_pool(ap, args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("vitkit.reduce").setLevel(logging.WARNING)  # apply/remove in every timed round
+    logging.getLogger(X.__name__).setLevel(logging.INFO)  # but the steps' progress
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: torch.cuda.is_available() is False (no GPU, or a CPU-only torch build); "
                  "use --device cpu")
