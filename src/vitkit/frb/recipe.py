@@ -78,20 +78,17 @@ class DemoConfig:
 
 
 def training_pages(cfg: DemoConfig, n: int, split: str) -> list[FRBSample]:
-    """The demo's ``n`` training (or validation) pages, three kinds by one low-discrepancy number per index
-    (u = i·0.618… mod 1, so any prefix of the list holds about the asked shares): u < ``wide_share`` a varied
-    page at a size in ``wide_size_range``; u ≥ 1 − ``paper_share`` a page in the benchmark's layout at a size
-    in ``size_range``; otherwise a varied page in ``size_range``."""
-    if cfg.paper_share + cfg.wide_share > 1:
-        raise ValueError(f"DemoConfig.paper_share + wide_share must be <= 1, got {cfg.paper_share} + {cfg.wide_share}")
-
+    """The demo's ``n`` training (or validation) pages, by one low-discrepancy number per index (u = i·0.618…
+    mod 1, so any prefix of the list holds about the asked shares): u ≥ 1 − ``paper_share`` gives a page in the
+    benchmark's layout, the others varied pages; u < ``wide_share`` draws it at a size in ``wide_size_range``,
+    the others in ``size_range`` (the two shares overlap when they add up to more than 1)."""
     def sample(i: int) -> FRBSample:
         u = (i * 0.6180339887) % 1.0
+        sizes = tuple(cfg.wide_size_range) if u < cfg.wide_share else tuple(cfg.size_range)
         if u >= 1.0 - cfg.paper_share:
-            return paper_train_sample(i, cfg.seed, split=split, size_range=tuple(cfg.size_range),
+            return paper_train_sample(i, cfg.seed, split=split, size_range=sizes,
                                       jpeg_quality=tuple(cfg.paper_jpeg_quality))
-        sizes = cfg.wide_size_range if u < cfg.wide_share else cfg.size_range
-        return train_sample(i, cfg.seed, split=split, size_range=tuple(sizes), jpeg_quality=tuple(cfg.jpeg_quality))
+        return train_sample(i, cfg.seed, split=split, size_range=sizes, jpeg_quality=tuple(cfg.jpeg_quality))
 
     return [sample(i) for i in range(n)]
 
