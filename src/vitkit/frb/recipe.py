@@ -56,8 +56,8 @@ class DemoConfig:
     jpeg_quality: tuple[int, int] = (25, 95)
     # share of the training pages drawn as the benchmark is (frb.training.paper_train_sample: tight canvas,
     # black on white, one JPEG round trip at a quality in paper_jpeg_quality); the rest are the varied pages
-    # (colours, margins, rotation, blur, noise). On the paper-layout validation texts 0.5 lifted sentences
-    # 93.3 → 95.3% and titles 80.9 → 87.1% over 0 (benchmarks/RESULTS.md)
+    # (colours, margins, rotation, blur, noise). On the paper-layout validation texts (15-px text) 0.5 lifted
+    # sentences 93.3 → 95.3% and titles 80.9 → 87.1% over 0 (benchmarks/RESULTS.md)
     paper_share: float = 0.5
     paper_jpeg_quality: tuple[int, int] = (40, 95)
     canvas: tuple[int, int] = (240, 440)  # (H, W) that rescaled training pages are cut/padded to
