@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..bench.budget import batch_seconds, fit_steps, train_step_seconds
 from ..bench.timing import fp32_precision, interleaved, median, synchronize, timed
 from ..engine import model_device
+from ..models.applied import describe
 from . import psaq, spdfq
 from .calibrate import calibration_images
 from .int8 import Int8Linear, linear_bytes, to_int8
@@ -212,7 +213,8 @@ def demo_metrics(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tens
     ``val`` ((P, 1, H, W), labels (P,)): crop accuracy on 2 crops of each of ``val_pages`` validation pages
     at fp32, W8A8 and W4A4 with real-crop, Gaussian-noise and SPDFQ calibration (``n_calib`` images,
     ``recon_steps`` of block reconstruction), the real int8 path's accuracy, speed on 64 crops and checkpoint
-    bytes, the channel spread by layer kind, and the SPDFQ images (n_calib, 3, S, S)."""
+    bytes, the channel spread by layer kind, the model's record of what was applied (``recorded``: one
+    :func:`vitkit.models.applied.describe` list per configuration) and the SPDFQ images (n_calib, 3, S, S)."""
     t0 = time.perf_counter()
     model = model.eval()
     S = model.cfg.img_size[0]
@@ -227,6 +229,7 @@ def demo_metrics(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tens
                                      msr_every=2),
     }
     rows = [("fp32", "-", crop_accuracy(model, vx, vy, 256))]
+    recorded: dict[str, list[str]] = {}  # what the model's own record says was applied, as vitkit.save writes it
     spread = spread_by_kind(linear_input_ranges(model, real_x))
     for w, a in ((8, 8), (4, 4)):
         for name, imgs in calib.items():
@@ -234,10 +237,12 @@ def demo_metrics(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tens
             try:
                 calibrate(model, imgs)
                 rows.append((f"W{w}A{a}", name, crop_accuracy(model, vx, vy, 256)))
+                recorded.setdefault(f"W{w}A{a}", describe(model))
             finally:
                 remove(model)
     m8 = copy.deepcopy(model)
     to_int8(m8)
+    recorded["int8 kernels"] = describe(m8)
     rows.append(("W8A8 int8 kernels", "dynamic per token", crop_accuracy(m8, vx, vy, 256)))
     batch = vx[:64]
     with torch.no_grad():
@@ -246,7 +251,7 @@ def demo_metrics(model: nn.Module, train: tuple[Tensor, Tensor], val: tuple[Tens
             "spdfq_steps": spdfq_steps, "channel_spread": spread, "fp32_ms": speed["fp32_ms"],
             "int8_ms": speed["int8_ms"], "int8_speedup": speed["speedup_of_medians"],
             "file_bytes": file_bytes(model, m8), "threads": torch.get_num_threads(), "width": model.embed_dim,
-            "spdfq_images": calib[spd_name], "time_s": time.perf_counter() - t0}
+            "spdfq_images": calib[spd_name], "recorded": recorded, "time_s": time.perf_counter() - t0}
 
 
 def step_costs(model: nn.Module, batch: int, pages: tuple[Tensor, Tensor], n_calib: int, msr_every: int,

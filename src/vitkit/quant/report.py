@@ -25,7 +25,7 @@ def _to_image(x):
 
 def quant_section(m: dict):
     """The report Section of :func:`vitkit.quant.evaluate.demo_metrics`' dict ``m``."""
-    from ..report import Section, table
+    from ..report import Section, escape, table
     from ..report.plots import image_grid
 
     size, spd, spread = m["file_bytes"], m["spdfq_images"], m["channel_spread"]
@@ -43,6 +43,10 @@ def quant_section(m: dict):
         f"(×{m['int8_speedup']:.2f}, {m['threads']} thread(s), width {m['width']}: small "
         f"layers gain less than ViT-S, see benchmarks/RESULTS.md); checkpoint {size['fp32'] / 1e6:.2f} MB → "
         f"{size['int8'] / 1e6:.2f} MB (patch embedding, norms and head stay fp32).</p>",
+        "<p>What the quantized model records as applied (saved by <code>vitkit.save</code>, re-applied by "
+        "<code>vitkit.load</code>, shown by <code>vitkit info</code>):</p><ul>"
+        + "".join(f"<li>{escape(k)}: {escape('; '.join(v) or 'nothing')}</li>" for k, v in m.get("recorded", {}).items())
+        + "</ul>",
         "<p>SPDFQ calibration images (grey mean of the 3 channels):</p>",
         image_grid([_to_image(x) for x in spd[:8]], [f"#{i}" for i in range(min(8, len(spd)))], ncols=8,
                    thumb_width=96),
