@@ -1,6 +1,6 @@
 """Rendered scenes with exact per-pixel ground truth (the dense-task data of vitkit).
 
-Public API (stable; later issues add to it, never rename)::
+Public API (stable: later additions extend it, nothing is renamed)::
 
     from vitkit.data.scenes import SceneConfig, render_scene, SceneDataset, render_many, write_scenes
 
