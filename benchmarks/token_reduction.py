@@ -115,10 +115,11 @@ def machine_info(run: Run, batch: int) -> dict:
 
 
 def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int | None = None,
-                plot_with: tuple[str, ...] = (), also: tuple[str, ...] = ()) -> dict:
+                plot_with: tuple[str, ...] = (), also: tuple[str, ...] = (), tome_choice: str | None = None) -> dict:
     """Bench every method with consumer ``consumer``, plus the rows named in ``also`` (see
     :func:`method_by_name`); the plot also shows the benches of ``plot_with`` (consumer names whose bench
-    JSON is in --out)."""
+    JSON is in --out). ``tome_choice`` reuses an earlier bench's ToMe schedule instead of probing again,
+    so two consumers' tables have the same rows."""
     t0 = time.perf_counter()
     p = run.preset
     enc, cons = load_encoder(run), load_consumer(run.work / consumer / "consumer.pt", run.device)
@@ -127,11 +128,14 @@ def stage_bench(run: Run, repeats: int, batch: int, consumer: str, n_test: int |
     log.info("machine: %s", machine_line(info))
     # ToMe: measure candidate schedules, keep the one closest to HiRED-early 20% end to end
     cands = dict(p.tome_candidates)
-    probe, best = E.closest_throughput(enc, cons, ("HiRED-early 20%", methods(p, {})["HiRED-early 20%"]),
-                                       {n: (tome, c) for n, c in cands.items()}, x[:batch], GRID,
-                                       max(3, repeats // 2), dtype=run.dtype)
-    log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s", {n: round(probe[n]["e2e_ips"], 1) for n in cands},
-             probe["HiRED-early 20%"]["e2e_ips"], best)
+    if tome_choice is None:
+        probe, best = E.closest_throughput(enc, cons, ("HiRED-early 20%", methods(p, {})["HiRED-early 20%"]),
+                                           {n: (tome, c) for n, c in cands.items()}, x[:batch], GRID,
+                                           max(3, repeats // 2), dtype=run.dtype)
+        log.info("ToMe probe %s; HiRED-early 20%% %.1f img/s → %s",
+                 {n: round(probe[n]["e2e_ips"], 1) for n in cands}, probe["HiRED-early 20%"]["e2e_ips"], best)
+    else:
+        probe, best = None, tome_choice
     meths = methods(p, {best: cands[best]})
     meths.update({name: method_by_name(run, name, "--also") for name in also if name not in meths})
     tim = E.throughput(enc, cons, meths, x[:batch], GRID, repeats, dtype=run.dtype)
@@ -326,7 +330,8 @@ def extra_consumer(run: Run, args, t_start: float, first: dict, con_steps: int, 
             log.warning("--extra-consumer %r skipped: %.0f s left, about %.0f s needed", args.extra_consumer, left, need)
             return None
     X.train_named_consumer(run, 0.0, name, con_steps, [args.extra_consumer])
-    res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,), also=tuple(args.also or ()))
+    res = stage_bench(run, repeats, batch, name, n_test, plot_with=(args.consumer,), also=tuple(args.also or ()),
+                      tome_choice=first["tome_choice"])
     res["total_s"] = time.perf_counter() - t_start
     (run.out / f"bench_{name}.json").write_text(json.dumps(res, indent=2))
     log.info("total %.0f s", res["total_s"])

@@ -102,6 +102,7 @@ def test_tiny_smoke_runs_the_gpu_code_path_end_to_end(tr, tmp_path):
     assert res["extra"]["consumer"] == "consumer_hired_early_20"
     extra = json.loads((out / "bench_consumer_hired_early_20.json").read_text())
     assert extra["consumer_summary"]["reduced_from"] == ["HiRED-early 20%"] and set(extra["rows"]) == set(rows)
+    assert extra["tome_choice"] == res["tome_choice"] and extra["tome_probe"] is None  # the same rows, not re-probed
     files = {f.name for f in out.iterdir()}
     assert files == {"bench_consumer.json", "table_consumer.md", "bench_consumer_hired_early_20.json",
                      "table_consumer_hired_early_20.md", "plan.json", "encoder_summary.json", "token_reduction.png"}
