@@ -356,6 +356,8 @@ def test_paper_train_samples_are_drawn_like_the_benchmark():
     assert again.data == samples[7].data and frb.paper_train_sample(7, seed=4).text != again.text
     with pytest.raises(ValueError, match="jpeg_quality"):
         frb.paper_train_sample(0, jpeg_quality=(0, 50))
+    with pytest.raises(ValueError, match="seed"):
+        frb.paper_train_sample(0, seed=-1)
 
 
 def test_demo_training_pages_mix_the_two_kinds_in_the_asked_shares():

@@ -109,11 +109,12 @@ def info_cmd(
     table.add_row("width / depth / heads", f"{cfg.embed_dim} / {cfg.depth} / {cfg.num_heads}")
     table.add_row("GFLOPs (image, 2·MAC)", f"{_image_flops(model, cfg.img_size) / 1e9:.3f}")
     table.add_row("head", f"{cfg.num_classes} classes" if cfg.num_classes else "none (features)")
-    _preprocess_row(table, model)
+    _provenance_rows(table, model)
     out.print(table)
 
 
-def _preprocess_row(table: Table, model) -> None:
+def _provenance_rows(table: Table, model) -> None:
+    """Rows every model family shares: the methods applied, the preprocessing, the page pipeline."""
     from ..models.applied import describe
 
     for i, line in enumerate(describe(model)):
@@ -140,7 +141,7 @@ def _gru_info_table(source: str, model) -> Table:
     table.add_row("tokens", f"{-(-cfg.img_size[0] // 4) * -(-cfg.img_size[1] // 4)} in stage 1, {gh * gw} in the last")
     table.add_row("GFLOPs (image, 2·MAC)", f"{_image_flops(model, cfg.img_size) / 1e9:.3f}")
     table.add_row("head", f"{cfg.num_classes} classes" if cfg.num_classes else "none (features)")
-    _preprocess_row(table, model)
+    _provenance_rows(table, model)
     return table
 
 

@@ -137,6 +137,20 @@ def _label_for(i: int, seed: int, stream: int, n_fonts: int) -> int:
     return int(perm[pos])
 
 
+def _check_sample(i: int, seed: int, split: str, size_range: tuple[int, int]) -> tuple[int, int]:
+    """The arguments every training-sample function shares, checked; returns the size range (low, high)."""
+    if split not in _SPLIT_STREAMS:
+        raise ValueError(f"split must be one of {sorted(_SPLIT_STREAMS)}, got {split!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
+        raise ValueError(f"sample index must be a non-negative int, got {i!r}")
+    lo, hi = size_range
+    if not 0 < lo <= hi:
+        raise ValueError(f"size_range must satisfy 0 < low <= high, got {size_range!r}")
+    return lo, hi
+
+
 def train_sample(
     i: int,
     seed: int = 0,
@@ -162,17 +176,9 @@ def train_sample(
     Gaussian pixel noise with sigma up to ``noise`` (0-255 scale), and with probability ``jpeg_prob`` a JPEG round trip at a quality in
     ``jpeg_quality``. Labels are balanced over the fonts in every block of 15 samples.
     """
-    if split not in _SPLIT_STREAMS:
-        raise ValueError(f"split must be one of {sorted(_SPLIT_STREAMS)}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
-        raise ValueError(f"sample index must be a non-negative int, got {i!r}")
+    lo, hi = _check_sample(i, seed, split, size_range)
     if not 0.0 <= rotation_prob <= 1.0:
         raise ValueError(f"rotation_prob must be in [0, 1], got {rotation_prob!r}")
-    lo, hi = size_range
-    if not 0 < lo <= hi:
-        raise ValueError(f"size_range must satisfy 0 < low <= high, got {size_range!r}")
     stream = _SPLIT_STREAMS[split]
     label = _label_for(int(i), int(seed), stream, len(FONTS))
     rng = np.random.default_rng([_SAMPLE_TAG, stream, int(seed), int(i)])
@@ -224,11 +230,7 @@ def paper_train_sample(
     The varied pages of :func:`train_sample` (colours, margins, rotation, blur, noise) teach invariance;
     these teach the benchmark's own look: crisp glyphs on tight canvases, the JPEG ringing of quality ~75.
     """
-    if split not in _SPLIT_STREAMS:
-        raise ValueError(f"split must be one of {sorted(_SPLIT_STREAMS)}, got {split!r}")
-    lo, hi = size_range
-    if not 0 < lo <= hi:
-        raise ValueError(f"size_range must satisfy 0 < low <= high, got {size_range!r}")
+    lo, hi = _check_sample(i, seed, split, size_range)
     qlo, qhi = jpeg_quality
     if not 1 <= qlo <= qhi <= 100:
         raise ValueError(f"jpeg_quality must satisfy 1 <= low <= high <= 100, got {jpeg_quality!r}")
