@@ -369,6 +369,8 @@ def test_demo_training_pages_mix_the_two_kinds_in_the_asked_shares():
     assert all(p.image.size == (440, 240) for p in training_pages(DemoConfig(paper_share=0.0), 30, "train"))
     mixed = training_pages(DemoConfig(paper_share=0.8, wide_share=0.3), 60, "train")
     assert 45 <= sum(p.image.size != (440, 240) for p in mixed) <= 51  # a tenth are paper pages at wide sizes
+    with pytest.raises(ValueError, match="paper_share"):
+        training_pages(DemoConfig(paper_share=1.5), 5, "train")
 
 
 def test_train_labels_are_balanced(train45):

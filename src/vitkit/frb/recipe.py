@@ -82,6 +82,10 @@ def training_pages(cfg: DemoConfig, n: int, split: str) -> list[FRBSample]:
     mod 1, so any prefix of the list holds about the asked shares): u ≥ 1 − ``paper_share`` gives a page in the
     benchmark's layout, the others varied pages; u < ``wide_share`` draws it at a size in ``wide_size_range``,
     the others in ``size_range`` (the two shares overlap when they add up to more than 1)."""
+    for name in ("paper_share", "wide_share"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"DemoConfig.{name} must be in [0, 1] (a share of the pages), got {getattr(cfg, name)!r}")
+
     def sample(i: int) -> FRBSample:
         u = (i * 0.6180339887) % 1.0
         sizes = tuple(cfg.wide_size_range) if u < cfg.wide_share else tuple(cfg.size_range)
