@@ -360,6 +360,25 @@ def test_paper_train_samples_are_drawn_like_the_benchmark():
         frb.paper_train_sample(0, seed=-1)
 
 
+def test_paper_train_samples_title_share_and_resampling():
+    """title_share decides titles against sentences; resample_prob shrinks the decoded page by a factor in the asked
+    range, with the same text and label, and leaves the other pages as they were (draws come after the page's)."""
+    titles = [frb.paper_train_sample(i, title_share=1.0) for i in range(12)]
+    sentences = [frb.paper_train_sample(i, title_share=0.0) for i in range(12)]
+    assert all(len(s.text.split()) <= 3 and (s.text.istitle() or s.text.isupper()) for s in titles)
+    assert all(len(s.text.split()) >= 3 and not s.text.istitle() for s in sentences)
+    for i in range(12):
+        plain, shrunk = frb.paper_train_sample(i), frb.paper_train_sample(i, resample_prob=1.0, resample_range=(0.5, 0.6))
+        assert plain.data == frb.paper_train_sample(i, resample_prob=0.0, resample_range=(0.5, 0.6)).data
+        assert (shrunk.text, shrunk.label, shrunk.data) == (plain.text, plain.label, None)
+        for new, old in zip(shrunk.image.size, plain.image.size, strict=True):
+            assert 0.5 * old - 1 <= new <= 0.6 * old + 1
+    with pytest.raises(ValueError, match="resample_range"):
+        frb.paper_train_sample(0, resample_range=(0.0, 0.5))
+    with pytest.raises(ValueError, match="title_share"):
+        frb.paper_train_sample(0, title_share=1.5)
+
+
 def test_demo_training_pages_mix_the_two_kinds_in_the_asked_shares():
     from vitkit.frb.recipe import DemoConfig, training_pages
 

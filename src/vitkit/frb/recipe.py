@@ -60,6 +60,10 @@ class DemoConfig:
     # sentences 93.3 → 95.3% and titles 80.9 → 87.1% over 0 (benchmarks/RESULTS.md)
     paper_share: float = 0.5
     paper_jpeg_quality: tuple[int, int] = (40, 95)
+    paper_title_share: float = 0.3  # share of the paper-layout texts that are 1-3-word titles (as hard's names)
+    # share of the paper-layout pages resampled after their JPEG round trip, by a factor in paper_resample_range
+    paper_resample: float = 0.0
+    paper_resample_range: tuple[float, float] = (0.4, 0.9)
     canvas: tuple[int, int] = (240, 440)  # (H, W) that rescaled training pages are cut/padded to
     layout: str = "paper"  # FRB layout evaluated (vitkit.frb.LAYOUTS)
     robustness: bool = True  # also score the page classifier on rescaled, inverted and JPEG-30 pages
@@ -91,7 +95,9 @@ def training_pages(cfg: DemoConfig, n: int, split: str) -> list[FRBSample]:
         sizes = tuple(cfg.wide_size_range) if u < cfg.wide_share else tuple(cfg.size_range)
         if u >= 1.0 - cfg.paper_share:
             return paper_train_sample(i, cfg.seed, split=split, size_range=sizes,
-                                      jpeg_quality=tuple(cfg.paper_jpeg_quality))
+                                      jpeg_quality=tuple(cfg.paper_jpeg_quality), title_share=cfg.paper_title_share,
+                                      resample_prob=cfg.paper_resample,
+                                      resample_range=tuple(cfg.paper_resample_range))
         return train_sample(i, cfg.seed, split=split, size_range=sizes, jpeg_quality=tuple(cfg.jpeg_quality))
 
     return [sample(i) for i in range(n)]

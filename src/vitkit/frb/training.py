@@ -39,6 +39,7 @@ _SPLIT_STREAMS = {"train": 0, "val": 1}
 _SAMPLE_TAG = 1
 _LABEL_TAG = 2
 _PAPER_TAG = 3
+_RESAMPLERS = (Image.Resampling.BILINEAR, Image.Resampling.BICUBIC, Image.Resampling.LANCZOS)
 
 #: A training text of at most this many words is drawn as the hard split draws a font name (one line on a
 #: canvas cut to it); a longer one as the easy split draws a sentence (a paragraph wrapped to 500 px).
@@ -87,9 +88,10 @@ TRAINING_WORDS: tuple[str, ...] = tuple(
 )
 
 
-def random_text(rng: np.random.Generator) -> str:
-    """Random words from :data:`TRAINING_WORDS`: a sentence, or (like the hard split) a short title."""
-    if rng.random() < 0.3:
+def random_text(rng: np.random.Generator, title_share: float = 0.3) -> str:
+    """Random words from :data:`TRAINING_WORDS`: a sentence, or with probability ``title_share`` (like the
+    hard split's font names) a short title of 1-3 capitalised words."""
+    if rng.random() < title_share:
         words = [TRAINING_WORDS[j].capitalize() for j in rng.integers(0, len(TRAINING_WORDS), int(rng.integers(1, 4)))]
         text = " ".join(words)
     else:
@@ -217,6 +219,9 @@ def paper_train_sample(
     split: str = "train",
     size_range: tuple[int, int] = (30, 44),
     jpeg_quality: tuple[int, int] = (40, 95),
+    title_share: float = 0.3,
+    resample_prob: float = 0.0,
+    resample_range: tuple[float, float] = (0.4, 0.9),
 ) -> FRBSample:
     """Training sample ``i`` drawn as the paper's generator draws the benchmark; a pure function.
 
@@ -224,8 +229,12 @@ def paper_train_sample(
     :data:`PAPER_TITLE_WORDS` words go on one line like the hard split's names (:func:`vitkit.frb.layout.render_line`),
     longer texts become a paragraph like the easy split's sentences (:func:`vitkit.frb.layout.render_paragraph`),
     at a font size in ``size_range``, black on white on a canvas cut to the text, then one JPEG round
-    trip at a quality in ``jpeg_quality`` (``data`` keeps the file). The label of index ``i`` is the one
-    :func:`train_sample` gives it, so a list that mixes the two kinds index by index stays balanced.
+    trip at a quality in ``jpeg_quality`` (``data`` keeps the file). ``title_share`` of the texts are
+    titles. With probability ``resample_prob`` the decoded page is then resampled by a factor in
+    ``resample_range`` (bilinear, bicubic or Lanczos at random), as a saved page is when an editor or a
+    viewer shrinks it: the JPEG's blur and ringing end up on fewer pixels per stroke. The label of index
+    ``i`` is the one :func:`train_sample` gives it, so a list that mixes the two kinds index by index
+    stays balanced.
 
     The varied pages of :func:`train_sample` (colours, margins, rotation, blur, noise) teach invariance;
     these teach the benchmark's own look: crisp glyphs on tight canvases, the JPEG ringing of quality ~75.
@@ -236,12 +245,22 @@ def paper_train_sample(
         raise ValueError(f"jpeg_quality must satisfy 1 <= low <= high <= 100, got {jpeg_quality!r}")
     stream = _SPLIT_STREAMS[split]
     label = _label_for(int(i), int(seed), stream, len(FONTS))
+    if not 0.0 <= title_share <= 1.0 or not 0.0 <= resample_prob <= 1.0:
+        raise ValueError(f"title_share and resample_prob must be in [0, 1], got {title_share!r}, {resample_prob!r}")
+    flo, fhi = resample_range
+    if not 0 < flo <= fhi:
+        raise ValueError(f"resample_range must satisfy 0 < low <= high, got {resample_range!r}")
     rng = np.random.default_rng([_PAPER_TAG, stream, int(seed), int(i)])
-    text = random_text(rng)
+    text = random_text(rng, title_share)
     font = load_font(label, int(rng.integers(lo, hi + 1)))
     image = (layout.render_line(text, font) if len(text.split()) <= PAPER_TITLE_WORDS
              else layout.render_paragraph(text, font))
     decoded, data = layout.jpeg_round_trip(image, int(rng.integers(qlo, qhi + 1)))
+    # drawn after everything above, so the pages of resample_prob = 0 are those of earlier versions
+    factor, kind, resample = float(rng.uniform(flo, fhi)), int(rng.integers(3)), rng.random() < resample_prob
+    if resample:
+        size = (max(1, round(decoded.width * factor)), max(1, round(decoded.height * factor)))
+        decoded, data = decoded.resize(size, _RESAMPLERS[kind]), None
     return FRBSample(decoded, label, FONTS[label].name, text, split, data)
 
 
