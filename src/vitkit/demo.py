@@ -116,7 +116,7 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
 
     # 1. data: the benchmark splits on disk (the paper's JPEG files), training pages in memory at one text scale
     frb.generate(out / "frb", n_train=0, n_val=0, seed=cfg.seed, layout=cfg.layout, progress=cfg.progress)
-    page_kw = dict(text_height=cfg.text_height, canvas=tuple(cfg.canvas))
+    page_kw = cfg.page_kwargs()
     train_pages, train_labels = frb_pages(training_pages(cfg, cfg.train_pages, "train"), **page_kw)
     val_pages, val_labels = frb_pages(training_pages(cfg, cfg.val_pages, "val"), **page_kw)
     timing["data_s"] = time.perf_counter() - t0

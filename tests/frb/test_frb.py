@@ -514,3 +514,22 @@ def test_open_set_split_partitions_the_fonts():
     assert len(frb.KNOWN_FONTS) == 10 and len(frb.UNKNOWN_FONTS) == 5
     assert set(frb.KNOWN_FONTS) | set(frb.UNKNOWN_FONTS) == set(frb.FONT_NAMES)
     assert not set(frb.KNOWN_FONTS) & set(frb.UNKNOWN_FONTS)
+
+
+def test_frb_pages_scale_jitter_spreads_text_heights_around_the_band():
+    """scale_jitter = 0 reads every page at the band; j > 0 spreads the measured heights over about ±j of it."""
+    from vitkit.frb.ink import text_height
+    from vitkit.frb.pages import frb_pages
+
+    samples = [frb.paper_train_sample(i, title_share=0.0) for i in range(12)]
+    exact, _ = frb_pages(samples, text_height=(24.0, 24.0), canvas=(240, 440))
+    spread, _ = frb_pages(samples, text_height=(24.0, 24.0), canvas=(240, 440), scale_jitter=0.15)
+    h_exact = np.array([text_height(p) for p in exact])
+    h_spread = np.array([text_height(p) for p in spread])
+    assert np.all(np.abs(h_exact / 24.0 - 1) < 0.12)  # re-measured after resampling: the estimate's own error
+    want = np.array([1 + 0.15 * (2 * ((i * 0.7548776662) % 1) - 1) for i in range(12)])
+    ratio = h_spread / h_exact
+    # the estimate of a resampled page is itself a few percent off (more on small text): most pages, not all
+    assert np.ptp(want) > 0.2 and np.median(np.abs(ratio / want - 1)) < 0.03 and np.ptp(ratio) > 0.15
+    with pytest.raises(ValueError, match="scale_jitter"):
+        frb_pages(samples, text_height=(24.0, 24.0), scale_jitter=1.0)

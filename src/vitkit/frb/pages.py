@@ -63,6 +63,7 @@ class PageConfig:
 def frb_pages(
     samples: Sequence[FRBSample], fonts: Sequence[str] | None = None, *,
     text_height: tuple[float, float] | None = None, canvas: tuple[int, int] | None = None,
+    scale_jitter: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grey pages ``(P, 1, H, W)`` in [0, 1] and labels ``(P,)`` for FRB samples.
 
@@ -71,7 +72,12 @@ def frb_pages(
     ``text_height`` (a band of core heights, see :func:`vitkit.frb.ink.scale_text`), pages are brought
     to that text scale as a :class:`~vitkit.frb.classifier.PagePolicy` reads them. Pages of different sizes
     are cut or padded to ``canvas`` ``(H, W)`` around their ink (default: the largest page).
+    ``scale_jitter`` = j moves page i's band by a factor in [1 − j, 1 + j] (spread evenly over the pages
+    by i): training pages read slightly off the reference scale teach the classifier to forgive the
+    estimate of a page's text height, which is a few percent off on short or small text.
     """
+    if not 0.0 <= scale_jitter < 1.0:
+        raise ValueError(f"scale_jitter must be in [0, 1), got {scale_jitter!r}")
     if fonts is not None:
         pos = {name: i for i, name in enumerate(fonts)}
         samples = [s for s in samples if s.font in pos]
@@ -89,12 +95,21 @@ def frb_pages(
             part = idx[j : j + 64]
             x = normalize_pages(torch.stack([pil_to_tensor(samples[i].image) for i in part]))
             for i, g in zip(part, x, strict=True):
-                grey[i] = scale_text(g, text_height)[0]
+                grey[i] = scale_text(g, _jittered(text_height, i, scale_jitter))[0]
     if canvas is None and len({tuple(g.shape) for g in grey}) == 1:
         return torch.stack(grey), torch.tensor(labels)
     if canvas is None:
         canvas = (max(g.shape[-2] for g in grey), max(g.shape[-1] for g in grey))
     return torch.stack([fit_page(g, canvas) for g in grey]), torch.tensor(labels)
+
+
+def _jittered(band: tuple[float, float] | None, i: int, jitter: float) -> tuple[float, float] | None:
+    """``band`` times 1 + jitter · v, v in [−1, 1) by the plastic-number sequence of ``i`` (not the golden-ratio one
+    that :func:`vitkit.frb.recipe.training_pages` uses to pick page kinds, so the two do not line up)."""
+    if band is None or not jitter:
+        return band
+    f = 1.0 + jitter * (2.0 * ((i * 0.7548776662) % 1.0) - 1.0)
+    return (band[0] * f, band[1] * f)
 
 
 def _label(i: int, seed: int, stream: int) -> int:
