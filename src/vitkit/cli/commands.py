@@ -198,7 +198,8 @@ def demo_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the demo's files.")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option(help="A ≤ 2-minute smoke run (figures not meaningful).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last checkpoint.")] = False,
-    steps: Annotated[int | None, typer.Option(min=1, help="Training steps (default 2200; --quick 40).")] = None,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="Training steps (default: the recipe's, vitkit.frb.recipe.DemoConfig.steps; --quick 40).")] = None,
 ) -> None:
     """The main job: generate the Font Recognition Benchmark, train a small ViT from scratch, evaluate
     easy and hard with every protocol that applies, write OUT/report.html and OUT/metrics.json."""
