@@ -147,9 +147,10 @@ class CaptionedCrops(InkCropDataset):
         worded = [f"'{' '.join(t.split()[:3])}' written in the {fonts[int(y)]} font" for t, y in zip(texts, labels, strict=True)]
         self.ids = torch.stack([tokenizer(plain)["input_ids"], tokenizer(worded)["input_ids"]], 1)  # (P, 2, L)
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, Tensor]:
-        crop, y = super().__getitem__(i)
-        return crop, y, self.ids[i // self.k, i % 2]
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Tensor, Tensor]]:
+        # the base class builds item i (and a whole batch) here; its __getitem__ comes back through this
+        crops = super().__getitems__(indices)
+        return [(crop, y, self.ids[i // self.k, i % 2]) for (crop, y), i in zip(crops, indices, strict=True)]
 
 
 def soft_clip_loss(logits: Tensor, labels: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ and low-contrast pages then look alike, and the ink (grey < 0.5) is where the te
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -88,12 +89,13 @@ class InkCropDataset(Dataset):
         if H < size or W < size:
             raise ValueError(f"pages {H}×{W} are smaller than the crop size {size}")
         # ink coordinates per page, for crop centres
-        self.ink = [torch.nonzero(p[0] < INK) for p in pages]
+        self.ink = [torch.nonzero(p[0] < INK).numpy() for p in pages]
 
     def __len__(self) -> int:
         return len(self.pages) * self.k
 
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+    def _draw(self, i: int) -> tuple[int, int, int, float, float]:
+        """Item i's page, crop corner and contrast jitter ``(p, y, x, a, b)``: the crop is ``page · a + b``."""
         p = i // self.k
         rng = np.random.default_rng((self.seed, i))
         H, W = self.pages.shape[-2:]
@@ -107,11 +109,26 @@ class InkCropDataset(Dataset):
             cy, cx = int(rng.integers(H)), int(rng.integers(W))
         y = min(max(cy - s // 2, 0), H - s)
         x = min(max(cx - s // 2, 0), W - s)
-        crop = self.pages[p, :, y : y + s, x : x + s]
+        a, b = 1.0, 0.0
         if rng.random() < 0.5:  # mild contrast jitter (ink not always pure black), staying within [0, 1]
             a = float(rng.uniform(0.85, 1.0))
-            crop = crop * a + float(rng.uniform(0.0, 1.0 - a))
-        return to_model_input(crop.unsqueeze(0))[0], self.labels[p]
+            b = float(rng.uniform(0.0, 1.0 - a))
+        return p, y, x, a, b
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[tuple[Tensor, Tensor]]:
+        """Items ``indices`` built as one batch (the DataLoader calls this for a whole batch): the same
+        crops as one by one, without the per-item tensor overhead that was ~10% of a demo training step.
+        A subclass that adds to an item overrides this method (``__getitem__`` comes back through it)."""
+        s = self.size
+        draws = [self._draw(int(i)) for i in indices]
+        crops = torch.stack([self.pages[p, :, y : y + s, x : x + s] for p, y, x, _, _ in draws])  # (B, 1, S, S)
+        a = torch.tensor([d[3] for d in draws], dtype=crops.dtype).view(-1, 1, 1, 1)
+        b = torch.tensor([d[4] for d in draws], dtype=crops.dtype).view(-1, 1, 1, 1)
+        x = to_model_input(crops * a + b)  # (B, 3, S, S); a = 1, b = 0 leave a crop bit for bit
+        return [(x[j], self.labels[d[0]]) for j, d in enumerate(draws)]
 
 
 # ---------------------------------------------------------------------------------------------
