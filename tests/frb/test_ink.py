@@ -155,6 +155,20 @@ def test_dataset_deterministic_and_order_independent(text_pages):
     assert any(not torch.equal(c[i][0], fwd[i]) for i in range(len(c)))
 
 
+def test_dataset_batch_equals_items_one_by_one(text_pages):
+    """The DataLoader's batch path (__getitems__, one stack and one jitter for the batch) gives every item exactly
+    as it comes alone, in the asked order, also when pages, jitter and no jitter mix in one batch."""
+    pages, labels = text_pages
+    ds = InkCropDataset(pages, labels, size=48, crops_per_page=7, seed=2)
+    order = [20, 0, 13, 7, 7, 1, 14, 6]
+    batch = ds.__getitems__(order)
+    for i, (x, y) in zip(order, batch, strict=True):
+        alone, y_alone = ds[i]
+        assert torch.equal(x, alone) and torch.equal(y, y_alone), i
+    loaded = next(iter(torch.utils.data.DataLoader(ds, batch_size=len(ds))))
+    assert torch.equal(loaded[0], torch.stack([ds[i][0] for i in range(len(ds))]))
+
+
 def test_dataset_crops_contain_ink(text_pages):
     pages, labels = text_pages
     ds = InkCropDataset(pages, labels, size=48, crops_per_page=16, seed=0)
