@@ -2,9 +2,10 @@
 
 The training scenes are the plain object scenes of :mod:`vitkit.data.scenes` (no context-dependent
 target: the camouflaged, salient, defect and lesion concepts stay unseen, as SAM never trained on
-them). Each image gives ``prompts_per_image`` instances; each step is either a box step (the
-instance's box with SAM's training noise: every coordinate ± N(0, ``box_noise`` × side), capped at
-2 × that) or a point step (1–3 positive points in the instance, 0–2 negative points in its box
+them); a share of them is rendered larger and cropped back (scale jitter,
+:func:`render_training_scenes`), so that objects of a salient object's size are not rare. Each image
+gives ``prompts_per_image`` instances; each step is either a box step (the instance's box with SAM's
+training noise: every coordinate ± N(0, ``box_noise`` × side), capped at 2 × that) or a point step (1–3 positive points in the instance, 0–2 negative points in its box
 outside it). The loss, SAM's: BCE + Dice on the single-mask output, plus the minimum over the 3
 multimask candidates (only the best candidate learns, which lets them specialise), plus the MSE of
 the predicted IoUs against the actual IoU of each thresholded candidate.
