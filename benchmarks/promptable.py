@@ -1,8 +1,11 @@
 """Promptable segmentation on context-dependent concepts: the built-in segmenter, every concept and prompt kind,
 clean vs perturbed, images and video (one ``vitkit segment evaluate`` run per seed).
 
-    OMP_NUM_THREADS=1 python benchmarks/promptable.py --seeds 0,1 [--images 40] [--clips 8] [--steps 1200]
+    OMP_NUM_THREADS=1 python benchmarks/promptable.py --seeds 1,2 [--images 40] [--clips 8] [--steps N]
         [--segmenter builtin] [--json runs/promptable_bench/promptable.json]
+
+``--steps``, ``--scenes``, ``--batch-size`` default to :class:`PromptTrainConfig`'s (the default
+``vitkit segment evaluate`` run's training).
 
 Per seed the built-in segmenter is trained afresh (seed = its scenes, initialisation and sampling)
 unless ``OUT/seed{S}/builtin.pt`` exists (then reused: ``--retrain`` deletes it first). Tables: mean
@@ -44,15 +47,17 @@ def main() -> None:
     ap.add_argument("--prompts", default="box,point,auto")
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--clips", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=1200)
-    ap.add_argument("--scenes", type=int, default=600)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--scenes", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--out", default="runs/promptable_bench")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     seeds = [int(s) for s in args.seeds.split(",")]
+    train_overrides = {k: v for k, v in (("steps", args.steps), ("scenes", args.scenes),
+                                         ("batch_size", args.batch_size)) if v is not None}
     runs = {}
     for s in seeds:
         out = Path(args.out) / f"seed{s}"
@@ -61,8 +66,7 @@ def main() -> None:
                 (out / name).unlink()
         cfg = PromptableConfig(segmenter=args.segmenter, concepts=tuple(args.concepts.split(",")),
                                prompts=tuple(args.prompts.split(",")), seed=s, images=args.images, clips=args.clips,
-                               train=PromptTrainConfig(steps=args.steps, scenes=args.scenes,
-                                                       batch_size=args.batch_size),
+                               train=PromptTrainConfig(**train_overrides),
                                out_dir=str(out), progress=False)
         t = time.perf_counter()
         runs[s] = run_promptable(cfg)

@@ -192,3 +192,81 @@ def test_cli_rejects_unknown_concept(tmp_path):
 
     res = CliRunner().invoke(app, ["segment", "evaluate", "--concepts", "salient,clouds", "--out", str(tmp_path)])
     assert res.exit_code != 0 and "clouds" in res.output
+
+
+def test_crop_window_drops_slivers_and_stays_inside():
+    from vitkit.segment.promptable_train import crop_window
+
+    img = np.arange(10 * 10 * 3, dtype=np.uint8).reshape(10, 10, 3)
+    ins = np.zeros((10, 10), np.uint8)
+    ins[0:5, 0:5] = 1  # 25 px
+    ins[9, 9] = 2  # 1 px: a sliver in any window that holds it
+    for seed in range(5):
+        im, m = crop_window(img, ins, 6, np.random.default_rng(seed), min_pixels=2)
+        assert im.shape == (6, 6, 3) and m.shape == (6, 6)
+        assert 2 not in m  # dropped: fewer than min_pixels
+        # the window is a real crop of the image: its first pixel fixes the offset
+        y0, x0 = divmod(int(im[0, 0, 0]) // 3, 10)
+        np.testing.assert_array_equal(im, img[y0 : y0 + 6, x0 : x0 + 6])
+        kept = ins[y0 : y0 + 6, x0 : x0 + 6] == 1
+        np.testing.assert_array_equal(m == 1, kept if kept.sum() >= 2 else np.zeros_like(kept))
+
+
+def test_training_scenes_without_zoom_are_the_plain_scenes_and_zoom_enlarges_objects():
+    from vitkit.data.scenes import render_many
+    from vitkit.segment.promptable_train import PromptTrainConfig, render_training_scenes
+
+    plain = PromptTrainConfig(model=TINY, scenes=12, zoom_share=0.0, seed=3)
+    images, inst = render_training_scenes(plain)
+    ref = render_many(12, seed=3, size=32)
+    np.testing.assert_array_equal(images, ref["image"])
+    np.testing.assert_array_equal(inst, ref["instance"])
+    zoomed_images, zoomed = render_training_scenes(PromptTrainConfig(model=TINY, scenes=12, zoom=3.0, zoom_share=1.0,
+                                                                    seed=3))
+    assert zoomed_images.shape == images.shape and zoomed.shape == inst.shape
+
+    def mean_area(maps):
+        return np.mean([(m == k).sum() for m in maps for k in np.unique(m)[1:]])
+
+    assert mean_area(zoomed) > 1.5 * mean_area(inst)
+    assert all((np.bincount(m.ravel())[1:][np.bincount(m.ravel())[1:] > 0] >= 8).all() for m in zoomed)
+
+
+def test_checkpoint_without_fuse_skip_loads_the_linear_skip(tmp_path):
+    from dataclasses import replace
+
+    from vitkit.segment.segmenters import save_builtin
+
+    torch.manual_seed(0)
+    old = PromptSegmenter(config=replace(TINY, fuse_skip=False))
+    path = save_builtin(old, tmp_path / "old.pt")
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["config"]["fuse_skip"]  # what a checkpoint saved before the field existed holds
+    torch.save(ckpt, path)
+    seg = BuiltinSegmenter.from_checkpoint(path)
+    assert seg.model.config.fuse_skip is False
+    x, box = torch.rand(1, 3, 32, 32), torch.tensor([[2.0, 2, 20, 20]])
+    with torch.no_grad():
+        torch.testing.assert_close(seg.model(x, boxes=box)[0], old.eval()(x, boxes=box)[0])
+        fused = PromptSegmenter(config=TINY).eval()
+        fused.load_state_dict(old.state_dict())  # same weights, the fused read-out: another output
+        assert not torch.allclose(fused(x, boxes=box)[0], old(x, boxes=box)[0])
+
+
+def test_training_callback_sees_every_50_steps():
+    from vitkit.segment.promptable_train import PromptTrainConfig, train_prompt_segmenter
+
+    seen = []
+    cfg = PromptTrainConfig(model=TINY, scenes=8, steps=100, batch_size=2, warmup=1)
+    model, info = train_prompt_segmenter(cfg, progress=False, callback=lambda s, m: seen.append((s, m.training)))
+    assert seen == [(50, False), (100, False)] and info["done"] and not model.training
+
+
+def test_cli_help_names_the_training_default():
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+    from vitkit.segment.promptable_train import PromptTrainConfig
+
+    res = CliRunner().invoke(app, ["segment", "evaluate", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and f"PromptTrainConfig's, {PromptTrainConfig().steps}" in res.output

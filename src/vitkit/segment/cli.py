@@ -55,7 +55,8 @@ def evaluate_cmd(
     seed: Annotated[int, typer.Option(min=0, help="Seed of scenes, perturbations and the builtin's training.")] = 0,
     images: Annotated[int, typer.Option(min=1, help="Images per concept.")] = 40,
     clips: Annotated[int, typer.Option(min=0, help="Video clips per concept (0 = no video protocol).")] = 8,
-    steps: Annotated[int, typer.Option(min=1, help="builtin: training steps.")] = 1200,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="builtin: training steps (default: PromptTrainConfig's, 3000).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: results.json, report.html, builtin.pt.")] = Path(
         "runs/promptable"),
 ) -> None:
@@ -70,7 +71,7 @@ def evaluate_cmd(
     try:
         cfg = PromptableConfig(segmenter=segmenter, concepts=tuple(c.strip() for c in concepts.split(",") if c.strip()),
                                prompts=tuple(p.strip() for p in prompts.split(",") if p.strip()), perturb=perturb,
-                               seed=seed, images=images, clips=clips, train=PromptTrainConfig(steps=steps),
+                               seed=seed, images=images, clips=clips, train=PromptTrainConfig() if steps is None else PromptTrainConfig(steps=steps),
                                out_dir=str(out_dir))
         r = run_promptable(cfg)
     except USER_ERRORS as e:

@@ -43,6 +43,10 @@ class PromptSegConfig:
     dec_dim: int = 64  # decoder / prompt-embedding width
     dec_depth: int = 2  # two-way attention blocks
     num_multimask: int = 3  # candidate masks for ambiguous prompts (SAM: 3)
+    # the RGB skip joins the upsampled embedding before its last activation (SAM 2's fusion), so the
+    # prompt-dependent features can gate colour edges; False: added after it (a linear read-out, the
+    # design of checkpoints saved before this field existed)
+    fuse_skip: bool = True
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,7 +116,7 @@ class PromptSegmenter(nn.Module):
         self.final_norm = nn.LayerNorm(c)
         q = c // 4
         self.up = nn.Sequential(nn.ConvTranspose2d(c, c // 2, 2, 2), nn.GroupNorm(1, c // 2), nn.GELU(),
-                                nn.ConvTranspose2d(c // 2, q, 2, 2), nn.GELU())
+                                nn.ConvTranspose2d(c // 2, q, 2, 2), nn.Identity() if cfg.fuse_skip else nn.GELU())
         # RGB at half resolution (the upsampled grid's): edges the 8 × 8 token grid cannot place
         self.skip = nn.Sequential(nn.Conv2d(3, q, 3, padding=1), nn.GELU(), nn.Conv2d(q, q, 3, padding=1))
         self.hyper = nn.ModuleList(_mlp(c, q) for _ in range(self.n_masks))
@@ -161,6 +165,8 @@ class PromptSegmenter(nn.Module):
         tok = self.final_norm(tok + self.final(tok + tok_pe, img + img_pe, img, need_weights=False)[0])
         feat = self.up(img.transpose(1, 2).reshape(b, c, g, g))
         feat = F.interpolate(feat, size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
+        if self.config.fuse_skip:
+            feat = F.gelu(feat)
         w = torch.stack([h(tok[:, 1 + i]) for i, h in enumerate(self.hyper)], 1)  # (B, 4, C/4)
         masks = torch.einsum("bkc,bchw->bkhw", w, feat)
         masks = F.interpolate(masks, size=(self.size, self.size), mode="bilinear", align_corners=False)

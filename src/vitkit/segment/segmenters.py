@@ -98,7 +98,8 @@ class BuiltinSegmenter:
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: train one with `vitkit segment evaluate --segmenter builtin`")
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
-        model = PromptSegmenter(config=PromptSegConfig(**ckpt["config"]))
+        # a checkpoint from before ``fuse_skip`` existed was built without it: same weights, linear skip
+        model = PromptSegmenter(config=PromptSegConfig(**{"fuse_skip": False, **ckpt["config"]}))
         model.load_state_dict(ckpt["state_dict"])
         return cls(model=model, **kwargs)
 
