@@ -25,7 +25,7 @@ from torch import Tensor
 from .fontset import FONTS, load_font
 from .ink import fit_page, normalize_pages, pil_to_tensor, scale_text
 from .render import FRBSample, wrap_text
-from .training import random_colours, random_text
+from .training import check_index_and_seed, random_colours, random_text
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,7 @@ def page_sample(i: int, seed: int = 0, *, split: str = "train", cfg: PageConfig 
     """Page ``i`` of ``seed`` for ``split`` ("train", "val" or "test"): an :class:`~vitkit.frb.render.FRBSample`."""
     if split not in _STREAMS:
         raise ValueError(f"split must be one of {sorted(_STREAMS)}, got {split!r}")
-    if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
-        raise ValueError(f"page index must be a non-negative int, got {i!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_index_and_seed(i, seed, "page index")
     cfg = cfg or PageConfig()
     stream = _STREAMS[split]
     label = _label(int(i), int(seed), stream)

@@ -22,6 +22,7 @@ __all__ = [
     "MIN_CONTRAST",
     "PAPER_TITLE_WORDS",
     "TRAINING_WORDS",
+    "check_index_and_seed",
     "contrast_ratio",
     "protocol_val_texts",
     "random_colours",
@@ -139,14 +140,19 @@ def _label_for(i: int, seed: int, stream: int, n_fonts: int) -> int:
     return int(perm[pos])
 
 
+def check_index_and_seed(i: int, seed: int, what: str) -> None:
+    """A generated item's index and seed must be non-negative ints (numpy ints too, never bools);
+    the ``ValueError`` names ``what`` the index is."""
+    for value, name in ((seed, "seed"), (i, what)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+
+
 def _check_sample(i: int, seed: int, split: str, size_range: tuple[int, int]) -> tuple[int, int]:
     """The arguments every training-sample function shares, checked; returns the size range (low, high)."""
     if split not in _SPLIT_STREAMS:
         raise ValueError(f"split must be one of {sorted(_SPLIT_STREAMS)}, got {split!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if isinstance(i, bool) or not isinstance(i, int | np.integer) or i < 0:
-        raise ValueError(f"sample index must be a non-negative int, got {i!r}")
+    check_index_and_seed(i, seed, "sample index")
     lo, hi = size_range
     if not 0 < lo <= hi:
         raise ValueError(f"size_range must satisfy 0 < low <= high, got {size_range!r}")
