@@ -17,8 +17,10 @@ $(CORE_STAMP): pyproject.toml constraints.txt
 	$(PIP) install --quiet -c constraints.txt -e .
 	touch $(CORE_STAMP)
 
+# promptable brings pysodmetrics and scipy: without them the tests that check our saliency metrics against
+# pysodmetrics' own and the clicker's distance transform would be skipped
 $(STAMP): $(CORE_STAMP)
-	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated,onnx]"
+	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated,onnx,promptable]"
 	touch $(STAMP)
 
 install: $(STAMP)
