@@ -10,6 +10,10 @@ Stages are cached under ``--out`` (``{arm}_s{seed}/encoder`` and ``detect.json``
 split over several invocations: ``--arms fsfm --seeds 0 --stage pretrain`` etc.; a later call only does
 what is missing and ``--stage table`` prints the table from the cache.
 
+Second transfer check (``--stage probe``, part of ``all``): a linear probe on each frozen encoder's pooled
+features of FRB ink crops (15 fonts; crops of training pages to train it, of validation pages to score it), the
+from-scratch arm being the randomly initialised encoder. Same crops, probe budget and seed for every arm.
+
     OMP_NUM_THREADS=1 python benchmarks/pretrain.py --seeds 0,1
 """
 
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
 from vitkit.pretrain.detect import DetectorConfig, cross_manipulation_auc, detector_from, finetune_detector
 from vitkit.pretrain.manip import MANIPULATIONS
 from vitkit.pretrain.run import PretrainConfig, run_pretrain
@@ -37,7 +42,7 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (pretraining data, init, fine-tuning)")
     p.add_argument("--arms", default=",".join(ARMS), help="scratch,mae,fsfm")
-    p.add_argument("--stage", default="all", choices=("all", "pretrain", "finetune", "table"))
+    p.add_argument("--stage", default="all", choices=("all", "pretrain", "finetune", "probe", "table"))
     p.add_argument("--train-kind", default="splice", choices=MANIPULATIONS)
     p.add_argument("--size", type=int, default=48)
     p.add_argument("--patch", type=int, default=8)
@@ -52,6 +57,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--finetune-lr", type=float, default=3e-4)
     p.add_argument("--n-train", type=int, default=2048)
     p.add_argument("--n-test", type=int, default=256)
+    p.add_argument("--probe-pages", type=int, default=300, help="FRB training pages for the linear probe")
+    p.add_argument("--probe-val-pages", type=int, default=150, help="FRB validation pages that score it")
+    p.add_argument("--probe-crops", type=int, default=8, help="ink crops per page")
+    p.add_argument("--probe-text", type=float, default=12.0,
+                   help="text core height (px) the pages are brought to, so a crop holds a few letters")
+    p.add_argument("--probe-steps", type=int, default=600)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/pretrain_bench")
     p.add_argument("--json", default=None, help="write the results here (default OUT/results.json)")
@@ -104,6 +115,56 @@ def do_finetune(a, arm: str, seed: int) -> dict | None:
     return res
 
 
+def frb_probe_crops(a) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ink crops (N, 3, S, S) in [0, 1] (the pretraining input range) with font labels: of FRB training
+    pages (the probe's training set) and of validation pages (its test set), S = the encoders' size."""
+    from vitkit.frb.ink import InkCropDataset
+    from vitkit.frb.pages import frb_pages
+    from vitkit.frb.recipe import DemoConfig, training_pages
+
+    cfg, band = DemoConfig(), (a.probe_text, a.probe_text)
+    out = []
+    for split, n, seed in (("train", a.probe_pages, 0), ("val", a.probe_val_pages, 1)):
+        pages, labels = frb_pages(training_pages(cfg, n, split), text_height=band)
+        ds = InkCropDataset(pages, labels, size=a.size, crops_per_page=a.probe_crops, seed=seed)
+        items = ds.__getitems__(range(len(ds)))
+        out += [(torch.stack([x for x, _ in items]) + 1) / 2, torch.stack([y for _, y in items])]
+    return tuple(out)
+
+
+@torch.no_grad()
+def pooled(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Images (N, 3, S, S) → the encoder's pooled features (N, C)."""
+    model.eval()
+    return torch.cat([model.forward_head(model.forward_features(x[i : i + batch]), pre_logits=True)
+                      for i in range(0, len(x), batch)])
+
+
+def do_probe(a, arm: str, seed: int, crops) -> dict | None:
+    run = Path(a.out) / f"{arm}_s{seed}"
+    res_path = run / "probe.json"
+    if res_path.is_file():
+        return json.loads(res_path.read_text())
+    if arm == "scratch":
+        torch.manual_seed(seed)
+        encoder = detector_from(None, pretrain_cfg(a, "mae", seed).encoder_config())
+    elif (run / "encoder").is_dir():
+        encoder = load(run / "encoder")
+    else:
+        logging.warning("no pretrained %s encoder for seed %d: run --stage pretrain first", arm, seed)
+        return None
+    xtr, ytr, xte, yte = crops
+    head = fit_linear_probe(pooled(encoder, xtr), ytr, int(ytr.max()) + 1,
+                            ProbeConfig(steps=a.probe_steps, seed=seed))
+    with torch.no_grad():
+        acc = (head(pooled(encoder, xte)).argmax(-1) == yte).float().mean().item()
+    res = {"arm": arm, "seed": seed, "frb_probe_accuracy": acc, "train_crops": len(ytr), "test_crops": len(yte)}
+    run.mkdir(parents=True, exist_ok=True)
+    res_path.write_text(json.dumps(res, indent=2))
+    logging.info("%s seed %d: FRB linear-probe crop accuracy %.3f", arm, seed, acc)
+    return res
+
+
 def fmt(vals: list[float]) -> str:
     if not vals:
         return "—"
@@ -116,12 +177,16 @@ def table(a, arms: list[str], seeds: list[int]) -> dict:
     for arm in arms:
         rs = [json.loads(p.read_text()) for s in seeds if (p := Path(a.out) / f"{arm}_s{s}" / "detect.json").is_file()]
         rows[arm] = rs
+    probes = {arm: [json.loads(p.read_text())["frb_probe_accuracy"] for s in seeds
+                    if (p := Path(a.out) / f"{arm}_s{s}" / "probe.json").is_file()] for arm in arms}
     header = ["arm", "seeds", "unseen mean"] + [k + (" (train)" if k == a.train_kind else "") for k in MANIPULATIONS]
+    header.append("FRB probe")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for arm, rs in rows.items():
         cells = [arm, ",".join(str(r["seed"]) for r in rs), fmt([r["unseen_mean"] for r in rs])]
         cells += [fmt([r["auc"][k] for r in rs]) for k in MANIPULATIONS]
+        cells.append(fmt(probes[arm]))
         print("| " + " | ".join(cells) + " |")
     diffs = {}
     for other in ("mae", "scratch"):
@@ -130,7 +195,7 @@ def table(a, arms: list[str], seeds: list[int]) -> dict:
             d = [r["unseen_mean"] - paired[r["seed"]] for r in rows["fsfm"] if r["seed"] in paired]
             diffs[f"fsfm-{other}"] = d
             print(f"FSFM − {other}, unseen mean AUC, paired by seed: {fmt(d)} (per seed {[round(x, 3) for x in d]})")
-    return {"rows": rows, "paired_differences": diffs}
+    return {"rows": rows, "paired_differences": diffs, "frb_probe": probes}
 
 
 def main(argv=None) -> int:
@@ -144,12 +209,15 @@ def main(argv=None) -> int:
         print(f"unknown arms {sorted(bad)}; choose from {ARMS}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    crops = frb_probe_crops(a) if a.stage in ("all", "probe") else None
     for seed in seeds:
         for arm in arms:
             if arm != "scratch" and a.stage in ("all", "pretrain"):
                 do_pretrain(a, arm, seed)
             if a.stage in ("all", "finetune"):
                 do_finetune(a, arm, seed)
+            if a.stage in ("all", "probe"):
+                do_probe(a, arm, seed, crops)
     result = table(a, arms, seeds)
     result["args"] = vars(a)
     result["wall_s"] = round(time.perf_counter() - t0, 1)
