@@ -22,6 +22,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 
 from ..config import config_from_dict
@@ -49,7 +50,8 @@ class VisionGRUConfig:
     expansion: float = 2.0  # minGRU recurrent width / channels (public code: 2)
     mlp_ratio: float = 4.0  # MLP hidden / channels
     norm_eps: float = 1e-6
-    scan_chunk: int = DEFAULT_CHUNK  # tokens per log-space chunk: bounds the scan's rounding (mingru.py)
+    scan_chunk: int = DEFAULT_CHUNK  # only for the log-space reference scans (mingru.py); kept so configs load
+    infer_chunk: int = 4096  # tokens per piece of the no-grad path: bounds its working memory, keeps it in cache
     drop_path_rate: float = 0.0  # stochastic depth, linear over all blocks
     num_classes: int = 0  # 0 = features only
     family: str = "visiongru"  # informational, picks the default preprocessing
@@ -67,8 +69,8 @@ class VisionGRUConfig:
             raise ValueError(f"dims must be ≥ 2 and depths ≥ 0, got dims {self.dims}, depths {self.depths}")
         if self.expansion <= 0 or self.mlp_ratio <= 0:
             raise ValueError(f"expansion ({self.expansion}) and mlp_ratio ({self.mlp_ratio}) must be > 0")
-        if self.scan_chunk < 1:
-            raise ValueError(f"scan_chunk={self.scan_chunk}: must be ≥ 1")
+        if self.scan_chunk < 1 or self.infer_chunk < 1:
+            raise ValueError(f"scan_chunk={self.scan_chunk} and infer_chunk={self.infer_chunk} must be ≥ 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,8 +99,9 @@ class Block2DGRU(nn.Module):
     """Channels-last block: x (B, H, W, C) → (B, H, W, C). See the module docstring."""
 
     def __init__(self, *, dim: int, expansion: float, mlp_ratio: float, norm_eps: float, chunk: int,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, infer_chunk: int = 4096) -> None:
         super().__init__()
+        self.infer_chunk = infer_chunk
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
@@ -108,18 +111,61 @@ class Block2DGRU(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path2 = DropPath(drop_path)
 
+    def mixer_input(self, x: Tensor) -> Tensor:
+        """dwconv(LN(x)) of x (B, H, W, C), channels-last (B, H, W, C)."""
+        return self.dwconv(self.norm1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
     def branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The two scans of LN → dwconv of x (B, H, W, C): (forward raster, reversed raster), each (B, H, W, C)."""
-        y = self.dwconv(self.norm1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = self.mixer_input(x)
         seq = raster(y)
         fwd = self.gru_fwd(seq)
         rev = self.gru_rev(seq.flip(1)).flip(1)
         return fwd.view_as(y), rev.view_as(y)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.streams():
+            return self.forward_pieces(x)
         fwd, rev = self.branches(x)
         x = x + self.drop_path1(fwd + rev)
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+    def streams(self) -> bool:
+        """Whether :meth:`forward` takes :meth:`forward_pieces`: without autograd, in eval mode (no drop
+        path), and with plain Linears — quantization wrappers observe and scale whole tensors, so a
+        quantized block keeps the whole-sequence path and calibrates exactly as before."""
+        linears = (self.gru_fwd.proj_in, self.gru_fwd.proj_out, self.gru_rev.proj_in, self.gru_rev.proj_out,
+                   self.mlp.fc1, self.mlp.fc2)
+        return (not torch.is_grad_enabled() and not self.training
+                and all(type(m) in (nn.Linear, nn.Identity) for m in linears))
+
+    @torch.no_grad()
+    def forward_pieces(self, x: Tensor) -> Tensor:
+        """:meth:`forward` (eval mode) of x (B, H, W, C), the sequence taken ``infer_chunk`` tokens at a time:
+        each minGRU carries its state from piece to piece (the reversed one from the last piece back), and
+        the MLP runs piece by piece in place. Besides x, the output and dwconv(LN(x)) (each B·H·W·C), only
+        one piece's projections and scan are alive at a time (and they stay in cache), instead of several
+        (B, H·W, 2·C) tensors of the whole map."""
+        B, H, W, C = x.shape
+        L, step = H * W, self.infer_chunk
+        seq = raster(self.mixer_input(x))
+        out = raster(x).clone()
+        starts = range(0, L, step)
+        for gru, order in ((self.gru_fwd, starts), (self.gru_rev, reversed(starts))):
+            state = None
+            for s in order:
+                piece = seq[:, s : s + step]
+                if gru is self.gru_rev:
+                    o, state = gru.resume(piece.flip(1), state)
+                    o = o.flip(1)
+                else:
+                    o, state = gru.resume(piece, state)
+                out[:, s : s + step] += o
+        del seq
+        for s in starts:
+            piece = out[:, s : s + step]
+            piece += self.mlp(self.norm2(piece))
+        return out.view(B, H, W, C)
 
 
 class Stage(nn.Module):
@@ -134,7 +180,7 @@ class Stage(nn.Module):
         )
         self.blocks = nn.ModuleList([
             Block2DGRU(dim=dim, expansion=cfg.expansion, mlp_ratio=cfg.mlp_ratio, norm_eps=cfg.norm_eps,
-                       chunk=cfg.scan_chunk, drop_path=p)
+                       chunk=cfg.scan_chunk, drop_path=p, infer_chunk=cfg.infer_chunk)
             for p in drop_paths
         ])
 
