@@ -215,9 +215,10 @@ def print_cost(res: dict, params: dict) -> None:
 
 
 def scan_stage(args) -> dict:
-    """The model's scan (linear-space blocks) against the pure log-space scan on one (1, L, D) sequence:
-    forward alone and forward + backward, interleaved over ``--repeats``, medians."""
-    from vitkit.models.mingru import scan, scan_log
+    """The model's scan (``scan_linear``: the recurrence in linear space) against the earlier ``scan`` (linear-space
+    blocks with log-space carries) and the pure log-space one on one (1, L, D) sequence: forward alone and
+    forward + backward, interleaved over ``--repeats``, medians."""
+    from vitkit.models.mingru import scan, scan_linear, scan_log
 
     gen = torch.Generator().manual_seed(0)
     gate, hidden = (torch.randn(1, args.scan_len, args.scan_dim, generator=gen) for _ in range(2))
@@ -229,13 +230,15 @@ def scan_stage(args) -> dict:
     def fwd_bwd(fn):
         fn(gate.clone().requires_grad_(True), hidden.clone().requires_grad_(True)).sum().backward()
 
-    runs = {f"{k}_{m}": (lambda f=f, step=step: step(f)) for k, f in (("scan", scan), ("scan_log", scan_log))
+    fns = (("scan_linear", scan_linear), ("scan", scan), ("scan_log", scan_log))
+    runs = {f"{k}_{m}": (lambda f=f, step=step: step(f)) for k, f in fns
             for m, step in (("fwd", fwd), ("fwd_bwd", fwd_bwd))}
     times = interleaved(runs, args.repeats, warmup=1)
     med = {k: median(v) for k, v in times.items()}
     for m in ("fwd", "fwd_bwd"):
-        print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: scan {med[f'scan_{m}'] * 1e3:8.1f} ms, scan_log "
-              f"{med[f'scan_log_{m}'] * 1e3:8.1f} ms, speed-up {med[f'scan_log_{m}'] / med[f'scan_{m}']:.2f}x")
+        print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: " + ", ".join(
+            f"{k} {med[f'{k}_{m}'] * 1e3:8.1f} ms" for k, _ in fns)
+            + f"; scan/scan_linear {med[f'scan_{m}'] / med[f'scan_linear_{m}']:.2f}x")
     return {"times_s": times, "median_s": med}
 
 
