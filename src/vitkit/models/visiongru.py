@@ -16,7 +16,7 @@ same numbers: the stem and each block's dwconv(LN(x)) in bands of rows, each min
 pieces of ``infer_piece`` // C tokens with its state carried from piece to piece (the reversed one from
 the end), the MLP piece by piece, the residual written into the map in place. Only a couple of
 whole-map tensors are alive at once, and a piece's work stays in the CPU's cache; at 1024 px this cut
-the peak tensor memory of visiongru_micro from ~38 to ~22 MiB, and with the linear-space scan the time
+the peak tensor memory of visiongru_micro from 170 to 22.5 MiB and, with the linear-space scan, the time
 by ~2.3× (benchmarks/RESULTS.md). Training (autograd on) runs whole sequences, as before.
 
 Same feature API as :class:`~vitkit.models.vit.VisionTransformer`: ``forward_features`` → final-normed
