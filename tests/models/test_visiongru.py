@@ -11,6 +11,7 @@ import vitkit
 from vitkit import quant
 from vitkit.cli import app
 from vitkit.engine import TrainConfig, Trainer
+from vitkit.models.attention import Attention
 from vitkit.models.mingru import MinGRU, g, linear_scan, log_g, scan, scan_linear, scan_log, scan_sequential
 from vitkit.models.visiongru import Block2DGRU, VisionGRU, VisionGRUConfig, conv_rows, stem_pieces
 from vitkit.quant import QuantConfig
@@ -379,3 +380,16 @@ def test_cli_quantize(tmp_path):
                             "--out", str(tmp_path / "q")])
     assert r.exit_code == 0, r.output
     assert isinstance(quant.load_quantized(tmp_path / "q"), VisionGRU)
+
+
+def test_benchmark_eager_vit_is_the_same_model_with_the_map_materialised(vgb):
+    """The cost stage's two ViT baselines differ only in how attention is computed: same logits."""
+    torch.manual_seed(0)
+    fused = vgb.build("vit", "micro")
+    eager = vgb.build("vit_eager", "micro")
+    eager.load_state_dict(fused.state_dict())
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(eager.eval()(x), fused.eval()(x), atol=1e-5)
+    assert all(m.attn_map_fn is not None for m in eager.modules() if isinstance(m, Attention))
+    assert all(m.attn_map_fn is None for m in fused.modules() if isinstance(m, Attention))
