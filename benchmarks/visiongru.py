@@ -46,6 +46,7 @@ from vitkit.bench import machine
 from vitkit.bench.probe import ProbeError
 from vitkit.bench.probe import run_probe as probe_process
 from vitkit.bench.timing import interleaved, median, peak_cuda_mib, rss_rise, timed
+from vitkit.models.attention import Attention
 from vitkit.models.visiongru import VisionGRU, VisionGRUConfig
 from vitkit.models.vit import VisionTransformer, ViTConfig
 
@@ -59,10 +60,18 @@ NUM_CLASSES = 15
 
 
 def build(kind: str, pair: str, num_classes: int = NUM_CLASSES, **gru_kw) -> torch.nn.Module:
+    """kind "gru", "vit" (vitkit's default fused SDPA attention: no N×N map) or "vit_eager" (the same ViT with
+    the map materialised, softmax(QKᵀ/√d) then ·V, as a DeiT's attention does: ``Attention.attn_map_fn`` =
+    identity switches every layer to that explicit path)."""
     gru_name, vit_kw = PAIRS[pair]
     if kind == "gru":
         return vitkit.create_model(gru_name, num_classes=num_classes, **gru_kw)
-    return VisionTransformer(ViTConfig(patch_size=16, num_classes=num_classes, **vit_kw))
+    vit = VisionTransformer(ViTConfig(patch_size=16, num_classes=num_classes, **vit_kw))
+    if kind == "vit_eager":
+        for m in vit.modules():
+            if isinstance(m, Attention):
+                m.attn_map_fn = torch.nn.Identity()
+    return vit
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -116,10 +125,16 @@ def run_probe(spec: dict) -> dict:
 # ------------------------------------------------------------------ cost stage
 
 
+def kinds(args) -> tuple[str, ...]:
+    """The models of the cost stage: VisionGRU and the ViT with the chosen attention (both by default)."""
+    return {"fused": ("gru", "vit"), "eager": ("gru", "vit_eager"), "both": ("gru", "vit", "vit_eager")}[
+        args.vit_attention]
+
+
 def interleaved_inference(args, size: int) -> dict[str, list[float]]:
     """Batch-1 forward time of both models at ``size``, interleaved A B / B A …, after one warm-up each."""
     dev, dtype = args.device, DTYPES[args.dtype]
-    models = {k: build(k, args.pair).to(dev).eval() for k in ("gru", "vit")}
+    models = {k: build(k, args.pair).to(dev).eval() for k in kinds(args)}
     x = torch.randn(1, 3, size, size, device=dev)
     amp = torch.autocast(dev, dtype=dtype, enabled=dtype != torch.float32)
     with torch.inference_mode(), amp:
@@ -145,12 +160,12 @@ def cost_stage(args) -> dict:
         row: dict = {"size": size, "train_batch": tb}
         if "infer" in args.modes:
             t = interleaved_inference(args, size)
-            for k in ("gru", "vit"):
+            for k in kinds(args):
                 mem = run_probe(dict(model=k, pair=args.pair, size=size, batch=1, mode="infer", timed=0,
                                      device=args.device, dtype=args.dtype, threads=args.threads))
                 row[f"{k}_infer"] = {**mem, "s_per_image": median(t[k]), "times_s": t[k]}
         if "train" in args.modes:
-            order = ("gru", "vit") if sizes.index(size) % 2 == 0 else ("vit", "gru")
+            order = kinds(args) if sizes.index(size) % 2 == 0 else kinds(args)[::-1]
             for k in order:
                 res = run_probe(dict(model=k, pair=args.pair, size=size, batch=tb, mode="train",
                                      timed=args.train_timed, device=args.device, dtype=args.dtype,
@@ -162,7 +177,7 @@ def cost_stage(args) -> dict:
         print(f"  {size}px done: " + ", ".join(f"{k}={v.get('s_per_image', v.get('error'))}"
                                               for k, v in row.items() if isinstance(v, dict)), flush=True)
     fits = {}
-    for key in ("gru_infer", "vit_infer", "gru_train", "vit_train"):
+    for key in [f"{k}_{m}" for m in ("infer", "train") for k in kinds(args)]:
         use = [r for r in rows if key in r and "peak_bytes" in r[key] and r["size"] >= args.fit_from]
         if key.endswith("_train"):  # a step's cost scales with the batch: fit only rows of the most common batch
             common = statistics.mode([r["train_batch"] for r in use]) if use else None
@@ -174,31 +189,36 @@ def cost_stage(args) -> dict:
 
 
 def print_cost(res: dict, params: dict) -> None:
-    print(f"\nVisionGRU ({params['gru'] / 1e6:.2f} M) vs ViT ({params['vit'] / 1e6:.2f} M)")
-    hdr = f"{'px':>5} {'mode':>8} {'GRU s/img':>10} {'ViT s/img':>10} {'time G/V':>9} {'GRU MiB':>9} {'ViT MiB':>9} {'mem G/V':>8}"
-    print(hdr)
+    print(f"\nVisionGRU ({params['gru'] / 1e6:.2f} M) vs ViT ({params['vit'] / 1e6:.2f} M); "
+          "vit = fused attention, vit_eager = materialised attention")
     for r in res["rows"]:
         for mode in ("infer", "train"):
-            g, v = r.get(f"gru_{mode}"), r.get(f"vit_{mode}")
-            if not g or not v or "peak_bytes" not in g or "peak_bytes" not in v:
+            g = r.get(f"gru_{mode}")
+            if not g or "peak_bytes" not in g:
                 continue
             label = mode if mode == "infer" else f"train b{r['train_batch']}"
-            print(f"{r['size']:>5} {label:>8} {g['s_per_image']:>10.4f} {v['s_per_image']:>10.4f} "
-                  f"{g['s_per_image'] / v['s_per_image']:>9.3f} {g['peak_bytes'] / 2**20:>9.1f} "
-                  f"{v['peak_bytes'] / 2**20:>9.1f} {g['peak_bytes'] / max(v['peak_bytes'], 1):>8.3f}")
+            cells = [f"{r['size']:>5} {label:>8} gru {g['s_per_image']:.4f} s {g['peak_bytes'] / 2**20:.1f} MiB"]
+            for k in ("vit", "vit_eager"):
+                v = r.get(f"{k}_{mode}")
+                if v and "peak_bytes" in v:
+                    cells.append(f"{k} {v['s_per_image']:.4f} s {v['peak_bytes'] / 2**20:.1f} MiB (gru/{k}: time "
+                                 f"{g['s_per_image'] / v['s_per_image']:.3f}, memory "
+                                 f"{g['peak_bytes'] / max(v['peak_bytes'], 1):.3f})")
+            print(" | ".join(cells))
     print("growth exponents (cost ∝ pixels^k):")
     for k, f in res["fits"].items():
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        print(f"  {k:>10}: time k = {fmt(f['time'])}, memory k = {fmt(f['memory'])} (sizes {f['sizes']})")
+        print(f"  {k:>15}: time k = {fmt(f['time'])}, memory k = {fmt(f['memory'])} (sizes {f['sizes']})")
 
 
 # ------------------------------------------------------------------ scan stage
 
 
 def scan_stage(args) -> dict:
-    """The model's scan (linear-space blocks) against the pure log-space scan on one (1, L, D) sequence:
-    forward alone and forward + backward, interleaved over ``--repeats``, medians."""
-    from vitkit.models.mingru import scan, scan_log
+    """The model's scan (``scan_linear``: the recurrence in linear space) against the earlier ``scan`` (linear-space
+    blocks with log-space carries) and the pure log-space one on one (1, L, D) sequence: forward alone and
+    forward + backward, interleaved over ``--repeats``, medians."""
+    from vitkit.models.mingru import scan, scan_linear, scan_log
 
     gen = torch.Generator().manual_seed(0)
     gate, hidden = (torch.randn(1, args.scan_len, args.scan_dim, generator=gen) for _ in range(2))
@@ -210,13 +230,15 @@ def scan_stage(args) -> dict:
     def fwd_bwd(fn):
         fn(gate.clone().requires_grad_(True), hidden.clone().requires_grad_(True)).sum().backward()
 
-    runs = {f"{k}_{m}": (lambda f=f, step=step: step(f)) for k, f in (("scan", scan), ("scan_log", scan_log))
+    fns = (("scan_linear", scan_linear), ("scan", scan), ("scan_log", scan_log))
+    runs = {f"{k}_{m}": (lambda f=f, step=step: step(f)) for k, f in fns
             for m, step in (("fwd", fwd), ("fwd_bwd", fwd_bwd))}
     times = interleaved(runs, args.repeats, warmup=1)
     med = {k: median(v) for k, v in times.items()}
     for m in ("fwd", "fwd_bwd"):
-        print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: scan {med[f'scan_{m}'] * 1e3:8.1f} ms, scan_log "
-              f"{med[f'scan_log_{m}'] * 1e3:8.1f} ms, speed-up {med[f'scan_log_{m}'] / med[f'scan_{m}']:.2f}x")
+        print(f"  (1, {args.scan_len}, {args.scan_dim}) {m:>8}: " + ", ".join(
+            f"{k} {med[f'{k}_{m}'] * 1e3:8.1f} ms" for k, _ in fns)
+            + f"; scan/scan_linear {med[f'scan_{m}'] / med[f'scan_linear_{m}']:.2f}x")
     return {"times_s": times, "median_s": med}
 
 
@@ -284,6 +306,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-batch", type=int, nargs="+", default=[8], help="one batch, or one per size")
     p.add_argument("--train-timed", type=int, default=1, help="timed training steps after the measured first one")
     p.add_argument("--fit-from", type=int, default=448, help="smallest size used in the exponent fits")
+    p.add_argument("--vit-attention", choices=("fused", "eager", "both"), default="both",
+                   help="the ViT baseline's attention: fused SDPA (vitkit's default), materialised N×N map, or both")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=1)

@@ -63,3 +63,9 @@ def tr() -> Iterator[ModuleType]:
 def qb() -> Iterator[ModuleType]:
     """``benchmarks/quantization.py`` as a module."""
     yield from _load_benchmark("quantization")
+
+
+@pytest.fixture(scope="module")
+def vgb() -> Iterator[ModuleType]:
+    """``benchmarks/visiongru.py`` as a module."""
+    yield from _load_benchmark("visiongru")

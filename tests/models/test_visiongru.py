@@ -11,8 +11,9 @@ import vitkit
 from vitkit import quant
 from vitkit.cli import app
 from vitkit.engine import TrainConfig, Trainer
-from vitkit.models.mingru import g, log_g, scan, scan_log, scan_sequential
-from vitkit.models.visiongru import Block2DGRU, VisionGRU, VisionGRUConfig
+from vitkit.models.attention import Attention
+from vitkit.models.mingru import MinGRU, g, linear_scan, log_g, scan, scan_linear, scan_log, scan_sequential
+from vitkit.models.visiongru import Block2DGRU, VisionGRU, VisionGRUConfig, conv_rows, stem_pieces
 from vitkit.quant import QuantConfig
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evit, hired, tome
 
@@ -46,7 +47,7 @@ def test_scan_matches_recurrence_on_a_long_sequence():
     hidden = torch.randn(1, 65_537, 4, generator=gen) * 2
     ref = scan_sequential(gate.double(), hidden.double())
     ref_b = scan_sequential(gate.bfloat16().double(), hidden.bfloat16().double())
-    for fn in (scan, scan_log):
+    for fn in (scan, scan_log, scan_linear):
         h = fn(gate, hidden)
         assert h.dtype == torch.float32
         assert ((h.double() - ref).abs() / ref).max() < 2e-4
@@ -64,6 +65,7 @@ def test_scan_exact_in_fp64_for_every_chunking(L, chunk, block):
     ref = scan_sequential(gate, hidden)
     assert torch.allclose(scan_log(gate, hidden, chunk), ref, rtol=1e-10, atol=0)
     assert torch.allclose(scan(gate, hidden, chunk, block), ref, rtol=1e-10, atol=0)
+    assert torch.allclose(scan_linear(gate, hidden, max(block, 2)), ref, rtol=1e-10, atol=0)
 
 
 def test_scan_saturated_gates_take_the_log_space_path():
@@ -75,6 +77,12 @@ def test_scan_saturated_gates_take_the_log_space_path():
     assert torch.allclose(scan(gate, hidden, 64, 32), ref, rtol=1e-7, atol=0)  # values span 1e-20 … 1e2
     h32 = scan(gate.float(), hidden.float(), 64, 32).double()
     assert ((h32 - ref).abs() / ref).max() < 2e-4
+    assert torch.allclose(scan_linear(gate, hidden, 16), ref, rtol=1e-7, atol=0)  # linear space: no path switch
+    # in fp32 the linear-space scan is as good as the fp32 recurrence itself: 3.6e-4 off at h ≈ 2e-36, where
+    # σ(h̃ ≈ −80) in fp32 is that far from fp64 (the log-space scans never form σ there, only its log)
+    lin32 = scan_linear(gate.float(), hidden.float(), 16).double()
+    seq32 = scan_sequential(gate.float(), hidden.float()).double()
+    assert ((lin32 - seq32).abs() / seq32).max() < 1e-5 and ((lin32 - ref).abs() / ref).max() < 5e-4
 
 
 def test_scan_gradients_match_recurrence():
@@ -83,11 +91,12 @@ def test_scan_gradients_match_recurrence():
     hidden = (torch.randn(2, 45, 3, generator=gen, dtype=torch.float64) * 2).requires_grad_(True)
     w = torch.randn(2, 45, 3, generator=gen, dtype=torch.float64)
     grads = []
-    for fn in (lambda a, b: scan(a, b, chunk=8, block=4), lambda a, b: scan_log(a, b, chunk=8), scan_sequential):
+    for fn in (lambda a, b: scan(a, b, chunk=8, block=4), lambda a, b: scan_log(a, b, chunk=8),
+               lambda a, b: scan_linear(a, b, block=4), scan_sequential):
         (fn(gate, hidden) * w).sum().backward()
         grads.append((gate.grad.clone(), hidden.grad.clone()))
         gate.grad = hidden.grad = None
-    for got in grads[:2]:
+    for got in grads[:3]:
         for a, b in zip(got, grads[2], strict=True):
             assert torch.isfinite(a).all() and torch.allclose(a, b, rtol=1e-8, atol=1e-12)
 
@@ -95,6 +104,37 @@ def test_scan_gradients_match_recurrence():
 def test_scan_rejects_bad_shapes():
     with pytest.raises(ValueError, match="gate and hidden"):
         scan(torch.zeros(1, 4, 2), torch.zeros(1, 4, 3))
+
+
+def test_linear_scan_gradcheck_and_pieces_with_a_carried_state():
+    gen = torch.Generator().manual_seed(5)
+    a = torch.rand(2, 37, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
+    b = torch.rand(2, 37, 3, generator=gen, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: linear_scan(a, b, 4), (a, b))
+    with torch.no_grad():
+        whole = linear_scan(a, b, 4)
+        state, parts = None, []
+        for s in range(0, 37, 10):  # pieces of 10, 10, 10, 7: each continues from the last state
+            parts.append(linear_scan(a[:, s : s + 10], b[:, s : s + 10], 4, state))
+            state = parts[-1][:, -1]
+        assert torch.allclose(torch.cat(parts, 1), whole, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="no backward"):
+        linear_scan(a, b, 4, torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="block"):
+        linear_scan(a, b, 1)
+
+
+def test_mingru_resume_piece_by_piece_equals_forward():
+    torch.manual_seed(0)
+    gru = MinGRU(dim=6, expansion=2.0, block=4).double()
+    x = torch.randn(2, 53, 6, dtype=torch.float64)
+    with torch.no_grad():
+        state, parts = None, []
+        for s in range(0, 53, 16):
+            out, state = gru.resume(x[:, s : s + 16], state)
+            parts.append(out)
+    assert state.shape == (2, 12)
+    assert torch.allclose(torch.cat(parts, 1), gru(x), rtol=1e-10, atol=1e-14)
 
 
 # ------------------------------------------------------------------ block directions
@@ -133,6 +173,58 @@ def test_branches_scan_row_by_row():
     first, last = (i - 1) * W + (j - 1), (i + 1) * W + (j + 1)
     assert not changed_f[:first].any() and changed_f[first:].all()
     assert not changed_r[last + 1 :].any() and changed_r[: last + 1].all()
+
+
+@pytest.mark.parametrize("H, W, piece", [(5, 7, 8), (9, 4, 20), (1, 13, 8), (6, 6, 10_000)])
+def test_block_pieces_equal_the_whole_sequence_path(H, W, piece):
+    """The no-grad path (bands, pieces with carried states, in place) = the autograd path, eval mode."""
+    torch.manual_seed(1)
+    blk = Block2DGRU(dim=4, expansion=2.0, mlp_ratio=4.0, norm_eps=1e-6, chunk=4, infer_piece=piece).double().eval()
+    with torch.no_grad():
+        for p in blk.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(2, H, W, 4, dtype=torch.float64)
+    ref = blk(x)  # autograd on: the whole-sequence path
+    assert not blk.streams() and ref.requires_grad
+    with torch.no_grad():
+        assert blk.streams()
+        out = blk(x)
+        assert torch.allclose(out, ref, rtol=1e-10, atol=1e-12) and not torch.equal(x, out)
+        y = x.clone()
+        inplace = blk(y, inplace=True)
+        assert torch.allclose(inplace, ref, rtol=1e-10, atol=1e-12) and torch.equal(y, inplace)  # written into y
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv_rows_equals_the_full_convolution(stride):
+    torch.manual_seed(2)
+    conv = torch.nn.Conv2d(3, 5, 3, stride=stride, padding=1).double()
+    x = torch.randn(2, 3, 11, 6, dtype=torch.float64)
+    full = conv(x)
+    for r0, r1 in [(0, 1), (0, full.shape[2]), (2, 4), (full.shape[2] - 1, full.shape[2])]:
+        got = conv_rows(conv, x, 0, 11, r0, r1)
+        assert torch.allclose(got, full[:, :, r0:r1], atol=1e-12)
+        lo, hi = max(stride * r0 - 1, 0), min(stride * (r1 - 1) + 2, 11)  # only the rows it needs
+        assert torch.allclose(conv_rows(conv, x[:, :, lo:hi], lo, 11, r0, r1), got, atol=0)
+    with pytest.raises(ValueError, match="3×3 conv with padding 1"):
+        conv_rows(torch.nn.Conv2d(3, 5, 5, padding=2), x, 0, 11, 0, 1)
+
+
+@pytest.mark.parametrize("size", [(37, 51), (1, 1), (64, 33), (18, 7)])
+def test_no_grad_inference_equals_the_autograd_path(size):
+    """Model level: the stem in bands and the blocks in pieces (tiny pieces: many bands and pieces)
+    give the logits and intermediates of the autograd path."""
+    model = make(infer_piece=24)
+    x = torch.randn(2, 3, *size)
+    ref, (ref_final, ref_maps) = model(x), model.forward_intermediates(x)
+    with torch.no_grad():
+        assert torch.equal(stem_pieces(model.stem, x, 24), model.stem(x))
+        out, (final, maps) = model(x), model.forward_intermediates(x)
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert torch.allclose(final, ref_final, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(maps, ref_maps, strict=True))
+    with torch.no_grad():
+        assert torch.allclose(make()(x), out, atol=1e-5)  # the default piece size: one piece here
 
 
 # ------------------------------------------------------------------ model
@@ -207,6 +299,7 @@ def test_quantize_reaches_the_gru_linears_and_is_neutral_at_16_bits():
     with torch.no_grad():
         ref = model(x)
     touched = quant.apply(model, QuantConfig(w_bits=16, a_bits=16))
+    assert not model.stages[0].blocks[0].streams()  # quantizers see whole tensors, as in calibration
     n_blocks = sum(model.cfg.depths)
     assert len(touched) == 6 * n_blocks  # gru_fwd/gru_rev proj_in/proj_out + mlp fc1/fc2 per block
     assert "stages.2.blocks.0.gru_rev.proj_in" in touched and "stages.0.blocks.0.mlp.fc2" in touched
@@ -287,3 +380,16 @@ def test_cli_quantize(tmp_path):
                             "--out", str(tmp_path / "q")])
     assert r.exit_code == 0, r.output
     assert isinstance(quant.load_quantized(tmp_path / "q"), VisionGRU)
+
+
+def test_benchmark_eager_vit_is_the_same_model_with_the_map_materialised(vgb):
+    """The cost stage's two ViT baselines differ only in how attention is computed: same logits."""
+    torch.manual_seed(0)
+    fused = vgb.build("vit", "micro")
+    eager = vgb.build("vit_eager", "micro")
+    eager.load_state_dict(fused.state_dict())
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(eager.eval()(x), fused.eval()(x), atol=1e-5)
+    assert all(m.attn_map_fn is not None for m in eager.modules() if isinstance(m, Attention))
+    assert all(m.attn_map_fn is None for m in fused.modules() if isinstance(m, Attention))

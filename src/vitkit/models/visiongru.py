@@ -11,6 +11,14 @@ over s, rev = minGRU over s reversed (= the raster of the map flipped over H and
 x + MLP(LN(x)). vitkit adds the final LayerNorm before pooling (the reference pools the raw residual
 stream); it makes from-scratch training on small data steadier and mirrors the ViT's final norm.
 
+Inference without autograd (eval mode, ``torch.no_grad``/``inference_mode``) takes a cheaper route to the
+same numbers: the stem and each block's dwconv(LN(x)) in bands of rows, each minGRU over the sequence in
+pieces of ``infer_piece`` // C tokens with its state carried from piece to piece (the reversed one from
+the end), the MLP piece by piece, the residual written into the map in place. Only a couple of
+whole-map tensors are alive at once, and a piece's work stays in the CPU's cache; at 1024 px this cut
+the peak tensor memory of visiongru_micro from 170 to 22.5 MiB and, with the linear-space scan, the time
+by ~2.3× (benchmarks/RESULTS.md). Training (autograd on) runs whole sequences, as before.
+
 Same feature API as :class:`~vitkit.models.vit.VisionTransformer`: ``forward_features`` → final-normed
 tokens (B, N, C) of the last stage, ``forward_head``, ``forward_intermediates`` (per stage, NCHW or NLC),
 ``preprocess``; ``attention_readout`` refuses (there is no attention).
@@ -22,6 +30,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import config_from_dict
@@ -49,7 +59,8 @@ class VisionGRUConfig:
     expansion: float = 2.0  # minGRU recurrent width / channels (public code: 2)
     mlp_ratio: float = 4.0  # MLP hidden / channels
     norm_eps: float = 1e-6
-    scan_chunk: int = DEFAULT_CHUNK  # tokens per log-space chunk: bounds the scan's rounding (mingru.py)
+    scan_chunk: int = DEFAULT_CHUNK  # only for the log-space reference scans (mingru.py); kept so configs load
+    infer_piece: int = 2**17  # tokens × channels per piece of the no-grad path: bounds its working memory, in cache
     drop_path_rate: float = 0.0  # stochastic depth, linear over all blocks
     num_classes: int = 0  # 0 = features only
     family: str = "visiongru"  # informational, picks the default preprocessing
@@ -67,8 +78,8 @@ class VisionGRUConfig:
             raise ValueError(f"dims must be ≥ 2 and depths ≥ 0, got dims {self.dims}, depths {self.depths}")
         if self.expansion <= 0 or self.mlp_ratio <= 0:
             raise ValueError(f"expansion ({self.expansion}) and mlp_ratio ({self.mlp_ratio}) must be > 0")
-        if self.scan_chunk < 1:
-            raise ValueError(f"scan_chunk={self.scan_chunk}: must be ≥ 1")
+        if self.scan_chunk < 1 or self.infer_piece < 1:
+            raise ValueError(f"scan_chunk={self.scan_chunk} and infer_piece={self.infer_piece} must be ≥ 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +99,36 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+def conv_rows(conv: nn.Conv2d, band: Tensor, start: int, height: int, r0: int, r1: int) -> Tensor:
+    """Output rows [r0, r1) (B, C_out, r1 − r0, W') of ``conv`` (3×3, padding 1, any stride s) over a map of
+    ``height`` rows, given ``band`` (B, C, h, W) = its rows [start, start + h), which must cover the input rows
+    s·r0 − 1 … s·(r1 − 1) + 1 that lie inside the map; rows outside it are the conv's zero padding."""
+    if conv.kernel_size != (3, 3) or conv.padding != (1, 1):
+        raise ValueError(f"conv_rows needs a 3×3 conv with padding 1, got {conv}")
+    s = conv.stride[0]
+    lo, hi = s * r0 - 1, s * (r1 - 1) + 2
+    part = F.pad(band[:, :, max(lo, 0) - start : min(hi, height) - start], (0, 0, max(0, -lo), max(0, hi - height)))
+    return F.conv2d(part, conv.weight, conv.bias, conv.stride, (0, 1), conv.dilation, conv.groups)
+
+
+def stem_pieces(stem: nn.Sequential, x: Tensor, piece: int) -> Tensor:
+    """The stem (conv/2 → LN → GELU → conv/2 → LN) of images x (B, C, H, W) computed in bands of output rows,
+    each needing ≈ ``piece`` elements per image of first-conv output: the full-size first-conv map (4× the
+    stem's output) is never held. Returns (B, C0, H/4, W/4), channels-last in memory like the stem's."""
+    conv1, norm1, act, conv2, norm2 = stem
+    B, _, H, W = x.shape
+    H1, W1 = -(-H // 2), -(-W // 2)
+    H2, W2 = -(-H1 // 2), -(-W1 // 2)
+    out = x.new_empty(B, H2, W2, conv2.out_channels)
+    rows = max(1, piece // (2 * W1 * conv1.out_channels))
+    for r0 in range(0, H2, rows):
+        r1 = min(r0 + rows, H2)
+        q0, q1 = max(2 * r0 - 1, 0), min(2 * r1, H1)  # first-conv rows that the second conv's rows read
+        t = act(norm1(conv_rows(conv1, x, 0, H, q0, q1)))
+        out[:, r0:r1] = norm2(conv_rows(conv2, t, q0, H1, r0, r1)).permute(0, 2, 3, 1)
+    return out.permute(0, 3, 1, 2)
+
+
 def raster(x: Tensor) -> Tensor:
     """(B, H, W, C) map → (B, H·W, C) sequence, row by row."""
     return x.reshape(x.shape[0], -1, x.shape[-1])
@@ -97,8 +138,9 @@ class Block2DGRU(nn.Module):
     """Channels-last block: x (B, H, W, C) → (B, H, W, C). See the module docstring."""
 
     def __init__(self, *, dim: int, expansion: float, mlp_ratio: float, norm_eps: float, chunk: int,
-                 drop_path: float = 0.0) -> None:
+                 drop_path: float = 0.0, infer_piece: int = 2**17) -> None:
         super().__init__()
+        self.infer_piece = infer_piece  # tokens × channels per piece of forward_pieces
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
         self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
@@ -108,18 +150,69 @@ class Block2DGRU(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path2 = DropPath(drop_path)
 
+    def mixer_input(self, x: Tensor) -> Tensor:
+        """dwconv(LN(x)) of x (B, H, W, C), channels-last (B, H, W, C)."""
+        return self.dwconv(self.norm1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
     def branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The two scans of LN → dwconv of x (B, H, W, C): (forward raster, reversed raster), each (B, H, W, C)."""
-        y = self.dwconv(self.norm1(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = self.mixer_input(x)
         seq = raster(y)
         fwd = self.gru_fwd(seq)
         rev = self.gru_rev(seq.flip(1)).flip(1)
         return fwd.view_as(y), rev.view_as(y)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, inplace: bool = False) -> Tensor:
+        """x (B, H, W, C) → (B, H, W, C). ``inplace``: the caller gives x up, so that the no-grad path may
+        write its output into x (a whole-map tensor less at the peak); the autograd path ignores it."""
+        if self.streams():
+            return self.forward_pieces(x, inplace)
         fwd, rev = self.branches(x)
         x = x + self.drop_path1(fwd + rev)
         return x + self.drop_path2(self.mlp(self.norm2(x)))
+
+    def streams(self) -> bool:
+        """Whether :meth:`forward` takes :meth:`forward_pieces`: without autograd, in eval mode (no drop
+        path), and with plain Linears — quantization wrappers observe and scale whole tensors, so a
+        quantized block keeps the whole-sequence path and calibrates exactly as before."""
+        linears = (self.gru_fwd.proj_in, self.gru_fwd.proj_out, self.gru_rev.proj_in, self.gru_rev.proj_out,
+                   self.mlp.fc1, self.mlp.fc2)
+        return (not torch.is_grad_enabled() and not self.training
+                and all(type(m) in (nn.Linear, nn.Identity) for m in linears))
+
+    @torch.no_grad()
+    def forward_pieces(self, x: Tensor, inplace: bool = False) -> Tensor:
+        """:meth:`forward` (eval mode) of x (B, H, W, C), the sequence taken ``infer_piece`` // C tokens at a time:
+        dwconv(LN(x)) is built in bands of rows; each minGRU carries its state from piece to piece (the
+        reversed one from the last piece back) and adds into the output; the MLP runs piece by piece in
+        place. Alive besides x: dwconv(LN(x)), the output unless ``inplace`` (each B·H·W·C), and one piece's
+        projections and scan (which stay in cache) — not several (B, H·W, 2·C) tensors of the whole map."""
+        B, H, W, C = x.shape
+        L, step = H * W, max(1, self.infer_piece // C)
+        seq = x.new_empty(B, H, W, C)
+        rows = max(1, self.infer_piece // (W * C))
+        for r0 in range(0, H, rows):
+            r1, lo = min(r0 + rows, H), max(r0 - 1, 0)
+            band = self.norm1(x[:, lo : min(r1 + 1, H)]).permute(0, 3, 1, 2)
+            seq[:, r0:r1] = conv_rows(self.dwconv, band, lo, H, r0, r1).permute(0, 2, 3, 1)
+        seq = raster(seq)
+        out = raster(x) if inplace and x.is_contiguous() else raster(x).clone()
+        starts = range(0, L, step)
+        for gru, order in ((self.gru_fwd, starts), (self.gru_rev, reversed(starts))):
+            state = None
+            for s in order:
+                piece = seq[:, s : s + step]
+                if gru is self.gru_rev:
+                    o, state = gru.resume(piece.flip(1), state)
+                    o = o.flip(1)
+                else:
+                    o, state = gru.resume(piece, state)
+                out[:, s : s + step] += o
+        del seq
+        for s in starts:
+            piece = out[:, s : s + step]
+            piece += self.mlp(self.norm2(piece))
+        return out.view(B, H, W, C)
 
 
 class Stage(nn.Module):
@@ -134,14 +227,17 @@ class Stage(nn.Module):
         )
         self.blocks = nn.ModuleList([
             Block2DGRU(dim=dim, expansion=cfg.expansion, mlp_ratio=cfg.mlp_ratio, norm_eps=cfg.norm_eps,
-                       chunk=cfg.scan_chunk, drop_path=p)
+                       chunk=cfg.scan_chunk, drop_path=p, infer_piece=cfg.infer_piece)
             for p in drop_paths
         ])
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, owned: bool = False) -> Tensor:
+        """``owned``: the caller gives x up (the blocks' no-grad path may then update it in place)."""
+        owned = owned or not isinstance(self.downsample, nn.Identity)  # the downsample's output is ours
         x = self.downsample(x).permute(0, 2, 3, 1)
         for blk in self.blocks:
-            x = blk(x)
+            x = blk(x, inplace=owned)
+            owned = True
         return x
 
 
@@ -195,12 +291,20 @@ class VisionGRU(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.cfg.in_chans:
             raise ValueError(f"VisionGRU expects (B, {self.cfg.in_chans}, H, W) images, got {tuple(x.shape)}")
 
+    def run_stem(self, x: Tensor) -> Tensor:
+        """The stem of images (B, C, H, W); without autograd in eval mode in bands (:func:`stem_pieces`), the
+        way the blocks then take their sequences in pieces (:meth:`Block2DGRU.streams`)."""
+        plain = all(type(m) in (nn.Conv2d, LayerNorm2d, nn.GELU) for m in self.stem)
+        if plain and not torch.is_grad_enabled() and not self.training:
+            return stem_pieces(self.stem, x, self.cfg.infer_piece)
+        return self.stem(x)
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Images (B, C, H, W) → final-normed last-stage tokens (B, N, C_last), N = rows·cols in raster order."""
         self._check_input(x)
-        x = self.stem(x)
+        x = self.run_stem(x)
         for stage in self.stages:
-            x = stage(x).permute(0, 3, 1, 2)
+            x = stage(x, owned=True).permute(0, 3, 1, 2)
         return self.norm(raster(x.permute(0, 2, 3, 1)))
 
     def forward_intermediates(
@@ -227,10 +331,10 @@ class VisionGRU(nn.Module):
         self._check_input(x)
         last = max(take) if (stop_early and take) else self.num_stages - 1
         out: list[Tensor] = []
-        x = self.stem(x)
+        x = self.run_stem(x)
         y = x.permute(0, 2, 3, 1)
         for i, stage in enumerate(self.stages[: last + 1]):
-            y = stage(x)  # (B, H, W, C)
+            y = stage(x, owned=True)  # (B, H, W, C); the stem output is not returned, so stage 0 may reuse it
             x = y.permute(0, 3, 1, 2)
             if i in take:
                 z = self.norm(y) if (norm and i == self.num_stages - 1) else y
