@@ -56,7 +56,7 @@ def evaluate_cmd(
     images: Annotated[int, typer.Option(min=1, help="Images per concept.")] = 40,
     clips: Annotated[int, typer.Option(min=0, help="Video clips per concept (0 = no video protocol).")] = 8,
     steps: Annotated[int | None, typer.Option(
-        min=1, help="builtin: training steps (default: PromptTrainConfig's, 3000).")] = None,
+        min=1, help="builtin: training steps (default: PromptTrainConfig's, 5000).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: results.json, report.html, builtin.pt.")] = Path(
         "runs/promptable"),
 ) -> None:
