@@ -101,7 +101,8 @@ def page_results(model, cfg: DemoConfig, score: str = "test", limit: int | None 
     ``limit``: score every ``len(split) // limit``-th page only (spread over all fonts), for slow backbones."""
     clf = TiledClassifier(model.eval(), size=cfg.crop, stride=cfg.crop // 2).eval()
     device = model_device(model)  # the engine trains on CUDA when there is one
-    return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16, progress=False,
+    # FRB pages differ in size (canvases cut to the text): one page per call, as the demo scores them
+    return {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=1, progress=False,
                                       device=device)
             for name, split in score_splits(score).items()
             for split in [split if not limit or limit >= len(split) else split[:: -(-len(split) // limit)]]}
@@ -171,8 +172,9 @@ def main() -> None:
              time.perf_counter() - t0)
 
     if args.backbone != "scratch":
-        rows = lp_ft(args, replace(cfg, crop=98, batch_size=args.batch or cfg.batch_size), all_pages, all_labels, out)
-        _print_rows(rows, list(rows["probe"]["per_font"]), cfg if args.batch is None else replace(cfg, batch_size=args.batch))
+        pcfg = replace(cfg, crop=98, batch_size=args.batch or cfg.batch_size)  # 98 px: 7×7 patches of 14
+        rows = lp_ft(args, pcfg, all_pages, all_labels, out)
+        _print_rows(rows, list(rows["probe"]["per_font"]), pcfg)
         if args.json:
             Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2))
         return

@@ -41,7 +41,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="dinov2-s14")
     ap.add_argument("--scratch", type=Path, help="a vitkit checkpoint trained from scratch on FRB crops")
-    ap.add_argument("--pages", type=int, default=24, help="FRB hard pages summarised (the first 3 are drawn)")
+    ap.add_argument("--pages", type=int, default=24,
+                    help="FRB hard pages summarised, evenly spaced over the split (the first 3 are drawn)")
     ap.add_argument("--png", type=Path, default=Path("benchmarks/cls_attention.png"))
     ap.add_argument("--json", type=Path, default=Path("runs/cls_attention.json"))
     a = ap.parse_args()
@@ -49,7 +50,8 @@ def main() -> None:
     models = {a.backbone: pretrained.crop_classifier(f"pretrained:{a.backbone}", list(frb.FONT_NAMES))}
     if a.scratch:
         models["scratch"] = load(a.scratch).eval()
-    samples = frb.hard_split()[: a.pages]
+    hard = frb.hard_split()
+    samples = hard[:: max(1, len(hard) // a.pages)][: a.pages]  # spread over the split, so over its fonts
     greys = [normalize_pages(pil_to_tensor(s.image).unsqueeze(0)) for s in samples]
     stats, drawn = {}, {}
     for name, m in models.items():
@@ -70,7 +72,7 @@ def main() -> None:
     fig, axes = plt.subplots(3, 1 + len(models), figsize=(4 * (1 + len(models)), 6.5))
     for i in range(3):
         axes[i, 0].imshow(greys[i][0, 0], cmap="gray")
-        axes[i, 0].set_title(f"{samples[i].font}" if i == 0 else "")
+        axes[i, 0].set_title(f"FRB hard: {samples[i].font}")
         for j, name in enumerate(models, start=1):
             axes[i, j].imshow(drawn[(name, i)], cmap="magma")
             if i == 0:

@@ -27,3 +27,19 @@ def test_backbone_options_are_checked_before_any_work(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert probe.returncode == 2 and "--arms probe needs a pretrained --backbone" in probe.stderr
     assert not out.exists()
+
+
+def test_pages_of_different_sizes_are_scored(one_thread):
+    """FRB pages are cut to their text, so sizes differ within a split: scoring must not batch them."""
+    import importlib.util
+
+    from vitkit import VisionTransformer
+    from vitkit.frb.recipe import DemoConfig
+
+    spec = importlib.util.spec_from_file_location("adaptation_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = VisionTransformer(img_size=96, patch_size=12, embed_dim=24, depth=1, num_heads=2, num_classes=15)
+    res = bench.page_results(model, DemoConfig(), "test", limit=3)
+    assert {name: len(r.predictions) for name, r in res.items()} == {"easy": 3, "hard": 3}
+    assert all(0.0 <= r.accuracy <= 1.0 for r in res.values())

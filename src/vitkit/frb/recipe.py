@@ -24,7 +24,7 @@ from .ink import InkCropDataset
 from .render import FRBSample
 from .training import paper_train_sample, train_sample
 
-__all__ = ["DemoConfig", "build_model", "train_crop_classifier", "training_pages"]
+__all__ = ["DemoConfig", "build_model", "check_backbone", "train_crop_classifier", "training_pages"]
 
 
 @dataclass
@@ -82,11 +82,29 @@ class DemoConfig:
     eval_stride: int = 1  # score every k-th benchmark page and letter (1 = all; the quick smoke run uses 5)
     seed: int = 0
     progress: bool = True
+    # None: the ViT above, trained from scratch. A pretrained source (vitkit.weights.pretrained.SOURCES, fetched
+    # once with `vitkit weights get NAME`): that backbone with a fresh head, fine-tuned end to end on the same
+    # crops instead (dim/depth/heads/patch then unused); use for_backbone(), which also sets what it needs
+    backbone: str | None = None
+    # the method packages' report sections (vitkit.demo_sections), each sized for the small from-scratch ViT
+    sections: bool = True
 
     @classmethod
     def quick(cls, **kw) -> DemoConfig:
         """A ≤ 2-minute version for tests: fewer pages and steps (figures are not meaningful)."""
         return replace(cls(train_pages=150, val_pages=30, steps=40, depth=2, robustness=False, eval_stride=5), **kw)
+
+    def for_backbone(self, name: str) -> DemoConfig:
+        """These settings with the pretrained backbone ``name`` (e.g. ``"dinov2-s14"``) in place of the scratch ViT.
+
+        ViT-S is ~50× the demo ViT's parameters and a training step costs ~0.09 CPU-s per crop at one thread
+        (benchmarks/RESULTS.md, issue 17's section), so: 98-px crops (7×7 patches of 14, the nearest to 96);
+        lr 1e-4, since the scratch recipe's 2e-3 would overwrite what the backbone learned; batch 32 and at most
+        300 steps (~15 CPU-minutes); no robustness pass and no method sections, each tens of CPU-minutes on
+        ViT-S. Everything else (pages, text scale, tiles, evaluation) is the demo's.
+        """
+        return replace(self, backbone=name, crop=98, lr=1e-4, batch_size=32, steps=min(self.steps, 300),
+                       robustness=False, sections=False)
 
     def page_kwargs(self) -> dict:
         """How :func:`vitkit.frb.pages.frb_pages` turns the training/validation pages into training tensors."""
@@ -119,8 +137,29 @@ def training_pages(cfg: DemoConfig, n: int, split: str) -> list[FRBSample]:
     return [sample(i) for i in range(n)]
 
 
+def check_backbone(name: str) -> None:
+    """Fail at once, in one line, when ``name`` is not a pretrained source or is not in the cache (before the
+    demo spends minutes on data)."""
+    from ..weights.cache import PRETRAINED_PREFIX, resolve_pretrained
+    from ..weights.pretrained import SOURCES
+
+    if name not in SOURCES:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(SOURCES))}")
+    resolve_pretrained(PRETRAINED_PREFIX + name)  # FileNotFoundError naming `vitkit weights get NAME`
+
+
 def build_model(cfg: DemoConfig, labels: Sequence[str] = tuple(FONT_NAMES)) -> VisionTransformer:
-    """The demo's ViT, untrained: crops ``(B, 3, cfg.crop, cfg.crop)`` → logits ``(B, len(labels))``."""
+    """The demo's ViT, untrained: crops ``(B, 3, cfg.crop, cfg.crop)`` → logits ``(B, len(labels))``.
+
+    With ``cfg.backbone``: the cached pretrained backbone at ``cfg.crop`` px with a fresh head over ``labels``."""
+    if cfg.backbone is not None:
+        from ..weights.pretrained import crop_classifier
+
+        check_backbone(cfg.backbone)
+        model = crop_classifier(f"pretrained:{cfg.backbone}", list(labels), img_size=cfg.crop)
+        if cfg.crop % model.patch_size:
+            raise ValueError(f"crop {cfg.crop} px is not a multiple of {cfg.backbone}'s patch {model.patch_size}")
+        return model.train()
     return VisionTransformer(
         img_size=cfg.crop, patch_size=cfg.patch, embed_dim=cfg.dim, depth=cfg.depth, num_heads=cfg.heads,
         num_classes=len(labels), drop_path_rate=cfg.drop_path, labels=list(labels),
