@@ -270,3 +270,25 @@ def test_cli_help_names_the_training_default():
 
     res = CliRunner().invoke(app, ["segment", "evaluate", "--help"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and f"PromptTrainConfig's, {PromptTrainConfig().steps}" in res.output
+
+
+def test_finite_mean_skips_undefined_scores():
+    from vitkit.segment.promptable import finite_mean
+
+    assert finite_mean([0.5, float("nan"), 1.0]) == pytest.approx(0.75)
+    assert np.isnan(finite_mean([float("nan")]))
+    assert np.isnan(finite_mean([]))
+
+
+def test_s_measure_of_a_corner_object_is_undefined_and_skipped():
+    """pysodmetrics gives NaN for an object in a corner even when the prediction is perfect; the averages
+    must skip it instead of turning the whole clip's score into NaN."""
+    pytest.importorskip("py_sod_metrics")
+    from vitkit.segment.promptable import finite_mean
+
+    corner = render_clip("salient", 2, seed=2, size=64, frames=8)[1][5]  # 12 px of an object leaving the frame
+    centre = np.zeros((64, 64), bool)
+    centre[20:40, 20:40] = True
+    scores = [saliency_measures(corner, corner)["sm"], saliency_measures(centre, centre)["sm"]]
+    assert np.isnan(scores[0]) and scores[1] == pytest.approx(1.0)
+    assert finite_mean(scores) == pytest.approx(1.0)

@@ -79,9 +79,17 @@ def get_segmenter(cfg: PromptableConfig) -> tuple[object, dict]:
     return BuiltinSegmenter(model=model), {"segmenter": "builtin", **{k: v for k, v in info.items() if k != "config"}}
 
 
+def finite_mean(values: list[float]) -> float:
+    """Mean over the finite values (NaN if none): pysodmetrics' S-measure is undefined (NaN) on some maps,
+    e.g. a frame whose object touches the border so that one of its quadrants is empty."""
+    a = np.asarray(values, np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
 def _mean(rows: list[dict]) -> dict:
     keys = [k for k in (*METRICS, "clicks") if rows and k in rows[0]]
-    return {"n": len(rows), **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+    return {"n": len(rows), **{k: finite_mean([r[k] for r in rows]) for k in keys}}
 
 
 def run_promptable(cfg: PromptableConfig) -> dict:
@@ -136,7 +144,7 @@ def run_promptable(cfg: PromptableConfig) -> dict:
                             rng = np.random.default_rng([cfg.seed, ci, j, k, 7]) if cond == "perturbed" else None
                             preds = segment_clip(seg, frames, truths, k, prompt, rng)
                             scores = [score_mask(p, t, sal) for p, t in zip(preds, truths, strict=True)]
-                            row = {m: float(np.mean([s[m] for s in scores])) for m in scores[0]}
+                            row = {m: finite_mean([s[m] for s in scores]) for m in scores[0]}
                             video.setdefault(f"{concept}|{prompt}|{k}|{cond}", []).append(row)
                 bar.advance(vtask)
     results = {
