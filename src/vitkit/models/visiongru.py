@@ -62,6 +62,8 @@ class VisionGRUConfig:
     scan_chunk: int = DEFAULT_CHUNK  # only for the log-space reference scans (mingru.py); kept so configs load
     infer_piece: int = 2**17  # tokens × channels per piece of the no-grad path: bounds its working memory, in cache
     drop_path_rate: float = 0.0  # stochastic depth, linear over all blocks
+    linear_init: str = "trunc_normal"  # "trunc_normal" (std 0.02, the ViT's) or "torch" (U(±1/√fan_in), the public code's)
+    gate_memory: float = 0.0  # > 0: chrono gate bias, initial memories spread over [2, gate_memory] tokens (mingru.py)
     num_classes: int = 0  # 0 = features only
     family: str = "visiongru"  # informational, picks the default preprocessing
     labels: list[str] | None = None  # class names for the head, if known
@@ -78,6 +80,10 @@ class VisionGRUConfig:
             raise ValueError(f"dims must be ≥ 2 and depths ≥ 0, got dims {self.dims}, depths {self.depths}")
         if self.expansion <= 0 or self.mlp_ratio <= 0:
             raise ValueError(f"expansion ({self.expansion}) and mlp_ratio ({self.mlp_ratio}) must be > 0")
+        if self.linear_init not in ("trunc_normal", "torch"):
+            raise ValueError(f"linear_init={self.linear_init!r}: 'trunc_normal' or 'torch'")
+        if self.gate_memory != 0 and self.gate_memory < 2:
+            raise ValueError(f"gate_memory={self.gate_memory}: 0 (no gate bias) or ≥ 2 tokens")
         if self.scan_chunk < 1 or self.infer_piece < 1:
             raise ValueError(f"scan_chunk={self.scan_chunk} and infer_piece={self.infer_piece} must be ≥ 1")
 
@@ -138,13 +144,13 @@ class Block2DGRU(nn.Module):
     """Channels-last block: x (B, H, W, C) → (B, H, W, C). See the module docstring."""
 
     def __init__(self, *, dim: int, expansion: float, mlp_ratio: float, norm_eps: float, chunk: int,
-                 drop_path: float = 0.0, infer_piece: int = 2**17) -> None:
+                 drop_path: float = 0.0, infer_piece: int = 2**17, gate_memory: float = 0.0) -> None:
         super().__init__()
         self.infer_piece = infer_piece  # tokens × channels per piece of forward_pieces
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
-        self.gru_rev = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
+        self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk, gate_memory=gate_memory)
+        self.gru_rev = MinGRU(dim=dim, expansion=expansion, chunk=chunk, gate_memory=gate_memory)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -227,7 +233,8 @@ class Stage(nn.Module):
         )
         self.blocks = nn.ModuleList([
             Block2DGRU(dim=dim, expansion=cfg.expansion, mlp_ratio=cfg.mlp_ratio, norm_eps=cfg.norm_eps,
-                       chunk=cfg.scan_chunk, drop_path=p, infer_piece=cfg.infer_piece)
+                       chunk=cfg.scan_chunk, drop_path=p, infer_piece=cfg.infer_piece,
+                       gate_memory=cfg.gate_memory)
             for p in drop_paths
         ])
 
@@ -270,7 +277,10 @@ class VisionGRU(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) for Linears, zero biases; convs and norms keep torch's defaults."""
+        """Linears per ``cfg.linear_init``: truncated normal (std 0.02) with zero biases, or torch's default
+        (as constructed); convs and norms keep torch's defaults."""
+        if self.cfg.linear_init == "torch":
+            return
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
