@@ -320,8 +320,10 @@ def frb_test(args, model: torch.nn.Module) -> dict:
 
 
 def frb_gru(args) -> VisionGRU:
+    """The FRB-size VisionGRU; init options left unset take VisionGRUConfig's defaults."""
+    extra = {k: v for k, v in (("linear_init", args.gru_init), ("gate_memory", args.gate_memory)) if v is not None}
     return VisionGRU(VisionGRUConfig(img_size=args.crop, dims=tuple(args.gru_dims), depths=tuple(args.gru_depths),
-                                     num_classes=15, linear_init=args.gru_init, gate_memory=args.gate_memory))
+                                     num_classes=15, **extra))
 
 
 # ------------------------------------------------------------------ main
@@ -356,9 +358,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vit-depth", type=int, default=4)
     p.add_argument("--gru-dims", type=int, nargs="+", default=[16, 32, 64, 104])
     p.add_argument("--gru-depths", type=int, nargs="+", default=[1, 1, 2, 1])
-    p.add_argument("--gru-init", choices=("trunc_normal", "torch"), default="torch",
-                   help="VisionGRU's Linear init (VisionGRUConfig.linear_init)")
-    p.add_argument("--gate-memory", type=float, default=0.0, help="VisionGRUConfig.gate_memory (0: no gate bias)")
+    p.add_argument("--gru-init", choices=("trunc_normal", "torch"), default=None,
+                   help="VisionGRU's Linear init (VisionGRUConfig.linear_init; default: the config's)")
+    p.add_argument("--gate-memory", type=float, default=None,
+                   help="VisionGRUConfig.gate_memory (0: no gate bias; default: the config's)")
     p.add_argument("--gru-lr", type=float, default=None, help="VisionGRU's own lr (default: --lr, as the ViT)")
     p.add_argument("--models", nargs="+", choices=("gru", "vit"), default=["gru", "vit"])
     p.add_argument("--val-pages", type=int, default=0, help="validation pages (frb.val_split) for crop loss/accuracy")

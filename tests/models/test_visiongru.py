@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -196,6 +198,30 @@ def test_checkpoint_without_gate_bias_loads_neutral(tmp_path):
         vitkit.save(make(gate_memory=48.0), tmp_path / "gm")
         loaded, again = vitkit.load(tmp_path / "gm"), make(gate_memory=48.0)
         assert loaded.cfg.gate_memory == 48.0 and torch.equal(loaded(x), again(x))
+
+
+def test_checkpoint_written_before_the_gate_bias_loads_as_saved(tmp_path):
+    """A checkpoint whose config has no ``gate_memory`` (written before the field existed) describes a model
+    without the gate bias: vitkit.load builds it so and its logits are the saved model's."""
+    from safetensors.torch import load_file
+
+    from vitkit.weights.io import save_state_dict
+
+    old = make(gate_memory=0.0)
+    d = vitkit.save(old, tmp_path / "old")
+    meta = json.loads((d / "config.json").read_text())["vitkit"]
+    for key in ("gate_memory", "linear_init"):
+        del meta["config"][key]
+    sd = load_file(str(d / "model.safetensors"))
+    assert not any("gate_bias" in k for k in sd)
+    save_state_dict(sd, d / "model.safetensors", metadata={"vitkit": json.dumps(meta)})
+    (d / "config.json").write_text(json.dumps({"vitkit": meta}))
+    loaded = vitkit.load(d)
+    assert loaded.cfg.gate_memory == 0 and all(m.gate_bias is None for m in loaded.modules() if isinstance(m, MinGRU))
+    x = torch.randn(1, 3, 40, 36)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old(x))
+    assert VisionGRUConfig().gate_memory == 64 and VisionGRUConfig.from_dict({"dims": [8], "depths": [1]}).gate_memory == 0
 
 
 def test_linear_init_choices():

@@ -262,7 +262,8 @@ def chrono_bias(inner: int, memory: float, generator: torch.Generator | None = N
 class MinGRU(nn.Module):
     """minGRU layer: x (B, L, dim) → (B, L, dim). ``expansion`` widens the recurrent state to
     ``int(dim · expansion)`` channels (2 in VisionGRU) with an output projection back to ``dim``.
-    Linears without bias, as in the reference implementation. The scan is :func:`scan_linear`;
+    Linears without bias, as in the reference implementation. ``gate_memory`` > 0 adds a learnable bias
+    (inner,) to the gate, chrono-initialised (:func:`chrono_bias`); 0 keeps the reference's gate. The scan is :func:`scan_linear`;
     ``chunk`` is kept for the log-space scans (:func:`scan`, :func:`scan_log`) and configs that set it."""
 
     def __init__(self, *, dim: int, expansion: float = 2.0, chunk: int = DEFAULT_CHUNK, block: int = LINEAR_BLOCK,

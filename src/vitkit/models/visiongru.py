@@ -19,6 +19,17 @@ whole-map tensors are alive at once, and a piece's work stays in the CPU's cache
 the peak tensor memory of visiongru_micro from 170 to 22.5 MiB and, with the linear-space scan, the time
 by ~2.3× (benchmarks/RESULTS.md). Training (autograd on) runs whole sequences, as before.
 
+Initialisation (measured on FRB crops, benchmarks/RESULTS.md). minGRU's candidate g(h̃) is positive
+(≈ 0.5 at h̃ ≈ 0), so at initialisation most of a mixer's output is one vector shared by every token and
+image; the token-dependent part is what the network can learn from. With the ViT's std-0.02 Linears at
+these small widths that part is ~2–4% of the output and every update gate sits at z ≈ 0.5 (a memory of ~2
+tokens): training sat at chance for ~50 steps. So the Linears keep torch's default init, as the public
+code's do (``linear_init="torch"``), and each minGRU has a learnable gate bias with the chrono init
+(``gate_memory``, :func:`~vitkit.models.mingru.chrono_bias`): at a zero input channel c starts with a memory
+spread over [2, ``gate_memory``] tokens, some local, some spanning rows. Configs written before the bias
+existed load without it (:meth:`VisionGRUConfig.from_dict`), and a state dict without ``gate_bias`` loads
+with a zero bias, which computes exactly what the old layer computed.
+
 Same feature API as :class:`~vitkit.models.vit.VisionTransformer`: ``forward_features`` → final-normed
 tokens (B, N, C) of the last stage, ``forward_head``, ``forward_intermediates`` (per stage, NCHW or NLC),
 ``preprocess``; ``attention_readout`` refuses (there is no attention).
@@ -62,8 +73,8 @@ class VisionGRUConfig:
     scan_chunk: int = DEFAULT_CHUNK  # only for the log-space reference scans (mingru.py); kept so configs load
     infer_piece: int = 2**17  # tokens × channels per piece of the no-grad path: bounds its working memory, in cache
     drop_path_rate: float = 0.0  # stochastic depth, linear over all blocks
-    linear_init: str = "trunc_normal"  # "trunc_normal" (std 0.02, the ViT's) or "torch" (U(±1/√fan_in), the public code's)
-    gate_memory: float = 0.0  # > 0: chrono gate bias, initial memories spread over [2, gate_memory] tokens (mingru.py)
+    linear_init: str = "torch"  # "torch": U(±1/√fan_in), the public code's; "trunc_normal": std 0.02, the ViT's
+    gate_memory: float = 64.0  # > 0: learnable gate bias, chrono init: memories spread over [2, gate_memory] tokens
     num_classes: int = 0  # 0 = features only
     family: str = "visiongru"  # informational, picks the default preprocessing
     labels: list[str] | None = None  # class names for the head, if known
@@ -95,7 +106,9 @@ class VisionGRUConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VisionGRUConfig:
-        return config_from_dict(cls, d)
+        """Config from a dict (checkpoint metadata). A dict without ``gate_memory`` was written before the gate
+        bias existed: it describes a model without one (0), so old checkpoints load and compute as saved."""
+        return config_from_dict(cls, {"gate_memory": 0.0, **d})
 
 
 class LayerNorm2d(nn.LayerNorm):
