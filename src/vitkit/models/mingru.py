@@ -282,7 +282,7 @@ class MinGRU(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """A state dict from before the gate bias existed (no ``gate_bias`` key) loads with a zero bias: the
-        layer then computes exactly what the checkpoint's layer computed."""
+        layer then computes what the checkpoint's layer computed (to float rounding)."""
         if self.gate_bias is not None and prefix + "gate_bias" not in state_dict:
             state_dict[prefix + "gate_bias"] = torch.zeros_like(self.gate_bias)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

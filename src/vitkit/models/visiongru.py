@@ -28,7 +28,7 @@ code's do (``linear_init="torch"``), and each minGRU has a learnable gate bias w
 (``gate_memory``, :func:`~vitkit.models.mingru.chrono_bias`): at a zero input channel c starts with a memory
 spread over [2, ``gate_memory``] tokens, some local, some spanning rows. Configs written before the bias
 existed load without it (:meth:`VisionGRUConfig.from_dict`), and a state dict without ``gate_bias`` loads
-with a zero bias, which computes exactly what the old layer computed.
+with a zero bias, which computes what the old layer computed (to float rounding).
 
 Same feature API as :class:`~vitkit.models.vit.VisionTransformer`: ``forward_features`` → final-normed
 tokens (B, N, C) of the last stage, ``forward_head``, ``forward_intermediates`` (per stage, NCHW or NLC),
