@@ -231,7 +231,7 @@ def test_linear_init_choices():
     assert w.abs().max() <= 0.25 and w.std() > 0.1
     vit_like = VisionGRU(VisionGRUConfig(**TINY, linear_init="trunc_normal"))
     w = vit_like.stages[0].blocks[0].gru_fwd.proj_in.weight
-    assert w.abs().max() <= 0.04 and 0.015 < w.std() < 0.025
+    assert w.abs().max() < 0.1 and 0.015 < w.std() < 0.025  # std 0.02 (torch truncates at ±2 absolute)
     assert (vit_like.stages[0].blocks[0].mlp.fc1.bias == 0).all()
     with pytest.raises(ValueError, match="linear_init"):
         VisionGRUConfig(linear_init="xavier")
