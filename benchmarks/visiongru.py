@@ -246,50 +246,84 @@ def scan_stage(args) -> dict:
 
 
 def frb_stage(args) -> dict:
-    """Equal recipe and steps for both models; page-level FRB easy/hard (see the module docstring)."""
+    """Equal recipe and steps for both models; page-level FRB easy/hard (see the module docstring). With
+    ``--val-pages``, also label-free-of-test figures to choose on: crop-level loss and accuracy on ink crops of
+    independently rendered validation pages (``frb.val_split``, never FRB test pages). ``--no-test`` skips FRB."""
     from vitkit import frb
     from vitkit.engine import TrainConfig, Trainer
-    from vitkit.frb.classifier import TiledClassifier
-    from vitkit.frb.ink import InkCropDataset, pil_to_tensor
+    from vitkit.frb.ink import InkCropDataset
     from vitkit.frb.pages import frb_pages
-    from vitkit.frb.protocols import evaluate_classifier
 
     size_range = (37, 43)  # the demo's training font sizes
     train = frb_pages(list(frb.train_split(args.pages, 0, size_range=size_range)))
-    easy, hard = frb.easy_split(), frb.hard_split()
+    val = (InkCropDataset(*frb_pages(list(frb.val_split(args.val_pages, 0, size_range=size_range))), size=args.crop,
+                          crops_per_page=4, seed=10_000) if args.val_pages else None)
     out: dict = {"runs": []}
     for seed in args.seeds:
-        for kind in ("gru", "vit"):
+        for kind in args.models:
             torch.manual_seed(seed)
             if kind == "gru":
                 model = frb_gru(args)
             else:
                 model = VisionTransformer(ViTConfig(img_size=args.crop, patch_size=args.patch, embed_dim=args.vit_dim,
                                                     depth=args.vit_depth, num_heads=3, num_classes=15))
+            lr = args.gru_lr if (kind == "gru" and args.gru_lr) else args.lr
             ds = InkCropDataset(*train, size=args.crop, crops_per_page=-(-args.steps * args.batch // args.pages),
                                 seed=seed)
-            cfg = TrainConfig(epochs=1, max_steps=args.steps, batch_size=args.batch, lr=args.lr,
+            cfg = TrainConfig(epochs=1, max_steps=args.steps, batch_size=args.batch, lr=lr,
                               warmup_steps=max(1, args.steps // 20), out_dir=f"{args.work}/{kind}_s{seed}",
-                              progress=False, ckpt_every=args.steps, log_every=max(1, args.steps // 10), seed=seed)
+                              progress=False, ckpt_every=args.steps, log_every=args.log_every or max(1, args.steps // 10),
+                              seed=seed)
             t0 = time.perf_counter()
             res = Trainer(model, ds, cfg).fit()
-            train_s = time.perf_counter() - t0
-            clf = TiledClassifier(model.eval(), size=args.crop, stride=args.crop // 2).eval()
-            t0 = time.perf_counter()
-            acc = {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=16).accuracy
-                   for name, split in (("easy", easy), ("hard", hard))}
-            run = {"model": kind, "seed": seed, "params": n_params(model), "steps": res.steps, "train_s": train_s,
-                   "eval_s": time.perf_counter() - t0, "final_loss": next(
-                       (h["loss"] for h in reversed(res.history) if "loss" in h), None), **acc}
+            run = {"model": kind, "seed": seed, "lr": lr, "params": n_params(model), "steps": res.steps,
+                   "train_s": time.perf_counter() - t0,
+                   "curve": [(h["step"], h["loss"]) for h in res.history if "loss" in h]}
+            run["final_loss"] = run["curve"][-1][1] if run["curve"] else None
+            if val is not None:
+                run.update(crop_eval(model.eval(), val))
+            if not args.no_test:
+                run.update(frb_test(args, model.eval()))
             out["runs"].append(run)
-            print(f"  {kind} seed {seed}: easy {acc['easy']:.1%} hard {acc['hard']:.1%} "
-                  f"({run['params'] / 1e6:.3f} M params, train {train_s:.0f} s)", flush=True)
+            print(f"  {kind} seed {seed} lr {lr:g}: " + ", ".join(
+                f"{k} {run[k]:.4g}" for k in ("final_loss", "val_loss", "val_acc", "easy", "hard", "train_s")
+                if run.get(k) is not None) + f" ({run['params'] / 1e6:.3f} M params)", flush=True)
+            print("    loss curve: " + " ".join(f"{s}:{v:.3f}" for s, v in run["curve"]), flush=True)
     return out
 
 
+@torch.no_grad()
+def crop_eval(model: torch.nn.Module, ds, batch: int = 64) -> dict:
+    """Mean cross-entropy (no smoothing) and accuracy of ``model`` over every crop of ``ds``."""
+    loss, hits = 0.0, 0
+    for i in range(0, len(ds), batch):
+        xs, ys = zip(*(ds[j] for j in range(i, min(i + batch, len(ds)))), strict=True)
+        logits = model(torch.stack(xs))
+        y = torch.as_tensor(ys)
+        loss += F.cross_entropy(logits, y, reduction="sum").item()
+        hits += int((logits.argmax(1) == y).sum())
+    return {"val_loss": loss / len(ds), "val_acc": hits / len(ds), "val_crops": len(ds)}
+
+
+def frb_test(args, model: torch.nn.Module) -> dict:
+    """FRB easy and hard, page by page (paper layout), with the demo's tiled classifier."""
+    from vitkit import frb
+    from vitkit.frb.classifier import TiledClassifier
+    from vitkit.frb.ink import pil_to_tensor
+    from vitkit.frb.protocols import evaluate_classifier
+
+    clf = TiledClassifier(model, size=args.crop, stride=args.crop // 2).eval()
+    t0 = time.perf_counter()
+    acc = {name: evaluate_classifier(clf, split, transform=pil_to_tensor, batch_size=1, progress=False).accuracy
+           for name, split in (("easy", frb.easy_split()), ("hard", frb.hard_split()))}  # pages differ in size
+    return {**acc, "eval_s": time.perf_counter() - t0}
+
+
 def frb_gru(args) -> VisionGRU:
+    """The FRB-size VisionGRU; init options left unset take VisionGRUConfig's defaults."""
+    extra = {k: v for k, v in (("linear_init", args.gru_init), ("gate_memory", args.gate_memory)) if v is not None}
     return VisionGRU(VisionGRUConfig(img_size=args.crop, dims=tuple(args.gru_dims), depths=tuple(args.gru_depths),
-                                     num_classes=15))
+                                     num_classes=15, **extra))
 
 
 # ------------------------------------------------------------------ main
@@ -322,8 +356,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--patch", type=int, default=12, help="ViT patch (the demo's)")
     p.add_argument("--vit-dim", type=int, default=96)
     p.add_argument("--vit-depth", type=int, default=4)
-    p.add_argument("--gru-dims", type=int, nargs=4, default=[16, 32, 64, 104])
-    p.add_argument("--gru-depths", type=int, nargs=4, default=[1, 1, 2, 1])
+    p.add_argument("--gru-dims", type=int, nargs="+", default=[16, 32, 64, 104])
+    p.add_argument("--gru-depths", type=int, nargs="+", default=[1, 1, 2, 1])
+    p.add_argument("--gru-init", choices=("trunc_normal", "torch"), default=None,
+                   help="VisionGRU's Linear init (VisionGRUConfig.linear_init; default: the config's)")
+    p.add_argument("--gate-memory", type=float, default=None,
+                   help="VisionGRUConfig.gate_memory (0: no gate bias; default: the config's)")
+    p.add_argument("--gru-lr", type=float, default=None, help="VisionGRU's own lr (default: --lr, as the ViT)")
+    p.add_argument("--models", nargs="+", choices=("gru", "vit"), default=["gru", "vit"])
+    p.add_argument("--val-pages", type=int, default=0, help="validation pages (frb.val_split) for crop loss/accuracy")
+    p.add_argument("--no-test", action="store_true", help="skip the FRB test pages (choose on validation)")
+    p.add_argument("--log-every", type=int, default=0, help="training-loss record every n steps (0: steps/10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--work", default="runs/visiongru")
     p.add_argument("--json", help="write the results here")

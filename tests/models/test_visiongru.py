@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -12,7 +14,17 @@ from vitkit import quant
 from vitkit.cli import app
 from vitkit.engine import TrainConfig, Trainer
 from vitkit.models.attention import Attention
-from vitkit.models.mingru import MinGRU, g, linear_scan, log_g, scan, scan_linear, scan_log, scan_sequential
+from vitkit.models.mingru import (
+    MinGRU,
+    chrono_bias,
+    g,
+    linear_scan,
+    log_g,
+    scan,
+    scan_linear,
+    scan_log,
+    scan_sequential,
+)
 from vitkit.models.visiongru import Block2DGRU, VisionGRU, VisionGRUConfig, conv_rows, stem_pieces
 from vitkit.quant import QuantConfig
 from vitkit.reduce import EViTConfig, HiREDConfig, ToMeConfig, evit, hired, tome
@@ -135,6 +147,94 @@ def test_mingru_resume_piece_by_piece_equals_forward():
             parts.append(out)
     assert state.shape == (2, 12)
     assert torch.allclose(torch.cat(parts, 1), gru(x), rtol=1e-10, atol=1e-14)
+
+
+def test_chrono_gate_bias_spreads_the_initial_memory():
+    """With a zero input the update gate is z = σ(bias): memories 1/z spread over [2, gate_memory] tokens."""
+    b = chrono_bias(4096, 64.0, torch.Generator().manual_seed(0))
+    memory = 1 / torch.sigmoid(b)
+    assert memory.min() >= 2 - 1e-4 and memory.max() <= 64 + 1e-3
+    assert memory.min() < 2.1 and memory.max() > 63 and 30 < memory.median() < 35  # uniform over [2, 64]
+    gru = MinGRU(dim=8, gate_memory=64.0)
+    assert gru.gate_bias.shape == (16,) and (gru.gate_bias <= 0).all()
+    assert MinGRU(dim=8).gate_bias is None
+    with pytest.raises(ValueError, match="gate_memory"):
+        MinGRU(dim=8, gate_memory=1.5)
+    with pytest.raises(ValueError, match="gate_memory"):
+        VisionGRUConfig(gate_memory=1.0)
+
+
+def test_gate_bias_enters_the_gate_before_the_scan():
+    torch.manual_seed(0)
+    gru = MinGRU(dim=6, expansion=2.0, block=4, gate_memory=32.0).double()
+    x = torch.randn(2, 37, 6, dtype=torch.float64)
+    hidden, gate = gru.proj_in(x).chunk(2, dim=-1)
+    ref = gru.proj_out(scan_sequential(gate + gru.gate_bias, hidden))
+    assert torch.allclose(gru(x), ref, rtol=1e-10, atol=1e-12)
+    with torch.no_grad():  # the piece-by-piece inference path sees the bias too
+        state, parts = None, []
+        for s in range(0, 37, 10):
+            out, state = gru.resume(x[:, s : s + 10], state)
+            parts.append(out)
+        assert torch.allclose(torch.cat(parts, 1), ref, rtol=1e-10, atol=1e-12)
+        gru.gate_bias.zero_()
+        plain = MinGRU(dim=6, expansion=2.0, block=4).double()
+        plain.load_state_dict({k: v for k, v in gru.state_dict().items() if k != "gate_bias"})
+        assert torch.allclose(gru(x), plain(x), rtol=1e-12, atol=1e-15)  # a contiguous copy may round differently
+
+
+def test_checkpoint_without_gate_bias_loads_neutral(tmp_path):
+    """A model saved before the gate bias existed (no ``gate_bias`` keys) loaded into one that has it: the bias
+    is zero and the logits are the old model's, through torch's strict load_state_dict."""
+    old = make(gate_memory=0.0)
+    new = make(seed=1, gate_memory=48.0)
+    assert new.stages[0].blocks[0].gru_fwd.gate_bias.abs().sum() > 0
+    new.load_state_dict(old.state_dict())
+    assert all(m.gate_bias.abs().sum() == 0 for m in new.modules() if isinstance(m, MinGRU))
+    x = torch.randn(2, 3, 29, 35)
+    with torch.no_grad():
+        assert torch.allclose(new(x), old(x), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # and a model with the bias round-trips through vitkit.save / vitkit.load
+        vitkit.save(make(gate_memory=48.0), tmp_path / "gm")
+        loaded, again = vitkit.load(tmp_path / "gm"), make(gate_memory=48.0)
+        assert loaded.cfg.gate_memory == 48.0 and torch.equal(loaded(x), again(x))
+
+
+def test_checkpoint_written_before_the_gate_bias_loads_as_saved(tmp_path):
+    """A checkpoint whose config has no ``gate_memory`` (written before the field existed) describes a model
+    without the gate bias: vitkit.load builds it so and its logits are the saved model's."""
+    from safetensors.torch import load_file
+
+    from vitkit.weights.io import save_state_dict
+
+    old = make(gate_memory=0.0)
+    d = vitkit.save(old, tmp_path / "old")
+    meta = json.loads((d / "config.json").read_text())["vitkit"]
+    for key in ("gate_memory", "linear_init"):
+        del meta["config"][key]
+    sd = load_file(str(d / "model.safetensors"))
+    assert not any("gate_bias" in k for k in sd)
+    save_state_dict(sd, d / "model.safetensors", metadata={"vitkit": json.dumps(meta)})
+    (d / "config.json").write_text(json.dumps({"vitkit": meta}))
+    loaded = vitkit.load(d)
+    assert loaded.cfg.gate_memory == 0 and all(m.gate_bias is None for m in loaded.modules() if isinstance(m, MinGRU))
+    x = torch.randn(1, 3, 40, 36)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), old(x))
+    assert VisionGRUConfig().gate_memory == 64 and VisionGRUConfig.from_dict({"dims": [8], "depths": [1]}).gate_memory == 0
+
+
+def test_linear_init_choices():
+    torch.manual_seed(0)
+    ref = VisionGRU(VisionGRUConfig(**TINY, linear_init="torch"))
+    w = ref.stages[0].blocks[0].gru_fwd.proj_in.weight  # torch's default: U(±1/√fan_in), fan_in 16
+    assert w.abs().max() <= 0.25 and w.std() > 0.1
+    vit_like = VisionGRU(VisionGRUConfig(**TINY, linear_init="trunc_normal"))
+    w = vit_like.stages[0].blocks[0].gru_fwd.proj_in.weight
+    assert w.abs().max() < 0.1 and 0.015 < w.std() < 0.025  # std 0.02 (torch truncates at ±2 absolute)
+    assert (vit_like.stages[0].blocks[0].mlp.fc1.bias == 0).all()
+    with pytest.raises(ValueError, match="linear_init"):
+        VisionGRUConfig(linear_init="xavier")
 
 
 # ------------------------------------------------------------------ block directions

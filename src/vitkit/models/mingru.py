@@ -250,24 +250,48 @@ def scan_linear(gate: Tensor, hidden: Tensor, block: int = LINEAR_BLOCK, h0: Ten
     return linear_scan(a, b, block, h0).to(dtype)
 
 
+def chrono_bias(inner: int, memory: float, generator: torch.Generator | None = None) -> Tensor:
+    """Gate bias (inner,) of the chrono initialisation (Tallec & Ollivier, "Can recurrent neural networks warp
+    time?", 2018), written for minGRU: b = −log u, u ~ U[1, memory − 1]. With a zero input the update is
+    z = σ(b) = 1/(1 + u), so channel c starts with a memory of 1/z = 1 + u tokens, spread over [2, memory]:
+    some channels stay local, others carry context along a whole raster row or more from step 0."""
+    u = torch.empty(inner).uniform_(1.0, max(memory - 1.0, 1.0), generator=generator)
+    return -torch.log(u)
+
+
 class MinGRU(nn.Module):
     """minGRU layer: x (B, L, dim) → (B, L, dim). ``expansion`` widens the recurrent state to
     ``int(dim · expansion)`` channels (2 in VisionGRU) with an output projection back to ``dim``.
-    Linears without bias, as in the reference implementation. The scan is :func:`scan_linear`;
+    Linears without bias, as in the reference implementation. ``gate_memory`` > 0 adds a learnable bias
+    (inner,) to the gate, chrono-initialised (:func:`chrono_bias`); 0 keeps the reference's gate. The scan is :func:`scan_linear`;
     ``chunk`` is kept for the log-space scans (:func:`scan`, :func:`scan_log`) and configs that set it."""
 
-    def __init__(self, *, dim: int, expansion: float = 2.0, chunk: int = DEFAULT_CHUNK, block: int = LINEAR_BLOCK) -> None:
+    def __init__(self, *, dim: int, expansion: float = 2.0, chunk: int = DEFAULT_CHUNK, block: int = LINEAR_BLOCK,
+                 gate_memory: float = 0.0) -> None:
         super().__init__()
         inner = int(dim * expansion)
         if inner < 1:
             raise ValueError(f"dim={dim} × expansion={expansion} leaves no recurrent channel")
+        if gate_memory != 0 and gate_memory < 2:
+            raise ValueError(f"gate_memory={gate_memory}: 0 (no gate bias) or ≥ 2 tokens")
         self.chunk, self.block = chunk, block
         self.proj_in = nn.Linear(dim, 2 * inner, bias=False)
         self.proj_out = nn.Linear(inner, dim, bias=False) if inner != dim else nn.Identity()
+        self.gate_memory = gate_memory
+        self.gate_bias = nn.Parameter(chrono_bias(inner, gate_memory)) if gate_memory else None
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A state dict from before the gate bias existed (no ``gate_bias`` key) loads with a zero bias: the
+        layer then computes what the checkpoint's layer computed (to float rounding)."""
+        if self.gate_bias is not None and prefix + "gate_bias" not in state_dict:
+            state_dict[prefix + "gate_bias"] = torch.zeros_like(self.gate_bias)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def gates(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, L, dim) → (gate, hidden), each (B, L, inner)."""
         hidden, gate = self.proj_in(x).chunk(2, dim=-1)
+        if self.gate_bias is not None:
+            gate = gate + self.gate_bias.to(gate.dtype)
         return gate, hidden
 
     def forward(self, x: Tensor) -> Tensor:

@@ -19,6 +19,17 @@ whole-map tensors are alive at once, and a piece's work stays in the CPU's cache
 the peak tensor memory of visiongru_micro from 170 to 22.5 MiB and, with the linear-space scan, the time
 by ~2.3× (benchmarks/RESULTS.md). Training (autograd on) runs whole sequences, as before.
 
+Initialisation (measured on FRB crops, benchmarks/RESULTS.md). minGRU's candidate g(h̃) is positive
+(≈ 0.5 at h̃ ≈ 0), so at initialisation most of a mixer's output is one vector shared by every token and
+image; the token-dependent part is what the network can learn from. With the ViT's std-0.02 Linears at
+these small widths that part is ~2–4% of the output and every update gate sits at z ≈ 0.5 (a memory of ~2
+tokens): training sat at chance for ~50 steps. So the Linears keep torch's default init, as the public
+code's do (``linear_init="torch"``), and each minGRU has a learnable gate bias with the chrono init
+(``gate_memory``, :func:`~vitkit.models.mingru.chrono_bias`): at a zero input channel c starts with a memory
+spread over [2, ``gate_memory``] tokens, some local, some spanning rows. Configs written before the bias
+existed load without it (:meth:`VisionGRUConfig.from_dict`), and a state dict without ``gate_bias`` loads
+with a zero bias, which computes what the old layer computed (to float rounding).
+
 Same feature API as :class:`~vitkit.models.vit.VisionTransformer`: ``forward_features`` → final-normed
 tokens (B, N, C) of the last stage, ``forward_head``, ``forward_intermediates`` (per stage, NCHW or NLC),
 ``preprocess``; ``attention_readout`` refuses (there is no attention).
@@ -62,6 +73,8 @@ class VisionGRUConfig:
     scan_chunk: int = DEFAULT_CHUNK  # only for the log-space reference scans (mingru.py); kept so configs load
     infer_piece: int = 2**17  # tokens × channels per piece of the no-grad path: bounds its working memory, in cache
     drop_path_rate: float = 0.0  # stochastic depth, linear over all blocks
+    linear_init: str = "torch"  # "torch": U(±1/√fan_in), the public code's; "trunc_normal": std 0.02, the ViT's
+    gate_memory: float = 64.0  # > 0: learnable gate bias, chrono init: memories spread over [2, gate_memory] tokens
     num_classes: int = 0  # 0 = features only
     family: str = "visiongru"  # informational, picks the default preprocessing
     labels: list[str] | None = None  # class names for the head, if known
@@ -78,6 +91,10 @@ class VisionGRUConfig:
             raise ValueError(f"dims must be ≥ 2 and depths ≥ 0, got dims {self.dims}, depths {self.depths}")
         if self.expansion <= 0 or self.mlp_ratio <= 0:
             raise ValueError(f"expansion ({self.expansion}) and mlp_ratio ({self.mlp_ratio}) must be > 0")
+        if self.linear_init not in ("trunc_normal", "torch"):
+            raise ValueError(f"linear_init={self.linear_init!r}: 'trunc_normal' or 'torch'")
+        if self.gate_memory != 0 and self.gate_memory < 2:
+            raise ValueError(f"gate_memory={self.gate_memory}: 0 (no gate bias) or ≥ 2 tokens")
         if self.scan_chunk < 1 or self.infer_piece < 1:
             raise ValueError(f"scan_chunk={self.scan_chunk} and infer_piece={self.infer_piece} must be ≥ 1")
 
@@ -89,7 +106,9 @@ class VisionGRUConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> VisionGRUConfig:
-        return config_from_dict(cls, d)
+        """Config from a dict (checkpoint metadata). A dict without ``gate_memory`` was written before the gate
+        bias existed: it describes a model without one (0), so old checkpoints load and compute as saved."""
+        return config_from_dict(cls, {"gate_memory": 0.0, **d})
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -138,13 +157,13 @@ class Block2DGRU(nn.Module):
     """Channels-last block: x (B, H, W, C) → (B, H, W, C). See the module docstring."""
 
     def __init__(self, *, dim: int, expansion: float, mlp_ratio: float, norm_eps: float, chunk: int,
-                 drop_path: float = 0.0, infer_piece: int = 2**17) -> None:
+                 drop_path: float = 0.0, infer_piece: int = 2**17, gate_memory: float = 0.0) -> None:
         super().__init__()
         self.infer_piece = infer_piece  # tokens × channels per piece of forward_pieces
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.dwconv = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
-        self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
-        self.gru_rev = MinGRU(dim=dim, expansion=expansion, chunk=chunk)
+        self.gru_fwd = MinGRU(dim=dim, expansion=expansion, chunk=chunk, gate_memory=gate_memory)
+        self.gru_rev = MinGRU(dim=dim, expansion=expansion, chunk=chunk, gate_memory=gate_memory)
         self.drop_path1 = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -227,7 +246,8 @@ class Stage(nn.Module):
         )
         self.blocks = nn.ModuleList([
             Block2DGRU(dim=dim, expansion=cfg.expansion, mlp_ratio=cfg.mlp_ratio, norm_eps=cfg.norm_eps,
-                       chunk=cfg.scan_chunk, drop_path=p, infer_piece=cfg.infer_piece)
+                       chunk=cfg.scan_chunk, drop_path=p, infer_piece=cfg.infer_piece,
+                       gate_memory=cfg.gate_memory)
             for p in drop_paths
         ])
 
@@ -270,7 +290,10 @@ class VisionGRU(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
-        """Truncated normal (std 0.02) for Linears, zero biases; convs and norms keep torch's defaults."""
+        """Linears per ``cfg.linear_init``: truncated normal (std 0.02) with zero biases, or torch's default
+        (as constructed); convs and norms keep torch's defaults."""
+        if self.cfg.linear_init == "torch":
+            return
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
