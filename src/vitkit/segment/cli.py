@@ -71,7 +71,7 @@ def evaluate_cmd(
     try:
         cfg = PromptableConfig(segmenter=segmenter, concepts=tuple(c.strip() for c in concepts.split(",") if c.strip()),
                                prompts=tuple(p.strip() for p in prompts.split(",") if p.strip()), perturb=perturb,
-                               seed=seed, images=images, clips=clips, train=PromptTrainConfig() if steps is None else PromptTrainConfig(steps=steps),
+                               seed=seed, images=images, clips=clips, train=PromptTrainConfig(**({} if steps is None else {"steps": steps})),
                                out_dir=str(out_dir))
         r = run_promptable(cfg)
     except USER_ERRORS as e:

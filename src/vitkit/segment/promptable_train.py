@@ -5,8 +5,8 @@ target: the camouflaged, salient, defect and lesion concepts stay unseen, as SAM
 them); a share of them is rendered larger and cropped back (scale jitter,
 :func:`render_training_scenes`), so that objects of a salient object's size are not rare. Each image
 gives ``prompts_per_image`` instances; each step is either a box step (the instance's box with SAM's
-training noise: every coordinate ± N(0, ``box_noise`` × side), capped at 2 × that) or a point step (1–3 positive points in the instance, 0–2 negative points in its box
-outside it). The loss, SAM's: BCE + Dice on the single-mask output, plus the minimum over the 3
+training noise: every coordinate ± N(0, ``box_noise`` × side), capped at 2 × that) or a point step
+(1–3 positive points in the instance, 0–2 negative points in its box outside it). The loss, SAM's: BCE + Dice on the single-mask output, plus the minimum over the 3
 multimask candidates (only the best candidate learns, which lets them specialise), plus the MSE of
 the predicted IoUs against the actual IoU of each thresholded candidate.
 """
@@ -82,12 +82,13 @@ def render_training_scenes(cfg: PromptTrainConfig, *, progress: bool = False) ->
     rng = np.random.default_rng([cfg.seed, 23])
     images = np.zeros((n, size, size, 3), np.uint8)
     inst = np.zeros((n, size, size), np.uint8)
+    scene_cfg = SceneConfig()
     with progress_bar(progress) as bar:
         task = bar.add_task("rendering scenes", total=n)
         for i in range(n):
             z = float(rng.uniform(1.0, cfg.zoom)) if cfg.zoom > 1 and rng.random() < cfg.zoom_share else 1.0
             side = max(size, int(round(size * z)))
-            s = render_scene(cfg.seed, i, size=side, config=SceneConfig())
+            s = render_scene(cfg.seed, i, size=side, config=scene_cfg)
             if side == size:
                 images[i], inst[i] = s.image, s.instance
             else:
