@@ -15,8 +15,9 @@ from vitkit.segment.prompt_eval import (
     segment_clip,
     segment_with_boxes,
     segment_with_clicks,
+    union_of_boxes,
 )
-from vitkit.segment.promptable_model import PromptSegConfig, PromptSegmenter
+from vitkit.segment.promptable_model import PromptSegConfig, PromptSegmenter, attend
 from vitkit.segment.promptable_train import segmenter_loss
 from vitkit.segment.prompting import connected_components
 from vitkit.segment.segmenters import BuiltinSegmenter, SamSegmenter, Segmenter
@@ -163,6 +164,27 @@ def test_builtin_model_shapes_loss_and_adapter_scaling():
     np.testing.assert_array_equal(m1, ref.numpy())
     gm, gs = seg.generate(img)
     assert gm.ndim == 3 and len(gm) == len(gs)
+
+
+def test_attend_equals_the_multihead_module_in_training_mode():
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(32, 4, batch_first=True).train()
+    q, k = torch.randn(3, 7, 32), torch.randn(3, 11, 32)
+    v = torch.randn(3, 11, 32)
+    torch.testing.assert_close(attend(mha, q, k, v), mha(q, k, v, need_weights=False)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_batched_boxes_equal_one_box_at_a_time():
+    torch.manual_seed(1)
+    seg = BuiltinSegmenter(model=PromptSegmenter(config=TINY))
+    img = (np.random.default_rng(2).random((48, 48, 3)) * 255).astype(np.uint8)  # resized to the 32-px model
+    boxes = np.array([[2.0, 3, 20, 25], [10, 10, 47, 40], [30, 1, 44, 12]], np.float32)
+    batched = seg.predict_boxes(img, boxes)
+    one = np.stack([seg.predict(img, boxes=b, multimask=False)[0][0] for b in boxes])
+    assert batched.shape == (3, 48, 48) and one.any() and not one.all()
+    np.testing.assert_array_equal(batched, one)
+    np.testing.assert_array_equal(union_of_boxes(seg, img, boxes), one.any(0))
+    assert seg.predict_boxes(img, np.zeros((0, 4))).shape == (0, 48, 48)
 
 
 def test_run_promptable_end_to_end_tiny(tmp_path):

@@ -38,8 +38,13 @@ PROMPTS = ("box", "point", "auto")
 
 
 def union_of_boxes(seg: Segmenter, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """(H, W) bool union of the single-mask predictions of each box (K, 4)."""
+    """(H, W) bool union of the single-mask predictions of each box (K, 4); one batched call when the
+    segmenter offers ``predict_boxes``."""
     out = np.zeros(image.shape[:2], bool)
+    batched = getattr(seg, "predict_boxes", None)
+    if callable(batched):
+        masks = np.asarray(batched(image, boxes), bool)
+        return masks.any(0) if len(masks) else out
     for b in boxes:
         masks, _ = seg.predict(image, boxes=b[None], multimask=False)
         out |= np.asarray(masks[0], bool)

@@ -7,7 +7,9 @@ A segmenter takes one uint8 image (H, W, 3) and one prompt set::
     masks, scores = seg.generate(image)   # automatic masks (M, H, W) bool, (M,)
 
 ``boxes`` is one box (4,) or (1, 4) ``(x0, y0, x1, y1)`` in pixels, ``points`` (K, 2) ``(x, y)``,
-``point_labels`` (K,) 1 positive / 0 negative (segment-anything's conventions).
+``point_labels`` (K,) 1 positive / 0 negative (segment-anything's conventions). A segmenter may also
+offer ``predict_boxes(image, boxes (K, 4)) → (K, H, W) bool``, the single-mask prediction of each box in
+one call; the box protocol then decodes a frame's boxes as one batch (the same masks).
 
 Adapters: :class:`BuiltinSegmenter` (vitkit's :class:`~.promptable_model.PromptSegmenter`, with a
 SAM-style automatic generator: a grid of single-point prompts, candidates kept by predicted IoU
@@ -120,24 +122,34 @@ class BuiltinSegmenter:
         return *self._emb, s, (h, w)
 
     @torch.no_grad()
-    def _decode(self, image, boxes, points, labels) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    def _decode(self, image, boxes, points, labels) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (K, 4, H, W) and IoU predictions (K, 4) for K boxes (K, 4) (or one point set (P, 2))."""
         emb, skip, s, (h, w) = self._embed(image)
         scale = np.array([s / w, s / h], np.float32)
-        b = None if boxes is None else torch.from_numpy((boxes.reshape(2, 2) * scale).reshape(1, 4))
+        b = None if boxes is None else torch.from_numpy((boxes.reshape(-1, 2, 2) * scale).reshape(-1, 4))
+        n = 1 if b is None else len(b)
         p = l_ = None
         if points is not None:
             p = torch.from_numpy(points * scale)[None]
             l_ = torch.from_numpy(labels)[None]
-        logits, iou = self.model.decode(emb, skip, p, l_, b)
+        logits, iou = self.model.decode(emb.expand(n, -1, -1), skip.expand(n, -1, -1, -1), p, l_, b)
         if (h, w) != (s, s):
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return logits[0], iou[0], (h, w)
+        return logits, iou
 
     def predict(self, image, boxes=None, points=None, point_labels=None, multimask=True):
         pts, lab = _points(points, point_labels)
-        logits, iou, _ = self._decode(image, _one_box(boxes), pts, lab)
+        logits, iou = self._decode(image, _one_box(boxes), pts, lab)
         sel = slice(1, None) if multimask else slice(0, 1)
-        return (logits[sel] > 0).numpy(), iou[sel].numpy()
+        return (logits[0, sel] > 0).numpy(), iou[0, sel].numpy()
+
+    def predict_boxes(self, image, boxes):
+        """Single-mask predictions (K, H, W) bool of K boxes (K, 4), decoded as one batch."""
+        b = np.asarray(boxes, np.float32).reshape(-1, 4)
+        if not len(b):
+            return np.zeros((0, *np.shape(image)[:2]), bool)
+        logits, _ = self._decode(image, b, None, None)
+        return (logits[:, 0] > 0).numpy()
 
     @torch.no_grad()
     def generate(self, image):
