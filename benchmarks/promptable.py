@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--segmenter", default="builtin")
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
-    ap.add_argument("--prompts", default="box,point,auto")
+    ap.add_argument("--prompts", default="box,point,auto,context")
     ap.add_argument("--images", type=int, default=40)
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--steps", type=int, default=None)
@@ -73,13 +73,13 @@ def main() -> None:
         print(f"seed {s}: {time.perf_counter() - t:.0f} s ({runs[s]['segmenter']})", flush=True)
     keys = list(runs[seeds[0]]["images"])
     print(f"\nimages ({args.images} per concept), mean over seeds {seeds} (± half range)")
-    print(f"{'concept':12s} {'prompt':6s} {'condition':10s} " + " ".join(f"{m:>15s}" for m in SHOW) + f" {'clicks':>8s}")
+    print(f"{'concept':12s} {'prompt':13s} {'condition':10s} " + " ".join(f"{m:>15s}" for m in SHOW) + f" {'clicks':>8s}")
     table = {}
     for k in keys:
         row = {m: _spread([runs[s]["images"][k].get(m) for s in seeds]) for m in (*SHOW, "clicks")}
         table[k] = row
         c, p, cond = k.split("|")
-        print(f"{c:12s} {p:6s} {cond:10s} " + " ".join(f"{row[m]:>15s}" for m in SHOW) + f" {row['clicks']:>8s}")
+        print(f"{c:12s} {p:13s} {cond:10s} " + " ".join(f"{row[m]:>15s}" for m in SHOW) + f" {row['clicks']:>8s}")
     drops = {}
     for k in keys:
         c, p, cond = k.split("|")

@@ -11,6 +11,7 @@ import torch
 from vitkit.segment.concepts import render_clip, render_concept
 from vitkit.segment.mask_metrics import iou_dice, saliency_measures, score_mask
 from vitkit.segment.prompt_eval import (
+    in_context_segmenter,
     segment_automatic,
     segment_clip,
     segment_with_boxes,
@@ -19,7 +20,7 @@ from vitkit.segment.prompt_eval import (
 )
 from vitkit.segment.promptable_model import PromptSegConfig, PromptSegmenter, attend
 from vitkit.segment.promptable_train import segmenter_loss
-from vitkit.segment.prompting import connected_components
+from vitkit.segment.prompting import boxes_from_mask, connected_components
 from vitkit.segment.segmenters import BuiltinSegmenter, SamSegmenter, Segmenter
 
 TINY = PromptSegConfig(size=32, patch=8, dim=32, depth=2, heads=2, dec_dim=32, dec_depth=1)
@@ -187,17 +188,60 @@ def test_batched_boxes_equal_one_box_at_a_time():
     assert seg.predict_boxes(img, np.zeros((0, 4))).shape == (0, 48, 48)
 
 
+class MemorySegmenter(TruthSegmenter):
+    """A segmenter with memory: ``track`` records what it was given and returns each frame's truth."""
+
+    def track(self, frames, prompts):
+        self.tracked = (frames, prompts)
+        return np.stack([self.truths[f.tobytes()] for f in frames])
+
+
+def test_in_context_by_memory_sees_the_prompt_images_as_first_frames():
+    data = render_concept("salient", 4, seed=0, size=32)
+    seg = MemorySegmenter({img.tobytes(): gt for img, gt in zip(data.images, data.truths, strict=True)})
+    predict = in_context_segmenter(seg, data.images[:3], data.truths[:3])
+    np.testing.assert_array_equal(predict(data.images[3]), data.truths[3])
+    frames, prompts = seg.tracked
+    assert len(frames) == 4 and (frames[3] == data.images[3]).all() and sorted(prompts) == [0, 1, 2]
+    np.testing.assert_array_equal(prompts[1]["boxes"], boxes_from_mask(data.truths[1]))
+    with pytest.raises(ValueError, match="neither track"):
+        in_context_segmenter(TruthSegmenter({}), data.images[:1], data.truths[:1])
+
+
+def test_in_context_by_features_prompts_the_concept_and_keeps_the_best_scored_candidate():
+    torch.manual_seed(0)
+    seg = BuiltinSegmenter(model=PromptSegmenter(config=TINY))
+    data = render_concept("salient", 3, seed=0, size=32)
+    calls = []
+    predict_orig = seg.predict
+
+    def spy(image, **kw):
+        masks, scores = predict_orig(image, **kw)
+        calls.append((kw, masks, scores))
+        return masks, scores
+
+    seg.predict = spy
+    predict = in_context_segmenter(seg, data.images[:2], data.truths[:2])
+    pred = predict(data.images[2])
+    kw, masks, scores = calls[-1]
+    np.testing.assert_array_equal(kw["point_labels"], [1, 0])
+    assert kw["multimask"] and pred.shape == (32, 32) and pred.dtype == bool
+    np.testing.assert_array_equal(pred, masks[int(np.argmax(scores))])  # no oracle: the segmenter's own score
+
+
 def test_run_promptable_end_to_end_tiny(tmp_path):
     from vitkit.segment.promptable import PromptableConfig, run_promptable
     from vitkit.segment.promptable_train import PromptTrainConfig
 
     cfg = PromptableConfig(concepts=("salient", "lesions"), images=2, clips=1, frames=3, video_k=(1, 3), size=32,
+                           context_k=(1, 2),
                            train=PromptTrainConfig(model=TINY, scenes=8, steps=2, batch_size=2, warmup=1),
                            out_dir=str(tmp_path), progress=False)
     r = run_promptable(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["images"]) == {f"{c}|{p}|{k}" for c in ("salient", "lesions") for p in ("box", "point")
-                                    for k in ("clean", "perturbed")} | {"salient|auto|clean", "lesions|auto|clean"}
+                                    for k in ("clean", "perturbed")} | {f"{c}|{p}|clean" for c in ("salient", "lesions")
+                                                                        for p in ("auto", "in-context 1", "in-context 2")}
     assert len(saved["video"]) == 2 * 2 * 2 * 2 and r["images"]["salient|box|clean"]["n"] == 2
     assert 1 <= saved["images"]["lesions|point|clean"]["clicks"] <= 6
     html = (tmp_path / "report.html").read_text()

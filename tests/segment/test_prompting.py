@@ -7,6 +7,8 @@ import pytest
 
 from vitkit.segment.prompting import (
     boxes_from_mask,
+    cell_shares,
+    concept_prototype,
     connected_components,
     distance_transform,
     next_click,
@@ -14,6 +16,7 @@ from vitkit.segment.prompting import (
     perturb_mask,
     perturb_points,
     select_auto_masks,
+    similarity_prompts,
     video_prompt_frames,
 )
 
@@ -132,3 +135,34 @@ def test_auto_selection_is_the_union_of_masks_mostly_inside_the_truth():
     assert video_prompt_frames(8, 3) == [0, 1, 2]
     with pytest.raises(ValueError):
         video_prompt_frames(4, 5)
+
+
+def test_cell_shares_on_exact_and_uneven_grids():
+    m = np.zeros((4, 4), bool)
+    m[:2, :2] = True
+    m[3, 3] = True
+    np.testing.assert_allclose(cell_shares(m, 2, 2), [[1, 0], [0, 0.25]])
+    m5 = np.zeros((5, 5), bool)
+    m5[0, :] = True  # rows 0–2 fall in cell row 0 (y·2 // 5), rows 3–4 in cell row 1
+    np.testing.assert_allclose(cell_shares(m5, 2, 2), [[1 / 3, 1 / 3], [0, 0]])
+
+
+def test_prototype_is_the_masked_feature_and_prompts_land_on_best_and_worst_match():
+    e1, e2, e3 = np.eye(3)
+    feats = np.tile(e2, (2, 4, 4, 1))  # (K=2, 4, 4, C=3): background feature e2
+    feats[0, 1, 2] = 3 * e1  # the concept's cells (scale does not matter: cosine)
+    feats[1, 3, 0] = e1
+    masks = np.zeros((2, 32, 32), bool)
+    masks[0, 8:16, 16:24] = True  # exactly cell (1, 2) of an 8-px grid
+    masks[1, 24:32, 0:8] = True  # cell (3, 0)
+    np.testing.assert_allclose(concept_prototype(feats, masks), e1, atol=1e-12)
+    target = np.tile(e2, (4, 4, 1))
+    target[2, 1] = e1 + 0.1 * e2  # the best match
+    target[0, 3] = -e1  # the worst
+    pts, labels, sim = similarity_prompts(target, e1, (64, 64))  # a 64-px image: 16-px cells
+    np.testing.assert_allclose(pts, [[1.5 * 16 - 0.5, 2.5 * 16 - 0.5], [3.5 * 16 - 0.5, 0.5 * 16 - 0.5]])
+    np.testing.assert_array_equal(labels, [1, 0])
+    assert sim.shape == (4, 4) and sim[2, 1] == sim.max() and sim[0, 3] == -1
+    feats[:, :, :] = e3
+    with pytest.raises(ValueError, match="empty"):
+        concept_prototype(feats, np.zeros((2, 32, 32), bool))

@@ -50,7 +50,9 @@ def evaluate_cmd(
         help="builtin (vitkit's small promptable segmenter, trained on scenes), sam:CKPT or sam2:CKPT.")] = "builtin",
     concepts: Annotated[str, typer.Option(help="Comma list: salient,camouflaged,defects,lesions.")] = (
         "salient,camouflaged,defects,lesions"),
-    prompts: Annotated[str, typer.Option(help="Comma list: box,point,auto.")] = "box,point,auto",
+    prompts: Annotated[str, typer.Option(
+        help="Comma list: box,point,auto,context (context = 1, 5 and 20 annotated prompt images, no prompt on the "
+             "target).")] = "box,point,auto,context",
     perturb: Annotated[bool, typer.Option(help="Also evaluate seeded perturbed boxes and clicks.")] = True,
     seed: Annotated[int, typer.Option(min=0, help="Seed of scenes, perturbations and the builtin's training.")] = 0,
     images: Annotated[int, typer.Option(min=1, help="Images per concept.")] = 40,

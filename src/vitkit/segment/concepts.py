@@ -21,6 +21,7 @@ from ..data.scenes import SceneConfig, render_scene
 
 CONCEPTS = ("salient", "camouflaged", "defects", "lesions")
 EVAL_SEED_OFFSET = 1000  # evaluation scenes come from scene seed ``seed + 1000``: never the training scenes'
+SHOTS_FIRST = 100_000  # in-context prompt images: scene indices from here on, never an evaluated image or clip
 
 
 @dataclass
@@ -40,12 +41,13 @@ def check_concepts(concepts: list[str] | tuple[str, ...]) -> list[str]:
     return list(concepts)
 
 
-def render_concept(concept: str, n: int, *, seed: int = 0, size: int = 64) -> ConceptSet:
-    """``n`` images of ``concept`` (scene seed ``seed + EVAL_SEED_OFFSET``), skipping empty truths."""
+def render_concept(concept: str, n: int, *, seed: int = 0, size: int = 64, first: int = 0) -> ConceptSet:
+    """``n`` images of ``concept`` (scene seed ``seed + EVAL_SEED_OFFSET``, scene indices from
+    ``first`` on), skipping empty truths."""
     check_concepts([concept])
     cfg = SceneConfig(target=concept)
     images, truths = [], []
-    i = 0
+    i = first
     while len(images) < n:
         s = render_scene(seed + EVAL_SEED_OFFSET, i, size=size, config=cfg)
         i += 1

@@ -12,10 +12,17 @@
 * :func:`segment_clip`: prompts (box or clicks) on the first ``k`` frames; the later frames are
   left to the segmenter: its own ``track(frames, prompts)`` if it has one, else box propagation
   (each frame is prompted with the boxes of the previous frame's predicted components, which is
-  what a memory-less image segmenter can do).
+  what a memory-less image segmenter can do);
+* :func:`in_context_segmenter`: k annotated prompt images (image + mask), no prompt on the target.
+  A segmenter with memory (``track``) sees them as the first k frames of a clip whose last frame is
+  the target (SAM 2's in-context protocol); a memory-less one is prompted on the target through
+  its features (:func:`~.prompting.concept_prototype`, :func:`~.prompting.similarity_prompts`),
+  keeping the candidate with the highest *predicted* score (no oracle here).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
@@ -25,16 +32,18 @@ from .prompting import (
     Click,
     boxes_from_mask,
     clicks_to_arrays,
+    concept_prototype,
     mask_iou,
     next_click,
     perturb_boxes,
     perturb_points,
     select_auto_masks,
+    similarity_prompts,
     video_prompt_frames,
 )
 from .segmenters import Segmenter
 
-PROMPTS = ("box", "point", "auto")
+PROMPTS = ("box", "point", "auto", "context")
 
 
 def union_of_boxes(seg: Segmenter, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -116,3 +125,32 @@ def segment_clip(seg: Segmenter, frames: np.ndarray, truths: np.ndarray, k: int,
         elif out[t - 1].any():
             out[t] = union_of_boxes(seg, frames[t], boxes_from_mask(out[t - 1]))
     return out
+
+
+def in_context_segmenter(seg: Segmenter, images: np.ndarray, masks: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """The in-context protocol with prompt images (K, H, W, 3) and their masks (K, H, W) → a function
+    target image (H, W, 3) → mask (H, W) bool (see the module docstring). The prompt images are
+    embedded once here, not per target."""
+    masks = np.asarray(masks, bool)
+    if len(images) != len(masks) or not len(images):
+        raise ValueError(f"in-context prompting needs K ≥ 1 prompt images with K masks, got {len(images)}, {len(masks)}")
+    track = getattr(seg, "track", None)
+    if callable(track):
+        prompts = {t: {"boxes": boxes_from_mask(m)} for t, m in enumerate(masks)}
+
+        def by_memory(image: np.ndarray) -> np.ndarray:
+            frames = np.concatenate([np.asarray(images), np.asarray(image)[None]])
+            return np.asarray(track(frames, prompts), bool)[-1]
+
+        return by_memory
+    features = getattr(seg, "features", None)
+    if not callable(features):
+        raise ValueError(f"{type(seg).__name__} has neither track() nor features(): drop 'context' from --prompts")
+    proto = concept_prototype(np.stack([features(im) for im in images]), masks)
+
+    def by_prototype(image: np.ndarray) -> np.ndarray:
+        pts, labels, _ = similarity_prompts(features(image), proto, np.shape(image)[:2])
+        cand, scores = seg.predict(image, points=pts, point_labels=labels, multimask=True)
+        return np.asarray(cand[int(np.argmax(scores))], bool)
+
+    return by_prototype

@@ -4,9 +4,11 @@
 :class:`~.promptable_model.PromptSegmenter` on plain scenes (or loads ``OUT/builtin.pt`` when it
 exists; an interrupted training resumes from ``OUT/builtin_train.pt``), ``sam:CKPT`` /
 ``sam2:CKPT`` load the user's weights; (2) renders each concept set
-(:mod:`.concepts`, scene seed ``seed + 1000``); (3) runs each prompt kind (box, point, auto) on
-every image, clean and, with ``perturb``, perturbed (seeded by ``(seed, concept, image, prompt)``;
-the automatic protocol has no prompt to perturb); (4) the video protocol on clips: box and point
+(:mod:`.concepts`, scene seed ``seed + 1000``); (3) runs each prompt kind (box, point, auto,
+context) on every image, clean and, with ``perturb``, perturbed (seeded by ``(seed, concept, image,
+prompt)``; the automatic and in-context protocols have no prompt of their own to perturb; in-context
+takes k = ``context_k`` annotated prompt images of the concept, rendered apart from the evaluated
+ones, and scores as prompt "in-context k"); (4) the video protocol on clips: box and point
 prompts on the first 1, 3, 5 frames; (5) writes ``OUT/results.json`` (per-image scores, means,
 config, timing) and ``OUT/report.html`` (tables concept × prompt × metric, examples).
 """
@@ -22,9 +24,16 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import progress_bar
-from .concepts import CONCEPTS, check_concepts, render_clip, render_concept
+from .concepts import CONCEPTS, SHOTS_FIRST, check_concepts, render_clip, render_concept
 from .mask_metrics import METRICS, saliency_available, score_mask
-from .prompt_eval import PROMPTS, segment_automatic, segment_clip, segment_with_boxes, segment_with_clicks
+from .prompt_eval import (
+    PROMPTS,
+    in_context_segmenter,
+    segment_automatic,
+    segment_clip,
+    segment_with_boxes,
+    segment_with_clicks,
+)
 from .promptable_train import PromptTrainConfig, train_prompt_segmenter
 from .segmenters import BuiltinSegmenter, load_segmenter, save_builtin
 
@@ -44,6 +53,7 @@ class PromptableConfig:
     clips: int = 8  # video clips per concept (0 = no video protocol)
     frames: int = 8  # frames per clip
     video_k: tuple[int, ...] = (1, 3, 5)  # prompted first frames
+    context_k: tuple[int, ...] = (1, 5, 20)  # annotated prompt images for in-context prompting (the paper: 20)
     size: int = 64  # image side (the builtin model's input side)
     train: PromptTrainConfig = field(default_factory=PromptTrainConfig)
     out_dir: str = "runs/promptable"
@@ -56,6 +66,8 @@ class PromptableConfig:
             raise ValueError(f"--prompts must be a comma list of {', '.join(PROMPTS)}; got {','.join(self.prompts)}")
         if self.images < 1 or self.clips < 0 or self.frames < 1 or self.seed < 0:
             raise ValueError("--images ≥ 1, --clips ≥ 0, --frames ≥ 1 and --seed ≥ 0 are required")
+        if not self.context_k or any(k < 1 for k in self.context_k):
+            raise ValueError(f"in-context prompt image counts must be ≥ 1, got {self.context_k}")
         if any(not 1 <= k <= self.frames for k in self.video_k):
             raise ValueError(f"video prompted frames {self.video_k} must be within 1..{self.frames}")
 
@@ -92,6 +104,30 @@ def _mean(rows: list[dict]) -> dict:
     return {"n": len(rows), **{k: finite_mean([r[k] for r in rows]) for k in keys}}
 
 
+def _protocols(seg, img: np.ndarray, gt: np.ndarray, cfg: PromptableConfig, where: tuple[int, int],
+               in_context: dict):
+    """Yield (prompt name, condition, predicted mask (H, W) bool, extra scores) of every protocol of
+    ``cfg`` on one image; ``where`` = (concept index, image index) seeds the perturbations;
+    ``in_context``: {k: target → mask} from :func:`~.prompt_eval.in_context_segmenter`."""
+    conditions = ("clean", "perturbed") if cfg.perturb else ("clean",)
+    for pi, prompt in enumerate(cfg.prompts):
+        if prompt == "context":
+            for k, predict in in_context.items():
+                yield f"in-context {k}", "clean", predict(img), {}
+            continue
+        for cond in conditions:
+            if prompt == "auto" and cond == "perturbed":
+                continue
+            rng = np.random.default_rng([cfg.seed, *where, pi]) if cond == "perturbed" else None
+            if prompt == "box":
+                yield prompt, cond, segment_with_boxes(seg, img, gt, rng), {}
+            elif prompt == "point":
+                pred, clicks = segment_with_clicks(seg, img, gt, rng)
+                yield prompt, cond, pred, {"clicks": clicks}
+            else:
+                yield prompt, cond, segment_automatic(seg, img, gt), {}
+
+
 def run_promptable(cfg: PromptableConfig) -> dict:
     """Run the evaluation of ``cfg``; returns the results dict also written to OUT/results.json."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -111,24 +147,17 @@ def run_promptable(cfg: PromptableConfig) -> dict:
         task = bar.add_task("evaluating images", total=n_img)
         for ci, concept in enumerate(cfg.concepts):
             data = render_concept(concept, cfg.images, seed=cfg.seed, size=cfg.size)
+            in_context = {}
+            if "context" in cfg.prompts:
+                shots = render_concept(concept, max(cfg.context_k), seed=cfg.seed, size=cfg.size, first=SHOTS_FIRST)
+                in_context = {k: in_context_segmenter(seg, shots.images[:k], shots.truths[:k]) for k in cfg.context_k}
             for i, (img, gt) in enumerate(zip(data.images, data.truths, strict=True)):
-                for pi, prompt in enumerate(cfg.prompts):
-                    for cond in conditions:
-                        if prompt == "auto" and cond == "perturbed":
-                            continue
-                        rng = np.random.default_rng([cfg.seed, ci, i, pi]) if cond == "perturbed" else None
-                        extra = {}
-                        if prompt == "box":
-                            pred = segment_with_boxes(seg, img, gt, rng)
-                        elif prompt == "point":
-                            pred, extra["clicks"] = segment_with_clicks(seg, img, gt, rng)
-                        else:
-                            pred = segment_automatic(seg, img, gt)
-                        key = f"{concept}|{prompt}|{cond}"
-                        per_image.setdefault(key, []).append({**score_mask(pred, gt, sal), **extra})
-                        if i < 4:
-                            examples.setdefault(concept, {"image": [], "truth": []})
-                            examples[concept].setdefault(f"{prompt}|{cond}", []).append(pred)
+                for prompt, cond, pred, extra in _protocols(seg, img, gt, cfg, (ci, i), in_context):
+                    per_image.setdefault(f"{concept}|{prompt}|{cond}", []).append({**score_mask(pred, gt, sal),
+                                                                                    **extra})
+                    if i < 4:
+                        examples.setdefault(concept, {"image": [], "truth": []})
+                        examples[concept].setdefault(f"{prompt}|{cond}", []).append(pred)
                 if i < 4:
                     examples[concept]["image"].append(img)
                     examples[concept]["truth"].append(gt)
@@ -150,7 +179,11 @@ def run_promptable(cfg: PromptableConfig) -> dict:
     results = {
         "config": cfg.to_dict(), "segmenter": seg_info, "saliency_metrics": sal,
         "oracle_notes": ["point: the best of the multimask candidates is chosen with the truth",
-                         "auto: generated masks are kept by their overlap with the truth"],
+                         "auto: generated masks are kept by their overlap with the truth",
+                         "in-context k: k annotated prompt images, no prompt on the target; a segmenter without "
+                         "memory is prompted through its features (a point at the best and one at the worst match "
+                         "of the concept's mean feature, PerSAM's recipe) and keeps its best-scored candidate "
+                         "(no oracle)"],
         "images": {k: _mean(v) for k, v in per_image.items()},
         "video": {k: _mean(v) for k, v in video.items()},
         "per_image": per_image,

@@ -56,7 +56,7 @@ def write_promptable_report(path: str | Path, results: dict, examples: dict) -> 
             "images per concept": results["config"]["images"], "clips per concept": results["config"]["clips"],
             "time_s": results["timing"]["total_s"]}
     notes = [*results["oracle_notes"], "perturbed: box edges ± U(0.1 × shorter side), clicks ± U(10 px), seeded; "
-             "the automatic protocol has no prompt to perturb."]
+             "the automatic and in-context protocols have no prompt of their own to perturb."]
     if not results["saliency_metrics"]:
         notes.append("pysodmetrics not installed: IoU and Dice only.")
     rep.add(summary_section(head, notes=notes))

@@ -15,7 +15,11 @@ Pure numpy functions on (H, W) bool masks. Coordinates follow segment-anything: 
 * :func:`perturb_boxes`, :func:`perturb_points`, :func:`perturb_mask`: seeded perturbations (the
   public evaluation code draws them unseeded): box edges ± U(0.1 × the box's shorter side), points
   ± U(10 px), masks eroded or dilated 1–5 times; all stay inside the image;
-* :func:`video_prompt_frames`: the frames of a clip that get prompts (the first 1, 3 or 5).
+* :func:`video_prompt_frames`: the frames of a clip that get prompts (the first 1, 3 or 5);
+* :func:`concept_prototype`, :func:`similarity_prompts`: in-context prompting for a segmenter
+  without memory (PerSAM's training-free recipe): the mean feature under the prompt images' masks,
+  located on the target image by cosine similarity → a positive point at the best match and a
+  negative one at the worst.
 
 The distance transform and the component labelling are our own (exact, vectorised numpy) so that
 the core install needs no scipy/OpenCV; the tests compare them with scipy where it is installed.
@@ -210,3 +214,46 @@ def video_prompt_frames(n_frames: int, k: int) -> list[int]:
     if not 1 <= k <= n_frames:
         raise ValueError(f"prompted frames must be in 1..{n_frames}, got {k}")
     return list(range(k))
+
+
+def cell_shares(mask: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(h, w) share of each cell's pixels inside ``mask`` (H, W) when the image is cut into an h × w
+    grid (pixel (y, x) belongs to cell (y·h // H, x·w // W): any H, W, not only multiples)."""
+    m = _check_mask(mask)
+    hh, ww = m.shape
+    cell = ((np.arange(hh) * h // hh)[:, None] * w + (np.arange(ww) * w // ww)[None, :]).ravel()
+    total = np.bincount(cell, minlength=h * w)
+    inside = np.bincount(cell, weights=m.ravel().astype(np.float64), minlength=h * w)
+    return (inside / np.maximum(total, 1)).reshape(h, w)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def concept_prototype(features: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Unit-norm (C,) mean of the unit-norm cell features (K, h, w, C) of K prompt images, each cell
+    weighted by its share inside the image's mask (K, H, W)."""
+    f = np.asarray(features, np.float64)
+    if f.ndim != 4 or len(f) != len(masks) or not len(f):
+        raise ValueError(f"features (K, h, w, C) and masks (K, H, W) of K ≥ 1 prompt images; got {f.shape}, "
+                         f"{np.shape(masks)}")
+    wts = np.stack([cell_shares(m, f.shape[1], f.shape[2]) for m in masks])  # (K, h, w)
+    if wts.sum() <= 0:
+        raise ValueError("the prompt images' masks are all empty: nothing to take the concept from")
+    return _unit((wts[..., None] * _unit(f)).sum((0, 1, 2)) / wts.sum())
+
+
+def similarity_prompts(features: np.ndarray, prototype: np.ndarray,
+                       shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points (2, 2) ``(x, y)`` in pixels of an image of ``shape`` (H, W) (the centres of the cells of
+    features (h, w, C) most and least similar to ``prototype`` (C,)), their labels ``[1, 0]`` and the
+    cosine-similarity map (h, w)."""
+    f = np.asarray(features, np.float64)
+    h, w = f.shape[:2]
+    sim = _unit(f) @ np.asarray(prototype, np.float64)  # (h, w)
+    pts = []
+    for idx in (int(np.argmax(sim)), int(np.argmin(sim))):
+        cy, cx = divmod(idx, w)
+        pts.append(((cx + 0.5) * shape[1] / w - 0.5, (cy + 0.5) * shape[0] / h - 0.5))
+    return np.asarray(pts, np.float32), np.array([1, 0], np.int64), sim

@@ -9,7 +9,9 @@ A segmenter takes one uint8 image (H, W, 3) and one prompt set::
 ``boxes`` is one box (4,) or (1, 4) ``(x0, y0, x1, y1)`` in pixels, ``points`` (K, 2) ``(x, y)``,
 ``point_labels`` (K,) 1 positive / 0 negative (segment-anything's conventions). A segmenter may also
 offer ``predict_boxes(image, boxes (K, 4)) → (K, H, W) bool``, the single-mask prediction of each box in
-one call; the box protocol then decodes a frame's boxes as one batch (the same masks).
+one call; the box protocol then decodes a frame's boxes as one batch (the same masks). In-context
+prompting needs either ``track(frames, prompts)`` (a segmenter with memory) or
+``features(image) → (h, w, C)``, the image embedding the prompts are decoded against.
 
 Adapters: :class:`BuiltinSegmenter` (vitkit's :class:`~.promptable_model.PromptSegmenter`, with a
 SAM-style automatic generator: a grid of single-point prompts, candidates kept by predicted IoU
@@ -143,6 +145,12 @@ class BuiltinSegmenter:
         sel = slice(1, None) if multimask else slice(0, 1)
         return (logits[0, sel] > 0).numpy(), iou[0, sel].numpy()
 
+    def features(self, image) -> np.ndarray:
+        """The image embedding as a (g, g, C) float32 grid (what the decoder attends to)."""
+        emb, _, _, _ = self._embed(image)
+        g = int(round(emb.shape[1] ** 0.5))
+        return emb[0].reshape(g, g, -1).numpy()
+
     def predict_boxes(self, image, boxes):
         """Single-mask predictions (K, H, W) bool of K boxes (K, 4), decoded as one batch."""
         b = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -208,6 +216,13 @@ class SamSegmenter:
         masks, scores, _ = self.predictor.predict(point_coords=pts, point_labels=lab, box=_one_box(boxes),
                                                   multimask_output=multimask)
         return np.asarray(masks).astype(bool), np.asarray(scores, np.float32)
+
+    def features(self, image) -> np.ndarray:
+        """The predictor's image embedding (1, C, h, w) as an (h, w, C) float32 grid."""
+        self._set(image)
+        emb = self.predictor.get_image_embedding()
+        emb = emb.detach().float().cpu().numpy() if hasattr(emb, "detach") else np.asarray(emb, np.float32)
+        return np.ascontiguousarray(emb[0].transpose(1, 2, 0))
 
     def generate(self, image):
         if self.generator is None:
