@@ -18,7 +18,7 @@ from vitkit.segment.prompt_eval import (
     segment_with_clicks,
     union_of_boxes,
 )
-from vitkit.segment.promptable_model import PromptSegConfig, PromptSegmenter, attend
+from vitkit.segment.promptable_model import PromptSegConfig, PromptSegmenter
 from vitkit.segment.promptable_train import segmenter_loss
 from vitkit.segment.prompting import boxes_from_mask, connected_components
 from vitkit.segment.segmenters import BuiltinSegmenter, SamSegmenter, Segmenter
@@ -165,14 +165,6 @@ def test_builtin_model_shapes_loss_and_adapter_scaling():
     np.testing.assert_array_equal(m1, ref.numpy())
     gm, gs = seg.generate(img)
     assert gm.ndim == 3 and len(gm) == len(gs)
-
-
-def test_attend_equals_the_multihead_module_in_training_mode():
-    torch.manual_seed(0)
-    mha = torch.nn.MultiheadAttention(32, 4, batch_first=True).train()
-    q, k = torch.randn(3, 7, 32), torch.randn(3, 11, 32)
-    v = torch.randn(3, 11, 32)
-    torch.testing.assert_close(attend(mha, q, k, v), mha(q, k, v, need_weights=False)[0], atol=1e-6, rtol=1e-5)
 
 
 def test_batched_boxes_equal_one_box_at_a_time():

@@ -71,22 +71,6 @@ class FourierPositions(nn.Module):
         return self(torch.stack([xx, yy], -1).reshape(-1, 2))
 
 
-def attend(mha: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """``mha(q, k, v)``'s output (batch_first, no mask, no dropout) through the fused attention kernel:
-    q (B, Nq, C), k and v (B, Nk, C) → (B, Nq, C). The module only holds the parameters (so checkpoints
-    keep their keys); its own forward takes a generic path while training (head transposes and
-    copies) that made the decoder's attention 1.5–2× slower on the CPU for the same numbers."""
-    b, nq, c = q.shape
-    h = mha.num_heads
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    bq, bk, bv = mha.in_proj_bias.chunk(3)
-    q = F.linear(q, wq, bq).view(b, nq, h, c // h).transpose(1, 2)  # (B, h, Nq, C/h)
-    k = F.linear(k, wk, bk).view(b, -1, h, c // h).transpose(1, 2)  # (B, h, Nk, C/h)
-    v = F.linear(v, wv, bv).view(b, -1, h, c // h).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, nq, c)  # (B, Nq, C)
-    return mha.out_proj(out)
-
-
 class TwoWayBlock(nn.Module):
     """Tokens self-attend, attend to the image, MLP; then the image attends to the tokens (SAM)."""
 
@@ -100,10 +84,10 @@ class TwoWayBlock(nn.Module):
 
     def forward(self, tok: Tensor, img: Tensor, tok_pe: Tensor, img_pe: Tensor) -> tuple[Tensor, Tensor]:
         q = tok + tok_pe
-        tok = self.norms[0](tok + attend(self.self_attn, q, q, tok))
-        tok = self.norms[1](tok + attend(self.t2i, tok + tok_pe, img + img_pe, img))
+        tok = self.norms[0](tok + self.self_attn(q, q, tok, need_weights=False)[0])
+        tok = self.norms[1](tok + self.t2i(tok + tok_pe, img + img_pe, img, need_weights=False)[0])
         tok = self.norms[2](tok + self.mlp(tok))
-        img = self.norms[3](img + attend(self.i2t, img + img_pe, tok + tok_pe, tok))
+        img = self.norms[3](img + self.i2t(img + img_pe, tok + tok_pe, tok, need_weights=False)[0])
         return tok, img
 
 
@@ -178,11 +162,9 @@ class PromptSegmenter(nn.Module):
         img_pe = self.pe.grid(g, g).to(embedding).unsqueeze(0).expand(b, -1, -1)
         for blk in self.blocks:
             tok, img = blk(tok, img, tok_pe, img_pe)
-        tok = self.final_norm(tok + attend(self.final, tok + tok_pe, img + img_pe, img))
-        feat = self.up(img.transpose(1, 2).reshape(b, c, g, g))  # (B, C/4, 4g, 4g)
-        if feat.shape[-2:] != skip.shape[-2:]:  # (an identity resampling still costs a copy and its backward)
-            feat = F.interpolate(feat, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-        feat = feat + skip
+        tok = self.final_norm(tok + self.final(tok + tok_pe, img + img_pe, img, need_weights=False)[0])
+        feat = self.up(img.transpose(1, 2).reshape(b, c, g, g))
+        feat = F.interpolate(feat, size=skip.shape[-2:], mode="bilinear", align_corners=False) + skip
         if self.config.fuse_skip:
             feat = F.gelu(feat)
         w = torch.stack([h(tok[:, 1 + i]) for i, h in enumerate(self.hyper)], 1)  # (B, 4, C/4)

@@ -163,13 +163,11 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
     images_u8, inst = render_training_scenes(cfg, progress=progress)
     t_render = time.perf_counter() - t0
     images = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 255
-    ids = [np.unique(m)[1:] if m.max() > 0 else None for m in inst]  # each image's instance ids (0 dropped)
-    valid = [i for i in range(len(inst)) if ids[i] is not None]
+    valid = [i for i in range(len(inst)) if inst[i].max() > 0]
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 17])
     model = PromptSegmenter(config=cfg.model)
-    # foreach: one kernel per step for all ~100 small tensors instead of a loop (CPU's default is the loop)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
     history: list[float] = []
@@ -206,7 +204,8 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
             box = step % 2 == 0
             targets, boxes, pts, labels, owner = [], [], [], [], []
             for j, i in enumerate(idx):
-                ks = ids[i]
+                ks = np.unique(inst[i])
+                ks = ks[ks > 0]
                 for k in rng.choice(ks, min(cfg.prompts_per_image, len(ks)), replace=False):
                     m, b, p, lab = sample_prompt(inst[i], int(k), rng, box, cfg.box_noise)
                     targets.append(m)
