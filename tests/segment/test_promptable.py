@@ -111,6 +111,9 @@ class StubPredictor:
         assert image.dtype == np.uint8 and image.shape[2] == 3
         self.images += 1
 
+    def get_image_embedding(self):
+        return torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(1, 2, 3, 4)  # (1, C, h, w)
+
     def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True):
         self.calls.append((point_coords, point_labels, box, multimask_output))
         n = 3 if multimask_output else 1
@@ -132,6 +135,8 @@ def test_sam_adapter_converts_boxes_and_points():
     np.testing.assert_array_equal(lab, [1, 0])
     assert box is None and mm is True
     assert pred.images == 1  # the same image is set once
+    feats = seg.features(img)  # (h, w, C) for in-context prompting
+    assert feats.shape == (3, 4, 2) and feats[1, 2, 1] == 12 + 1 * 4 + 2 and pred.images == 1
     with pytest.raises(ValueError, match="one box"):
         seg.predict(img, boxes=np.zeros((2, 4)))
     with pytest.raises(ValueError, match="automatic"):
