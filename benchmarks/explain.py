@@ -182,8 +182,13 @@ def linear_probe(source: str, train_data: dict, args) -> nn.Module | None:
         return None
     vis = model if isinstance(model, VisionTransformer) else model.visual
     side = vis.patch_size * (args.size // args.patch)
+    pp = getattr(model, "preprocess", None)  # the backbone was trained on its own normalisation, not this script's
+    mean = torch.tensor(pp.mean if pp is not None else (0.5,) * 3).view(1, 3, 1, 1)
+    std = torch.tensor(pp.std if pp is not None else (0.5,) * 3).view(1, 3, 1, 1)
 
     def resize(x: Tensor) -> Tensor:
+        """This script's input (B, 3, H, W) → the backbone's: its normalisation, whole patches on the same grid."""
+        x = (x * STD + MEAN - mean) / std
         return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
 
     with torch.no_grad():
@@ -259,7 +264,9 @@ def main(argv=None) -> int:
             probe = linear_probe(args.pretrained, train_data, args)
             if probe is not None:
                 r["accuracy"]["pretrained"] = classify(probe, test_data)
-                per |= {f"pretrained/{m}": evaluate_maps(probe, m, test_data, its, args, seed) for m in VIT_METHODS}
+                # its random map too: every method's gain is measured against its own model's floor
+                per |= {f"pretrained/{m}": evaluate_maps(probe, m, test_data, its, args, seed)
+                        for m in (*VIT_METHODS, "random")}
         r["methods"] = {k: summarise(v) for k, v in per.items()}
         r["paired"] = {f"hybrid/evidence - vit/{m}": {k: paired(per["hybrid/evidence"][k], per[f"vit/{m}"][k])
                                                       for k in CURVE_KEYS} for m in VIT_METHODS}
