@@ -26,6 +26,8 @@ Presets (--size): small (default; the CPU figures in RESULTS.md), deep (small wi
 layer choices, CPU), vitb (ViT-B/16 on 448×448 pages, GPU), tiny (the vitb code path at tiny dims, for tests);
 benchmarks/README.md describes each and estimates vitb's cost. --time-budget S measures a few encoder and consumer
 training steps first and lowers the step counts (never raises them) so that everything fits in S seconds.
+--backbone NAME instead of --size: the cached pretrained backbone (vitkit weights get NAME), frozen, as the encoder,
+at the deep preset's settings (backbone_preset), e.g. --backbone dinov2-s14 (ViT-S/14 at 98-px sub-images).
 
 Run (CPU figures): OMP_NUM_THREADS=1 python benchmarks/token_reduction.py --stage all
 Run (GPU, one command, ≤ 8 min by --time-budget; needs only torch, numpy, Pillow, safetensors; matplotlib
@@ -41,14 +43,14 @@ import json
 import logging
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 
 from vitkit.bench import machine
 from vitkit.frb.pages import PageConfig
-from vitkit.frb.recipe import DemoConfig
+from vitkit.frb.recipe import DemoConfig, build_model
 from vitkit.reduce import ToMeConfig, tome
 from vitkit.reduce import evaluate as E
 from vitkit.reduce import experiment as X
@@ -56,6 +58,7 @@ from vitkit.reduce.consumer import load_consumer
 from vitkit.reduce.experiment import GRID, Preset, Run, bench_pages, load_encoder, method_by_name, methods
 from vitkit.reduce.report import accuracy_throughput_plot as plot
 from vitkit.reduce.report import bench_table, parse_pairs, pooled_table, read_bench_rows
+from vitkit.weights import load, save
 
 log = logging.getLogger("token_reduction")
 
@@ -103,6 +106,36 @@ TINY = Preset(
     enc_train_pages=24,
 )
 PRESETS = {p.name: p for p in (SMALL, DEEP, VITB, TINY)}
+
+
+def backbone_preset(name: str) -> Preset:
+    """``--backbone NAME``: the cached pretrained backbone, frozen, as the encoder (FileNotFoundError naming
+    ``vitkit weights get NAME`` when it is not cached). Its width, depth, heads and patch are read from the
+    checkpoint; sub-images of 7×7 patches (98 px for patch 14: the nearest to the small preset's 8×8 of 12 px), pages
+    of 2×2 of them, the deep preset's pages, page counts, consumer and layer choices scaled to the depth, and ToMe
+    schedules that fit 49 tokens per sub-image (HiRED-early 20% at block 5 of 12 keeps 49 of 245 tokens)."""
+    m = load(f"pretrained:{name}")
+    depth = m.depth
+    front = [12, 10, 8, 6, 2] + [1] * (depth - 5)  # front-loaded: ≈ HiRED-early 20%'s 49 tokens after block 5
+    enc = replace(DemoConfig(patch=m.patch_size, dim=m.embed_dim, depth=depth, heads=m.cfg.num_heads, steps=0, seed=0),
+                  backbone=name, crop=7 * m.patch_size)
+    return replace(DEEP, name=name, enc=enc, bench_pages=PageConfig(size=(2 * enc.crop,) * 2, block_width=(0.45, 0.75)),
+                   early_layer=round(5 * depth / 12), evit_layers=tuple(sorted({depth // 4, depth // 2, 3 * depth // 4})),
+                   tome_candidates={"ToMe r=2": ToMeConfig(r=2), "ToMe r=3": ToMeConfig(r=3),
+                                    "ToMe r=3 decreasing": ToMeConfig(r=3, schedule="decreasing"),
+                                    "ToMe r=4 decreasing": ToMeConfig(r=4, schedule="decreasing"),
+                                    f"ToMe r={json.dumps(front, separators=(',', ':'))}": ToMeConfig(r=front)})
+
+
+def pretrained_encoder(run: Run) -> dict:
+    """``--stage encoder`` with ``--backbone``: the pretrained backbone with a fresh (unused) head, saved untrained
+    where :func:`load_encoder` reads it; the methods read its attention, the consumer its tokens."""
+    enc = run.preset.enc
+    save(build_model(enc).eval(), run.work / "encoder" / "model")
+    summary = {"config": asdict(enc), "backbone": enc.backbone, "frozen": True, "steps": 0, "val_crop_accuracy": None}
+    X.write_summary(run, "encoder", summary, to_out=True)
+    log.info("encoder: pretrained %s, frozen (%d blocks, width %d)", enc.backbone, enc.depth, enc.dim)
+    return summary
 
 
 def machine_line(info: dict) -> str:
@@ -182,9 +215,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     t_start = time.perf_counter()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stage", default="all", choices=["encoder", "consumer", "bench", "plot", "pool", "all"])
-    ap.add_argument("--size", default="small", choices=sorted(PRESETS),
-                    help="preset: small = the CPU figures in RESULTS.md; deep = small with a 12-block encoder (CPU); "
-                         "vitb = ViT-B/16 for a GPU; tiny = smoke test")
+    ap.add_argument("--size", default=None, choices=sorted(PRESETS),
+                    help="preset: small (default) = the CPU figures in RESULTS.md; deep = small with a 12-block "
+                         "encoder (CPU); vitb = ViT-B/16 for a GPU; tiny = smoke test")
+    ap.add_argument("--backbone", default=None, metavar="NAME",
+                    help="instead of --size: the cached pretrained backbone NAME (vitkit weights get NAME, e.g. "
+                         "dinov2-s14), frozen, as the encoder; pass it to every stage of the run")
     ap.add_argument("--out", default="runs/token_reduction", help="results: JSON, table, plot (and the cache "
                     "unless --work is given)")
     ap.add_argument("--work", default=None, help="cache for pages, encoder and consumers (default: --out)")
@@ -238,7 +274,19 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.time_budget is not None and (args.stage != "all" or args.time_budget <= 0):
         ap.error("--time-budget needs --stage all and a positive number of seconds")
     torch.set_num_threads(args.threads)
-    preset = PRESETS[args.size]
+    preset = PRESETS[args.size or "small"]
+    if args.backbone is not None:
+        if args.size is not None or args.encoder_steps is not None or args.time_budget is not None:
+            ap.error("--backbone sets the encoder (pretrained, frozen): leave out --size, --encoder-steps and "
+                     "--time-budget")
+        from vitkit.weights.pretrained import SOURCES
+
+        if args.backbone not in SOURCES:
+            ap.error(f"--backbone must be one of {sorted(SOURCES)}, got {args.backbone!r}")
+        try:
+            preset = backbone_preset(args.backbone)
+        except FileNotFoundError as e:
+            ap.error(str(e))
     sizes = {k: getattr(args, f"consumer_{k}") for k in ("dim", "depth", "heads")}
     if any(v is not None for v in sizes.values()):
         if args.stage not in ("consumer", "all"):
@@ -265,6 +313,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                 ap.error(str(e))
     if args.extra_consumer is not None and args.stage != "all":
         ap.error("--extra-consumer needs --stage all")
+    summary = run.work / "encoder" / "summary.json"
+    if args.stage in ("consumer", "bench") and summary.exists() and json.loads(summary.read_text()).get("backbone") != args.backbone:
+        ap.error(f"the encoder in {run.work} is not --backbone {args.backbone}: use another --work or the same option")
     result = None
     try:
         rendered = None
@@ -279,7 +330,9 @@ def main(argv: list[str] | None = None) -> dict | None:
                                 pages=rendered[0])
             enc_steps, con_steps = plan["encoder_steps"], plan["consumer_steps"]
             (run.out / "plan.json").write_text(json.dumps(plan, indent=2))
-        if args.stage in ("encoder", "all"):
+        if args.stage in ("encoder", "all") and args.backbone is not None:
+            pretrained_encoder(run)
+        elif args.stage in ("encoder", "all"):
             X.train_encoder(run, enc_steps, rendered)
             rendered = None
         if args.stage in ("consumer", "all"):
