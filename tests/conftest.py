@@ -40,6 +40,36 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture()
+def empty_cache(tmp_path, monkeypatch) -> Path:
+    """An empty ``VITKIT_CACHE`` for this test (no pretrained checkpoint cached)."""
+    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture()
+def cache_tiny_pretrained(empty_cache):
+    """A function (name, dim=, depth=) → model that caches a tiny random ViT in DINOv2's layout (patch 14,
+    layer scale, ImageNet normalisation, 28 px) under the pretrained ``name`` in this test's empty cache: it
+    stands in for the downloaded weights."""
+    import json
+
+    from vitkit import VisionTransformer, save
+    from vitkit.data.transforms import PreprocessConfig
+    from vitkit.weights.cache import PROVENANCE, checkpoint_dir
+
+    def cache(name: str, *, dim: int, depth: int) -> VisionTransformer:
+        torch.manual_seed(0)
+        m = VisionTransformer(img_size=28, patch_size=14, embed_dim=dim, depth=depth, num_heads=2, num_classes=0,
+                              layer_scale=True).eval()
+        m.preprocess = PreprocessConfig(input_size=(28, 28), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        d = save(m, checkpoint_dir(name))
+        (d / PROVENANCE).write_text(json.dumps({"name": name, "note": "tiny random test model"}))
+        return m
+
+    return cache
+
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

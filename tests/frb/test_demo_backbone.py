@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
-from vitkit import VisionTransformer, frb, save
+from vitkit import VisionTransformer, frb
 from vitkit.cli import app
-from vitkit.data.transforms import PreprocessConfig
 from vitkit.frb.recipe import DemoConfig, build_model, train_crop_classifier
-from vitkit.weights.cache import PROVENANCE, checkpoint_dir
 
 NAME = "dinov2-s14"  # the demo accepts only named sources; the cache holds a tiny model under this name
 
 
 @pytest.fixture()
-def empty_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture()
-def tiny_cached(empty_cache):
-    torch.manual_seed(0)
-    m = VisionTransformer(img_size=28, patch_size=14, embed_dim=32, depth=2, num_heads=2, num_classes=0,
-                          layer_scale=True).eval()
-    m.preprocess = PreprocessConfig(input_size=(28, 28), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    d = save(m, checkpoint_dir(NAME))
-    (d / PROVENANCE).write_text(json.dumps({"name": NAME, "note": "tiny random test model"}))
-    return m
+def tiny_cached(cache_tiny_pretrained):
+    return cache_tiny_pretrained(NAME, dim=32, depth=2)
 
 
 def test_default_demo_config_is_unchanged_by_the_option():

@@ -8,11 +8,9 @@ import json
 import pytest
 import torch
 
-from vitkit import VisionTransformer, load, save
-from vitkit.data.transforms import PreprocessConfig
+from vitkit import load
 from vitkit.reduce import evaluate as E
 from vitkit.reduce.consumer import ConsumerConfig, TokenSetConsumer
-from vitkit.weights.cache import PROVENANCE, checkpoint_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,20 +18,8 @@ NAME = "dinov2-s14"
 
 
 @pytest.fixture()
-def empty_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("VITKIT_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
-@pytest.fixture()
-def tiny_cached(empty_cache):
-    torch.manual_seed(0)
-    m = VisionTransformer(img_size=28, patch_size=14, embed_dim=16, depth=12, num_heads=2, num_classes=0,
-                          layer_scale=True).eval()
-    m.preprocess = PreprocessConfig(input_size=(28, 28), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    d = save(m, checkpoint_dir(NAME))
-    (d / PROVENANCE).write_text(json.dumps({"name": NAME, "note": "tiny random test model"}))
-    return m
+def tiny_cached(cache_tiny_pretrained):
+    return cache_tiny_pretrained(NAME, dim=16, depth=12)
 
 
 def test_backbone_preset_reads_the_geometry_and_every_row_runs(tr, tiny_cached):
