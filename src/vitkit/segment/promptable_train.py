@@ -34,8 +34,9 @@ MAX_POINTS = 5  # prompt tokens per point set (3 positive + 2 negative; shorter 
 
 @dataclass
 class PromptTrainConfig:
-    """One training run. Defaults: ≈ 18 CPU-minutes (≈ 0.22 CPU-s a step at 1 thread), which two threads
-    bring within the 15-minute budget of the whole default ``vitkit segment evaluate`` (benchmarks/RESULTS.md)."""
+    """One training run. Defaults: ≈ 18 CPU-minutes (≈ 0.22 CPU-s a step at 1 thread); two threads make it
+    ≈ 14 minutes, so the whole default ``vitkit segment evaluate`` takes ≈ 15 min 40 s on a 2-core CPU, just
+    over its 15-minute aim (fewer steps lose salient box IoU; benchmarks/RESULTS.md)."""
 
     model: PromptSegConfig = field(default_factory=PromptSegConfig)
     scenes: int = 5000  # training scenes (≈ 20 s to render; 32 epochs at the default steps, as 3,000 at 3,000 steps)
