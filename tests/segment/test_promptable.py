@@ -257,6 +257,18 @@ def test_cli_rejects_unknown_concept(tmp_path):
     assert res.exit_code != 0 and "clouds" in res.output
 
 
+def test_config_rejects_bad_prompt_kinds_and_in_context_counts():
+    from vitkit.segment.promptable import PromptableConfig
+
+    with pytest.raises(ValueError, match="box, point, auto, context"):
+        PromptableConfig(prompts=("box", "contxt"))
+    with pytest.raises(ValueError, match="in-context"):
+        PromptableConfig(context_k=(0, 5))
+    with pytest.raises(ValueError, match="in-context"):
+        in_context_segmenter(BuiltinSegmenter(model=PromptSegmenter(config=TINY)), np.zeros((0, 32, 32, 3), np.uint8),
+                             np.zeros((0, 32, 32), bool))
+
+
 def test_crop_window_drops_slivers_and_stays_inside():
     from vitkit.segment.promptable_train import crop_window
 
