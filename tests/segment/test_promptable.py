@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -233,7 +234,7 @@ def test_run_promptable_end_to_end_tiny(tmp_path):
     cfg = PromptableConfig(concepts=("salient", "lesions"), images=2, clips=1, frames=3, video_k=(1, 3), size=32,
                            context_k=(1, 2),
                            train=PromptTrainConfig(model=TINY, scenes=8, steps=2, batch_size=2, warmup=1),
-                           out_dir=str(tmp_path), progress=False)
+                           out_dir=str(tmp_path), progress=False, workers=1)
     r = run_promptable(cfg)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["images"]) == {f"{c}|{p}|{k}" for c in ("salient", "lesions") for p in ("box", "point")
@@ -244,8 +245,11 @@ def test_run_promptable_end_to_end_tiny(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "concept × prompt × metric" in html and "lesions" in html
     assert (tmp_path / "builtin.pt").is_file()
-    again = run_promptable(cfg)  # the trained segmenter is reused, and the seeded run repeats exactly
+    # the trained segmenter is reused, and the seeded run repeats exactly, also in a pool of processes
+    again = run_promptable(replace(cfg, workers=2))
     assert again["segmenter"]["loaded"] and again["per_image"] == saved["per_image"]
+    # (JSON text: an undefined S-measure is NaN, which never equals itself)
+    assert json.dumps([again["images"], again["video"]]) == json.dumps([r["images"], r["video"]])
 
 
 def test_cli_rejects_unknown_concept(tmp_path):
@@ -285,6 +289,57 @@ def test_crop_window_drops_slivers_and_stays_inside():
         np.testing.assert_array_equal(im, img[y0 : y0 + 6, x0 : x0 + 6])
         kept = ins[y0 : y0 + 6, x0 : x0 + 6] == 1
         np.testing.assert_array_equal(m == 1, kept if kept.sum() >= 2 else np.zeros_like(kept))
+
+
+def test_instance_pixels_and_prompts_stay_where_they_belong():
+    from vitkit.segment.promptable_train import MAX_POINTS, InstanceIndex, instance_pixels, sample_prompt
+
+    ins = np.zeros((12, 12), np.uint8)
+    ins[2:6, 3:9] = 1
+    ins[3, 4] = 2  # a hole of another instance inside instance 1's box
+    ins[8:11, 0:2] = 3
+    px = instance_pixels(ins, 1)
+    assert px.box == (3, 2, 8, 5) and len(px.ys) == 4 * 6 - 1
+    assert (ins[px.ys, px.xs] == 1).all() and list(zip(px.ny, px.nx, strict=True)) == [(3, 4)]
+    assert (np.diff(px.ys * 12 + px.xs) > 0).all()  # row-major, as np.nonzero gives them
+    index = InstanceIndex(ins[None])
+    np.testing.assert_array_equal(index.ids(0), [1, 2, 3])
+    assert index.pixels(0, 1) is index.pixels(0, 1)  # found once, then kept
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        for k in (1, 2, 3):
+            p = index.pixels(0, k)
+            box, pts, labels = sample_prompt(p, 12, rng, True, 0.1)
+            assert pts.shape == (MAX_POINTS, 2) and (labels == -1).all()
+            x0, y0, x1, y1 = p.box
+            assert 0 <= box[0] <= box[2] <= 11 and 0 <= box[1] <= box[3] <= 11
+            # SAM's jitter: each side moves at most 2 × 0.1 of the box's side
+            assert abs(box[0] - x0) <= 0.2 * (x1 - x0 + 1) + 1e-5 and abs(box[3] - y1) <= 0.2 * (y1 - y0 + 1) + 1e-5
+            none, pts, labels = sample_prompt(p, 12, rng, False, 0.1)
+            pos, neg = pts[labels == 1].astype(int), pts[labels == 0].astype(int)
+            assert none is None and 1 <= len(pos) <= 3 and len(neg) <= 2 and (labels[len(pos) + len(neg):] == -1).all()
+            assert (ins[pos[:, 1], pos[:, 0]] == k).all()
+            assert (ins[neg[:, 1], neg[:, 0]] != k).all() and all(x0 <= x <= x1 and y0 <= y <= y1 for x, y in neg)
+            if k == 3:
+                assert len(neg) == 0  # its box holds nothing else
+
+
+def test_builtin_keeps_the_embeddings_of_recent_images():
+    torch.manual_seed(1)
+    seg = BuiltinSegmenter(model=PromptSegmenter(config=TINY), cache=2)
+    imgs = (np.random.default_rng(3).random((3, 32, 32, 3)) * 255).astype(np.uint8)
+    calls = []
+    embed = seg.model.embed
+    seg.model.embed = lambda x: calls.append(1) or embed(x)
+    first = seg.predict(imgs[0], boxes=np.array([2.0, 2, 20, 20]))[0]
+    seg.predict(imgs[1], boxes=np.array([2.0, 2, 20, 20]))
+    again = seg.predict(imgs[0], boxes=np.array([2.0, 2, 20, 20]))[0]  # still cached
+    assert len(calls) == 2
+    np.testing.assert_array_equal(first, again)
+    seg.predict(imgs[2], boxes=np.array([2.0, 2, 20, 20]))  # drops image 1, the least recently used
+    seg.predict(imgs[0], boxes=np.array([2.0, 2, 20, 20]))
+    seg.predict(imgs[1], boxes=np.array([2.0, 2, 20, 20]))
+    assert len(calls) == 4
 
 
 def test_training_scenes_without_zoom_are_the_plain_scenes_and_zoom_enlarges_objects():

@@ -61,6 +61,9 @@ def evaluate_cmd(
         min=1, help="builtin: training steps (default: PromptTrainConfig's, 5000).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: results.json, report.html, builtin.pt.")] = Path(
         "runs/promptable"),
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes for the evaluation after training (default: 2, or 1 on a one-core machine); "
+                    "the scores do not depend on it.")] = None,
 ) -> None:
     """Evaluate a promptable segmenter on context-dependent concepts with box, click and automatic
     prompts, clean and perturbed, images and video; write OUT/results.json and OUT/report.html.
@@ -74,7 +77,7 @@ def evaluate_cmd(
         cfg = PromptableConfig(segmenter=segmenter, concepts=tuple(c.strip() for c in concepts.split(",") if c.strip()),
                                prompts=tuple(p.strip() for p in prompts.split(",") if p.strip()), perturb=perturb,
                                seed=seed, images=images, clips=clips, train=PromptTrainConfig(**({} if steps is None else {"steps": steps})),
-                               out_dir=str(out_dir))
+                               out_dir=str(out_dir), **({} if workers is None else {"workers": workers}))
         r = run_promptable(cfg)
     except USER_ERRORS as e:
         fail(e)

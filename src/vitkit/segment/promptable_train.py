@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -98,33 +99,77 @@ def render_training_scenes(cfg: PromptTrainConfig, *, progress: bool = False) ->
     return images, inst
 
 
-def sample_prompt(instance: np.ndarray, k: int, rng: np.random.Generator, box: bool, box_noise: float):
-    """Prompt for instance ``k`` of an (S, S) instance map: a jittered box (4,) float, or points
-    (MAX_POINTS, 2) ``(x, y)`` with labels (MAX_POINTS,) (−1 = padding). Returns (mask, box, pts, labels)."""
+class InstancePixels(NamedTuple):
+    """Where one instance of an (S, S) instance map lies, row-major: its pixels (ys, xs), the pixels of
+    its bounding box that are not its own (ny, nx), absolute coordinates, and the box (x0, y0, x1, y1)."""
+
+    ys: np.ndarray
+    xs: np.ndarray
+    ny: np.ndarray
+    nx: np.ndarray
+    box: tuple[int, int, int, int]
+
+
+def instance_pixels(instance: np.ndarray, k: int) -> InstancePixels:
+    """The :class:`InstancePixels` of instance ``k`` (present) in an (S, S) instance map."""
     m = instance == k
     ys, xs = np.nonzero(m)
-    s = instance.shape[0]
-    x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
+    x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    ny, nx = np.nonzero(~m[y0 : y1 + 1, x0 : x1 + 1])
+    # int16: a training run keeps these for every instance of every scene (coordinates < 2¹⁵)
+    small = np.int16 if max(instance.shape) <= np.iinfo(np.int16).max else np.int64
+    return InstancePixels(ys.astype(small), xs.astype(small), (ny + y0).astype(small), (nx + x0).astype(small),
+                          (x0, y0, x1, y1))
+
+
+class InstanceIndex:
+    """Instance ids and :class:`InstancePixels` of a stack of (N, S, S) instance maps, found on first
+    use and kept: training draws every scene about ``steps × batch / N`` (≈ 30) times, and finding an
+    instance's pixels is most of what drawing its prompt costs."""
+
+    def __init__(self, instances: np.ndarray) -> None:
+        self.instances = instances
+        self._ids: dict[int, np.ndarray] = {}
+        self._pixels: dict[tuple[int, int], InstancePixels] = {}
+
+    def ids(self, i: int) -> np.ndarray:
+        """The instance ids (> 0, ascending) of scene ``i``."""
+        if i not in self._ids:
+            ks = np.unique(self.instances[i])
+            self._ids[i] = ks[ks > 0]
+        return self._ids[i]
+
+    def pixels(self, i: int, k: int) -> InstancePixels:
+        """Instance ``k`` of scene ``i``."""
+        if (i, k) not in self._pixels:
+            self._pixels[i, k] = instance_pixels(self.instances[i], k)
+        return self._pixels[i, k]
+
+
+def sample_prompt(px: InstancePixels, size: int, rng: np.random.Generator, box: bool, box_noise: float):
+    """Prompt for the instance at ``px`` in an (S, S) image, S = ``size``: a jittered box (4,) float, or
+    points (MAX_POINTS, 2) ``(x, y)`` with labels (MAX_POINTS,) (−1 = padding). Returns (box, pts, labels)
+    (box None for points)."""
+    x0, y0, x1, y1 = px.box
     pts = np.zeros((MAX_POINTS, 2), np.float32)
     labels = np.full(MAX_POINTS, -1, np.int64)
-    bx = np.array([x0, y0, x1, y1], np.float32)
     if box:
-        side = np.array([x1 - x0 + 1, y1 - y0 + 1, x1 - x0 + 1, y1 - y0 + 1], np.float32)
-        noise = np.clip(rng.normal(0, box_noise, 4), -2 * box_noise, 2 * box_noise) * side
-        bx = np.clip(bx + noise, 0, s - 1)
-        bx = np.array([min(bx[0], bx[2]), min(bx[1], bx[3]), max(bx[0], bx[2]), max(bx[1], bx[3])], np.float32)
-        return m, bx, pts, labels
+        # four numbers: Python floats (float64, as numpy would compute them) cost far less than arrays
+        cap, w, h = 2 * box_noise, x1 - x0 + 1, y1 - y0 + 1
+        nx0, ny0, nx1, ny1 = (min(max(v, -cap), cap) for v in rng.normal(0, box_noise, 4).tolist())
+        ax, ay = min(max(x0 + nx0 * w, 0), size - 1), min(max(y0 + ny0 * h, 0), size - 1)
+        bx_, by_ = min(max(x1 + nx1 * w, 0), size - 1), min(max(y1 + ny1 * h, 0), size - 1)
+        return np.array([min(ax, bx_), min(ay, by_), max(ax, bx_), max(ay, by_)], np.float32), pts, labels
     n_pos = int(rng.integers(1, 4))
-    idx = rng.integers(0, len(ys), n_pos)
-    pts[:n_pos] = np.stack([xs[idx], ys[idx]], 1)
+    idx = rng.integers(0, len(px.ys), n_pos)
+    pts[:n_pos, 0], pts[:n_pos, 1] = px.xs[idx], px.ys[idx]
     labels[:n_pos] = 1
-    ny, nx = np.nonzero(~m[y0 : y1 + 1, x0 : x1 + 1])
-    n_neg = int(rng.integers(0, 3)) if len(ny) else 0
+    n_neg = int(rng.integers(0, 3)) if len(px.ny) else 0
     if n_neg:
-        j = rng.integers(0, len(ny), n_neg)
-        pts[n_pos : n_pos + n_neg] = np.stack([nx[j] + x0, ny[j] + y0], 1)
+        j = rng.integers(0, len(px.ny), n_neg)
+        pts[n_pos : n_pos + n_neg, 0], pts[n_pos : n_pos + n_neg, 1] = px.nx[j], px.ny[j]
         labels[n_pos : n_pos + n_neg] = 0
-    return m, None, pts, labels
+    return None, pts, labels
 
 
 def mask_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -165,6 +210,7 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
     t_render = time.perf_counter() - t0
     images = torch.from_numpy(images_u8).permute(0, 3, 1, 2).float() / 255
     valid = [i for i in range(len(inst)) if inst[i].max() > 0]
+    index = InstanceIndex(inst)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 17])
     model = PromptSegmenter(config=cfg.model)
@@ -205,11 +251,10 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
             box = step % 2 == 0
             targets, boxes, pts, labels, owner = [], [], [], [], []
             for j, i in enumerate(idx):
-                ks = np.unique(inst[i])
-                ks = ks[ks > 0]
+                ks = index.ids(int(i))
                 for k in rng.choice(ks, min(cfg.prompts_per_image, len(ks)), replace=False):
-                    m, b, p, lab = sample_prompt(inst[i], int(k), rng, box, cfg.box_noise)
-                    targets.append(m)
+                    b, p, lab = sample_prompt(index.pixels(int(i), int(k)), cfg.model.size, rng, box, cfg.box_noise)
+                    targets.append(inst[i] == k)
                     boxes.append(b)
                     pts.append(p)
                     labels.append(lab)

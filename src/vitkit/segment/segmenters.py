@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -80,20 +81,22 @@ class BuiltinSegmenter:
     """:class:`PromptSegmenter` behind the :class:`Segmenter` protocol.
 
     Images of another size are resized to the model's side (prompts scaled alike) and the masks
-    back. The image embedding of the last image is cached, so the clicker's calls re-run only the
-    decoder. Automatic generation follows SAM's: ``grid`` × ``grid`` point prompts, 3 candidates
+    back. The embeddings of the last ``cache`` images are kept (least recently used dropped), so the
+    clicker's calls re-run only the decoder, and the video protocol, which revisits a clip's frames
+    for every prompt kind and prompted-frame count, embeds each frame once. Automatic generation follows SAM's: ``grid`` × ``grid`` point prompts, 3 candidates
     each, kept with predicted IoU ≥ ``pred_iou_thresh`` and stability (IoU of the mask at logit
     thresholds ±1) ≥ ``stability_thresh``, then mask NMS at ``nms_thresh``; SAM's defaults are
     32², 0.88, 0.95, 0.7 for a far better calibrated model; ours are looser.
     """
 
     def __init__(self, *, model: PromptSegmenter, grid: int = 8, pred_iou_thresh: float = 0.7,
-                 stability_thresh: float = 0.85, nms_thresh: float = 0.7, min_area: int = 4) -> None:
+                 stability_thresh: float = 0.85, nms_thresh: float = 0.7, min_area: int = 4,
+                 cache: int = 16) -> None:
         self.model = model.eval()
         self.grid, self.pred_iou_thresh, self.stability_thresh = grid, pred_iou_thresh, stability_thresh
         self.nms_thresh, self.min_area = nms_thresh, min_area
-        self._key: str | None = None
-        self._emb: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.cache = max(1, cache)  # a default clip has 8 frames
+        self._emb: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **kwargs) -> BuiltinSegmenter:
@@ -114,14 +117,17 @@ class BuiltinSegmenter:
         h, w = img.shape[:2]
         key = hashlib.sha1(img.tobytes()).hexdigest() + str(img.shape)
         s = self.model.size
-        if key != self._key:
+        if key in self._emb:
+            self._emb.move_to_end(key)
+        else:
             x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
             if (h, w) != (s, s):
                 x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
             with torch.no_grad():
-                self._emb = self.model.embed(x)
-            self._key = key
-        return *self._emb, s, (h, w)
+                self._emb[key] = self.model.embed(x)
+            while len(self._emb) > self.cache:
+                self._emb.popitem(last=False)
+        return *self._emb[key], s, (h, w)
 
     @torch.no_grad()
     def _decode(self, image, boxes, points, labels) -> tuple[torch.Tensor, torch.Tensor]:
