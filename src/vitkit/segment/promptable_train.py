@@ -214,7 +214,9 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 17])
     model = PromptSegmenter(config=cfg.model)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # foreach: one kernel per step for all ~150 tensors instead of a loop (the same numbers, a checked
+    # equality; ≈ 3 ms a step less at this model size, where the per-tensor loop is a visible share)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / cfg.warmup) * 0.5 * (
         1 + np.cos(np.pi * min(s, cfg.steps) / cfg.steps)))
     history: list[float] = []
@@ -269,7 +271,7 @@ def train_prompt_segmenter(cfg: PromptTrainConfig, *, progress: bool = True, che
             loss = segmenter_loss(masks, iou, torch.as_tensor(np.stack(targets)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
             opt.step()
             sched.step()
             history.append(float(loss.detach()))
