@@ -35,9 +35,9 @@ MAX_POINTS = 5  # prompt tokens per point set (3 positive + 2 negative; shorter 
 
 @dataclass
 class PromptTrainConfig:
-    """One training run. Defaults: ≈ 18 CPU-minutes (≈ 0.22 CPU-s a step at 1 thread); two threads make it
-    ≈ 14 minutes, so the whole default ``vitkit segment evaluate`` takes ≈ 15 min 40 s on a 2-core CPU, just
-    over its 15-minute aim (fewer steps lose salient box IoU; benchmarks/RESULTS.md)."""
+    """One training run. Defaults: 760 s of training at 2 threads on a 2-core CPU (≈ 0.15 s a step), and the
+    whole default ``vitkit segment evaluate`` in 13 min 34 s there (benchmarks/RESULTS.md); fewer steps
+    lose salient box IoU (4,500: 0.842 against 0.861)."""
 
     model: PromptSegConfig = field(default_factory=PromptSegConfig)
     scenes: int = 5000  # training scenes (≈ 20 s to render; 32 epochs at the default steps, as 3,000 at 3,000 steps)
