@@ -62,8 +62,8 @@ def evaluate_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder: results.json, report.html, builtin.pt.")] = Path(
         "runs/promptable"),
     workers: Annotated[int | None, typer.Option(
-        min=1, help="Processes for the evaluation after training (default: 2, or 1 on a one-core machine); "
-                    "the scores do not depend on it.")] = None,
+        min=1, help="Processes for the evaluation after training (default: 2, or 1 on a one-core machine), each "
+                    "with its own copy of the segmenter; the scores do not depend on it.")] = None,
 ) -> None:
     """Evaluate a promptable segmenter on context-dependent concepts with box, click and automatic
     prompts, clean and perturbed, images and video; write OUT/results.json and OUT/report.html.

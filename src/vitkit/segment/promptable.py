@@ -65,8 +65,9 @@ class PromptableConfig:
     train: PromptTrainConfig = field(default_factory=PromptTrainConfig)
     out_dir: str = "runs/promptable"
     progress: bool = True
-    # processes for the evaluation after training: a segmenter call is many small operations that a
-    # second thread barely speeds up, while a second process halves the evaluation on 2 cores
+    # processes for the evaluation after training, each with its own copy of the segmenter: a segmenter
+    # call is many small operations that a second thread barely speeds up, a second process nearly halves
+    # the evaluation on 2 cores
     workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
 
     def __post_init__(self) -> None:
