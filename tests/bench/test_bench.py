@@ -125,6 +125,14 @@ def test_page_pool_in_process_concatenates_in_order():
     assert torch.equal(out["train"][1], torch.arange(5)) and out["val"][0][:, 0].tolist() == [1.0, 11.0]
 
 
+def test_page_pool_workers_give_the_same_pages_as_one_process():
+    with pages.PagePool(2) as pool:
+        two = pool.render(_render, {"train": 9, "val": 4}, 10)
+    with pages.PagePool(1) as pool:
+        one = pool.render(_render, {"train": 9, "val": 4}, 10)
+    assert all(torch.equal(two[k][i], one[k][i]) for k in one for i in (0, 1))
+
+
 def test_text_table_and_bytes():
     assert tables.fmt_bytes(512) == "512 B" and tables.fmt_bytes(1536) == "1.5 KiB"
     assert tables.fmt_bytes(3 * 2**30) == "3.0 GiB"

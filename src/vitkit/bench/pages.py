@@ -4,12 +4,16 @@ The pages a benchmark renders are pure functions of (split, index, settings) and
 so rendering them in chunks on any number of workers gives the same tensors as one pass (a test checks
 it). Workers are *spawned*, not forked: forking a process that has initialised CUDA breaks the child.
 The render function must be importable by the child (a module-level function; a script run as
-``__main__`` counts).
+``__main__`` counts, behind ``if __name__ == "__main__":``). The pool is a ``ProcessPoolExecutor``: a
+worker that dies (e.g. an unguarded script re-running itself in the child) stops the render with an
+error, where a ``multiprocessing.Pool`` would start new workers for ever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
@@ -42,17 +46,22 @@ class PagePool:
         if self._pool is None:
             import multiprocessing as mp
 
-            self._pool = mp.get_context("spawn").Pool(self.workers)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
         tasks = chunks(splits, self.workers)
-        parts = self._pool.starmap(fn, [(*t, *args) for t in tasks])
+        try:
+            parts = list(self._pool.map(fn, *zip(*[(*t, *args) for t in tasks], strict=True)))
+        except BrokenProcessPool as e:
+            self.close()
+            raise RuntimeError("a page-rendering worker process died: a script that renders with workers > 1 needs "
+                               "`if __name__ == '__main__':` around its code (workers are spawned and import it), "
+                               "or use one worker") from e
         return {split: (torch.cat([p[0] for t, p in zip(tasks, parts, strict=True) if t[0] == split]),
                         torch.cat([p[1] for t, p in zip(tasks, parts, strict=True) if t[0] == split]))
                 for split in splits}
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.close()
-            self._pool.join()
+            self._pool.shutdown()
             self._pool = None
 
     def __enter__(self) -> PagePool:
