@@ -340,6 +340,8 @@ def test_builtin_keeps_the_embeddings_of_recent_images():
     seg.predict(imgs[0], boxes=np.array([2.0, 2, 20, 20]))
     seg.predict(imgs[1], boxes=np.array([2.0, 2, 20, 20]))
     assert len(calls) == 4
+    with pytest.raises(ValueError, match="cache"):
+        BuiltinSegmenter(model=seg.model, cache=0)
 
 
 def test_training_scenes_without_zoom_are_the_plain_scenes_and_zoom_enlarges_objects():

@@ -83,10 +83,11 @@ class BuiltinSegmenter:
     Images of another size are resized to the model's side (prompts scaled alike) and the masks
     back. The embeddings of the last ``cache`` images are kept (least recently used dropped), so the
     clicker's calls re-run only the decoder, and the video protocol, which revisits a clip's frames
-    for every prompt kind and prompted-frame count, embeds each frame once. Automatic generation follows SAM's: ``grid`` × ``grid`` point prompts, 3 candidates
-    each, kept with predicted IoU ≥ ``pred_iou_thresh`` and stability (IoU of the mask at logit
-    thresholds ±1) ≥ ``stability_thresh``, then mask NMS at ``nms_thresh``; SAM's defaults are
-    32², 0.88, 0.95, 0.7 for a far better calibrated model; ours are looser.
+    for every prompt kind and prompted-frame count, embeds each frame once. Automatic generation
+    follows SAM's: ``grid`` × ``grid`` point prompts, 3 candidates each, kept with predicted IoU ≥
+    ``pred_iou_thresh`` and stability (IoU of the mask at logit thresholds ±1) ≥ ``stability_thresh``,
+    then mask NMS at ``nms_thresh``; SAM's defaults are 32², 0.88, 0.95, 0.7 for a far better
+    calibrated model; ours are looser.
     """
 
     def __init__(self, *, model: PromptSegmenter, grid: int = 8, pred_iou_thresh: float = 0.7,
@@ -95,7 +96,9 @@ class BuiltinSegmenter:
         self.model = model.eval()
         self.grid, self.pred_iou_thresh, self.stability_thresh = grid, pred_iou_thresh, stability_thresh
         self.nms_thresh, self.min_area = nms_thresh, min_area
-        self.cache = max(1, cache)  # a default clip has 8 frames
+        if cache < 1:
+            raise ValueError(f"BuiltinSegmenter cache must keep at least 1 image embedding, got {cache}")
+        self.cache = cache  # a default clip has 8 frames
         self._emb: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
 
     @classmethod
