@@ -12,9 +12,9 @@ trained on 10 fonts to all 15, comes within 1 point of full fine-tuning (equal s
 
 With ``--backbone dinov2-s14`` (after ``vitkit weights get dinov2-s14``) the base is the pretrained backbone
 instead (98-px crops, 7×7 patches of 14), and the adaptation is LP-FT on the 15 fonts: a 15-way linear probe on
-the frozen CLS features of ``--probe-crops`` crops per training page, trained for ``--adapt-steps`` steps (the
-"probe" arm), is the head every other arm starts from; full fine-tuning and LoRA then train for
-``--adapt-steps`` more steps. ``--arms`` picks which of full / lora run (one per process keeps each run short).
+the frozen CLS features of ``--probe-crops`` crops per training page, trained for ``--probe-steps`` steps
+(default: ``--adapt-steps``; the "probe" arm), is the head every other arm starts from; full fine-tuning and LoRA
+then train for ``--adapt-steps`` more steps. ``--arms`` picks which of full / lora run (one per process keeps each run short).
 
 Run with one thread on a shared machine: ``OMP_NUM_THREADS=1 python benchmarks/adaptation.py``.
 The base model is cached in ``--out`` and reused by later runs with the same settings.
@@ -143,6 +143,9 @@ def main() -> None:
                          "see the module docstring; fetch it first: vitkit weights get NAME)")
     ap.add_argument("--batch", type=int, default=None, help="crops per step (default: the demo's 64)")
     ap.add_argument("--probe-crops", type=int, default=4, help="crops per page for the linear probe (pretrained only)")
+    ap.add_argument("--probe-steps", type=int, default=None,
+                    help="pretrained only: steps of the linear probe every arm starts from (default --adapt-steps); "
+                         "keep it fixed to change only the fine-tuning budget")
     ap.add_argument("--score-pages", type=int, default=None,
                     help="pretrained only: score about this many pages per split (every k-th page), for time")
     ap.add_argument("--json", default=None)
@@ -151,6 +154,8 @@ def main() -> None:
         ap.error(f"--backbone must be scratch or one of {sorted(pretrained.SOURCES)}, got {args.backbone!r}")
     if args.backbone == "scratch" and "probe" in args.arms.split(","):
         ap.error("--arms probe needs a pretrained --backbone (the scratch base has no frozen features worth probing)")
+    if args.probe_steps is not None and (args.backbone == "scratch" or args.probe_steps < 1):
+        ap.error("--probe-steps needs a pretrained --backbone and a positive number of steps")
     unknown = [a for a in args.arms.split(",") if a not in ("full", "probe") and a not in LORA_ARMS]
     if unknown:
         ap.error(f"--arms: unknown arm(s) {unknown}; use full, {', '.join(LORA_ARMS)}")
@@ -282,7 +287,8 @@ def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
     names = list(frb.FONT_NAMES)
     src = f"pretrained:{args.backbone}"
     aseed = args.seed if args.adapt_seed is None else args.adapt_seed
-    head_path = out / f"probe_{args.backbone}_p{args.train_pages}_c{args.probe_crops}_s{args.adapt_steps}_seed{aseed}.safetensors"
+    probe_steps = args.adapt_steps if args.probe_steps is None else args.probe_steps
+    head_path = out / f"probe_{args.backbone}_p{args.train_pages}_c{args.probe_crops}_s{probe_steps}_seed{aseed}.safetensors"
     model = pretrained.crop_classifier(src, names)
     rows = {}
     if head_path.exists():
@@ -293,7 +299,7 @@ def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
         t = time.perf_counter()
         f = crop_features(model, pages, labels, crops_per_page=args.probe_crops, size=cfg.crop, seed=aseed + 17)
         model.head = fit_linear_probe(f.features, f.labels, len(names),
-                                      ProbeConfig(steps=args.adapt_steps, batch_size=cfg.batch_size, seed=aseed))
+                                      ProbeConfig(steps=probe_steps, batch_size=cfg.batch_size, seed=aseed))
         secs = time.perf_counter() - t
         save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, str(head_path))
     head = {k: v.clone() for k, v in model.head.state_dict().items()}
