@@ -13,6 +13,7 @@ from vitkit.segment.more import (
     MoRe,
     MoReConfig,
     confident_loss,
+    patch_contrast_loss,
     token_regulariser,
     uncertain_loss,
 )
@@ -51,6 +52,42 @@ def test_class_tokens_shapes_and_gradients():
     loss.backward()
     assert model.class_tokens.grad is not None and model.class_tokens.grad.abs().sum() > 0
     assert set(logs) == {"cls", "token", "confident", "uncertain"}
+    model.cfg = MoReConfig.code_recipe()
+    _, logs = model.loss(x, labels, 0.75)
+    assert set(logs) == {"cls", "token", "confident", "uncertain", "ptc"}
+
+
+def test_lir_masks_follow_the_code_schedule(monkeypatch):
+    """Code recipe, first half: confident mask from the auxiliary CAM at 0.5, uncertain at 0.7; second half: the
+    main CAM at 0.6 / 0.35."""
+    import vitkit.segment.more as more_mod
+
+    model = MoRe(PatchClassifier(_vit(), num_classes=3), MoReConfig.code_recipe(w_ptc=0.0))
+    x, labels = torch.randn(2, 3, 32, 32), torch.ones(2, 3)
+    seen = []
+    real = more_mod.pseudo_label
+
+    def spy(maps, lab, high, low, *a, **k):
+        seen.append((maps, high, low))
+        return real(maps, lab, high, low, *a, **k)
+
+    monkeypatch.setattr(more_mod, "pseudo_label", spy)
+    parts = model.forward_parts(x)
+    aux = more_mod.normalize_maps(parts["aux_cam"], labels)
+    cam = more_mod.normalize_maps(parts["cam"], labels)
+    model.loss(x, labels, 0.1)
+    assert [(h, lo) for _, h, lo in seen] == [(0.5, 0.25), (0.7, 0.25)]
+    torch.testing.assert_close(seen[0][0], aux)
+    seen.clear()
+    model.loss(x, labels, 0.9)
+    assert [(h, lo) for _, h, lo in seen][0] == (0.6, 0.35)
+    torch.testing.assert_close(seen[0][0], cam)
+    # the defaults: the main CAM at 0.7 / 0.25 for both masks from the start
+    seen.clear()
+    model.cfg = MoReConfig()
+    model.loss(x, labels, 0.1)
+    assert [(h, lo) for _, h, lo in seen] == [(0.7, 0.25), (0.7, 0.25)]
+    torch.testing.assert_close(seen[0][0], cam)
 
 
 def test_gcr_topk_and_detached_patches():
@@ -75,6 +112,29 @@ def test_confident_loss_prefers_aligned_tokens():
     # a class without confident patches contributes nothing
     only_absent = torch.tensor([[0, 0, 0, 0, 0, 0, IGNORE, 0]])
     assert confident_loss(aligned, patches, only_absent, labels) == 0
+
+
+def test_confident_loss_uses_raw_patch_features_unless_told():
+    patches = torch.randn(1, 6, 8) * 5
+    pl = torch.tensor([[1, 1, 0, 0, IGNORE, 0]])
+    labels = torch.tensor([[1.0]])
+    tokens = torch.randn(1, 1, 8)
+    t = F.normalize(tokens, dim=-1)
+    expect = -((t @ patches.transpose(1, 2)) / 0.5).log_softmax(-1)[0, 0, :2].mean()
+    torch.testing.assert_close(confident_loss(tokens, patches, pl, labels), expect, atol=1e-4, rtol=1e-4)
+    cosine = confident_loss(tokens, patches, pl, labels, normalize_patches=True)
+    torch.testing.assert_close(cosine, confident_loss(tokens, F.normalize(patches, dim=-1), pl, labels))
+
+
+def test_patch_contrast_loss_by_hand():
+    # patches along axes: 0 and 1 share label 1 and are identical; 2 is label 0, orthogonal; 3 uncertain
+    patches = torch.tensor([[[1.0, 0, 0], [2.0, 0, 0], [0, 1.0, 0], [1.0, 1.0, 0]]])
+    pl = torch.tensor([[1, 1, 0, IGNORE]])
+    # same-label ordered pairs: (0,1), (1,0) with |cos| 1 → pos = 2 / (2 + 1); different: 4 pairs with 0 → neg 0
+    torch.testing.assert_close(patch_contrast_loss(patches, pl), torch.tensor(0.5 * (1 - 2 / 3)))
+    patches.requires_grad_(True)
+    patch_contrast_loss(patches, pl).backward()
+    assert patches.grad[0, 3].abs().sum() == 0  # the uncertain patch is in no pair
 
 
 def test_uncertain_loss_values():

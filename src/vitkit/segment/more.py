@@ -16,21 +16,31 @@ Choices, following the public code (zwyang6/MoRe) unless said otherwise:
   with its 0.1 scalings, LeakyReLU and LayerNorm. (The code's unused ``_fc1`` is left out.)
 * **LAM** (:func:`lam`): patch tokens · GCR class tokens (a dot product), max over the image and its
   mirror, summed over scales, min-max normalised (:func:`.cam.multi_scale_maps`).
-* **LIR losses** (:func:`confident_loss`, :func:`uncertain_loss`) from the CAM pseudo-label of the
-  same forward pass (detached), high 0.7 / low 0.25 for the first half of training, then 0.6 / 0.35
-  (the code switches at 10k of 20k iterations and also mixes in the auxiliary CAM early on: left
-  out). Confident regions: InfoNCE of each present class token against all patches (τ 0.5), the
-  class's confident patches as positives. Both sides are L2-normalised (the code normalises only
-  the class tokens; unnormalised patch tokens make exp(·/0.5) overflow-prone on a model trained from
-  scratch). Uncertain regions: up to 8 patches of the ignore band per image (the code's 6×6 kernel
-  search for uncertain patches near foreground is replaced by a random draw from the band, falling
-  back to confident foreground patches), pulled to |cos| 1 with the present classes' detached
-  tokens and to 0 with the absent ones.
+* **LIR losses** (:func:`confident_loss`, :func:`uncertain_loss`) from CAM pseudo-labels of the same
+  forward pass (detached; the code runs a separate multi-scale CAM pass, 4 scales × flip, which
+  would triple a step here): by default the main CAM at high 0.7 / low 0.25 for the first half of
+  training, then 0.6 / 0.35 (the code switches at 10k of 20k iterations). Confident regions:
+  InfoNCE of each present class token against all patches (τ 0.5), the class's confident patches
+  as positives, both sides L2-normalised by default. Uncertain regions: up to 8 patches of the
+  ignore band per image (the code's 6×6 kernel search for uncertain patches near foreground is
+  replaced by a random draw from the band, falling back to confident foreground patches), pulled
+  to |cos| 1 with the present classes' detached tokens and to 0 with the absent ones.
+* **The code's recipe** (:meth:`MoReConfig.code_recipe`): for the first half both LIR masks come
+  from the *auxiliary* CAM (the confident one at high 0.5); the InfoNCE uses the raw (detached)
+  patch features, only the class tokens normalised (a log-softmax keeps that stable where the
+  code's exp(·)/sum could overflow); and ToCo's patch-token contrast (:func:`patch_contrast_loss`)
+  at weight 0.3: the auxiliary CAM's pseudo-label (0.7 / 0.25) says which pairs of last-layer
+  patches belong together, |cos| of same-label pairs → 1, of different-label pairs → 0, pairs with
+  an uncertain patch ignored (it counters the over-smoothing of deep ViT features, so it changes
+  the model's own CAM as well as its LAM). On the from-scratch scene ViT at the CLI's budget it
+  measured below the defaults (benchmarks/RESULTS.md), so it is an option, not the default.
 * **Token regulariser**: the code's ``multi_cls_loss(only_regu=True)``: cross-entropy making each
   normalised class token most similar to itself among the tokens (τ 0.07).
-* **Weights** as the code: cls 1, aux 1, token 1, confident 0.2, uncertain 0.1. Its segmentation
-  decoder, ToCo's patch-affinity loss, the dense-CRF energy loss and CRF need compiled extensions or
-  belong to the segmentation stage: left out (vitkit trains its segmentation head separately).
+* **Weights** as the code: cls 1, aux 1, token 1, confident 0.2, uncertain 0.1 (patch contrast 0.3
+  in the code's recipe).
+  Its segmentation decoder (trained on PAR-refined labels), the dense-CRF energy loss and CRF
+  need compiled extensions or belong to the segmentation stage: left out (vitkit trains its
+  segmentation head separately).
 """
 
 from __future__ import annotations
@@ -48,7 +58,8 @@ from .metrics import IGNORE
 
 @dataclass
 class MoReConfig:
-    """MoRe's knobs; the defaults are the public code's."""
+    """MoRe's knobs. The losses, weights and thresholds are the public code's; four choices of its
+    recipe (:meth:`code_recipe`) are off by default because they measured worse at this scale."""
 
     gcr: bool = True  # off = LAM from the raw class tokens (ablation / neutral setting)
     topk_ratio: float = 0.5  # k = ⌊ratio · C⌋ graph neighbours per class token
@@ -56,12 +67,24 @@ class MoReConfig:
     tau_token: float = 0.07  # class-token regulariser temperature
     high: float = 0.7  # CAM pseudo-label thresholds for LIR (first half of training)
     low: float = 0.25
-    high_late: float = 0.6  # … and for the second half
+    high_confident: float = 0.7  # the confident-region mask's high threshold in the first half (code: 0.5)
+    high_late: float = 0.6  # … and for the second half, both masks
     low_late: float = 0.35
+    lir_from_aux: bool = False  # first half: LIR masks from the auxiliary CAM (code) instead of the main CAM
+    normalize_patches: bool = True  # cosine InfoNCE (both sides normalised); code: raw patch features
     uncertain_per_image: int = 8  # uncertain patches drawn per image
     w_token: float = 1.0
     w_confident: float = 0.2
     w_uncertain: float = 0.1
+    w_ptc: float = 0.0  # ToCo's patch-token contrast (code: 0.3); labels from the aux CAM at high / low
+
+    @classmethod
+    def code_recipe(cls, **overrides) -> MoReConfig:
+        """The public code's training recipe where it differs from the defaults: LIR masks from the
+        auxiliary CAM early (confident at 0.5), raw patch features in the InfoNCE, patch-token
+        contrast at 0.3. Measured below the defaults at this CPU scale (benchmarks/RESULTS.md)."""
+        base = dict(high_confident=0.5, lir_from_aux=True, normalize_patches=False, w_ptc=0.3)
+        return cls(**{**base, **overrides})
 
 
 def apply_class_tokens(backbone: nn.Module, num_classes: int) -> nn.Parameter:
@@ -161,14 +184,28 @@ class MoRe(nn.Module):
         cfg = self.cfg
         parts = self.forward_parts(images)
         cls = self.classifier.classification_loss(parts, labels)
-        hi, lo = (cfg.high, cfg.low) if progress < 0.5 else (cfg.high_late, cfg.low_late)
         with torch.no_grad():
-            pl = pseudo_label(normalize_maps(parts["cam"].detach(), labels), labels, hi, lo).flatten(1)
+            cam = normalize_maps(parts["cam"].detach(), labels)
+            aux = normalize_maps(parts["aux_cam"].detach(), labels)
+            if progress >= 0.5:
+                pl_conf = pl_unc = pseudo_label(cam, labels, cfg.high_late, cfg.low_late).flatten(1)
+            else:
+                early = aux if cfg.lir_from_aux else cam
+                pl_conf = pseudo_label(early, labels, cfg.high_confident, cfg.low).flatten(1)
+                pl_unc = pseudo_label(early, labels, cfg.high, cfg.low).flatten(1)
         tok = token_regulariser(parts["tokens"], cfg.tau_token)
-        conf = confident_loss(parts["tokens"], parts["patches"], pl, labels, cfg.tau_confident)
-        unc = uncertain_loss(parts["tokens"], parts["patches"], pl, labels, cfg.uncertain_per_image)
+        conf = confident_loss(parts["tokens"], parts["patches"], pl_conf, labels, cfg.tau_confident,
+                              normalize_patches=cfg.normalize_patches)
+        unc = uncertain_loss(parts["tokens"], parts["patches"], pl_unc, labels, cfg.uncertain_per_image)
         total = cls + cfg.w_token * tok + cfg.w_confident * conf + cfg.w_uncertain * unc
-        return total, {"cls": cls.item(), "token": tok.item(), "confident": conf.item(), "uncertain": unc.item()}
+        terms = {"cls": cls.item(), "token": tok.item(), "confident": conf.item(), "uncertain": unc.item()}
+        if cfg.w_ptc:
+            with torch.no_grad():
+                pl_aff = pseudo_label(aux, labels, cfg.high, cfg.low).flatten(1)
+            ptc = patch_contrast_loss(parts["patches"], pl_aff)
+            total = total + cfg.w_ptc * ptc
+            terms["ptc"] = ptc.item()
+        return total, terms
 
     @torch.no_grad()
     def maps(self, images: Tensor, labels: Tensor, scales: Sequence[float] = (1.0,), flip: bool = True) -> Tensor:
@@ -186,15 +223,18 @@ def token_regulariser(tokens: Tensor, tau: float = 0.07) -> Tensor:
     return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
 
-def confident_loss(tokens: Tensor, patches: Tensor, pl: Tensor, labels: Tensor, tau: float = 0.5) -> Tensor:
+def confident_loss(tokens: Tensor, patches: Tensor, pl: Tensor, labels: Tensor, tau: float = 0.5,
+                   normalize_patches: bool = False) -> Tensor:
     """InfoNCE on confident regions: for every present class c, −log softmax over all patches of
-    cos(token_c, patch)/τ, averaged over the patches pseudo-labelled c. Patches are detached.
+    (unit token_c · patch)/τ, averaged over the patches pseudo-labelled c. Patches are detached and,
+    unless ``normalize_patches``, used as they are (the code's logits; cosines when normalised).
 
     tokens (B, C, D), patches (B, N, D), pl (B, N) pseudo-labels (0 bg, k = class k−1, IGNORE),
-    labels (B, C). Mean over images.
+    labels (B, C). Sum over present classes, mean over images.
     """
     t = F.normalize(tokens, dim=-1)
-    f = F.normalize(patches.detach(), dim=-1)
+    f = patches.detach()
+    f = F.normalize(f, dim=-1) if normalize_patches else f
     logp = (t @ f.transpose(1, 2) / tau).log_softmax(-1)  # (B, C, N)
     cls_ids = torch.arange(tokens.shape[1], device=tokens.device)[None, :, None] + 1
     pos = (pl[:, None, :] == cls_ids).float() * labels[:, :, None]  # (B, C, N)
@@ -223,3 +263,19 @@ def uncertain_loss(tokens: Tensor, patches: Tensor, pl: Tensor, labels: Tensor, 
         neg = (cos * absent[i]).sum(1) / (absent[i].sum() + 1)
         losses.append((0.5 * (1 - pos) + 0.5 * neg).mean())
     return torch.stack(losses).mean() if losses else patches.sum() * 0.0
+
+
+def patch_contrast_loss(patches: Tensor, pl: Tensor, ignore: int = IGNORE) -> Tensor:
+    """ToCo's patch-token contrast: 0.5 · (1 − mean |cos| of same-label pairs) + 0.5 · mean |cos| of
+    different-label pairs, over every pair of distinct patches of an image whose labels are both
+    known (``ignore`` excluded), pooled over the batch. patches (B, N, D), pl (B, N) long → scalar."""
+    f = F.normalize(patches, dim=-1)
+    cos = (f @ f.transpose(1, 2)).abs()  # (B, N, N)
+    known = pl != ignore
+    pairs = known[:, :, None] & known[:, None, :]
+    pairs &= ~torch.eye(pl.shape[1], dtype=torch.bool, device=pl.device)
+    same = pairs & (pl[:, :, None] == pl[:, None, :])
+    diff = pairs & ~same
+    pos = (cos * same).sum() / (same.sum() + 1)
+    neg = (cos * diff).sum() / (diff.sum() + 1)
+    return 0.5 * (1 - pos) + 0.5 * neg
