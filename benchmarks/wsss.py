@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from vitkit.bench import machine
+from vitkit.segment.more import RECIPES, MoReConfig
 from vitkit.segment.wsss import METHODS, WSSSConfig, run_wsss
 
 KEYS = ("pseudo_miou", "pseudo_miou_best", "cam_pseudo_miou", "val_miou", "val_cls_f1")
@@ -58,6 +59,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/wsss_bench")
     ap.add_argument("--json", default=None, help="where to write every run's metrics (default OUT/wsss.json)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--more-recipe", default="default", choices=RECIPES,
+                    help="MoRe's training recipe: default, or code (MoReConfig.code_recipe)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     methods = [m for m in args.methods.split(",") if m]
@@ -76,7 +79,7 @@ def main() -> None:
             for method in methods:
                 cfg = WSSSConfig(method=method, seed=seed, backbone=None if bb == "scratch" else bb,
                                  out_dir=str(Path(args.out) / bb.replace(":", "_") / f"{method}_s{seed}"),
-                                 progress=False, **over)
+                                 more=MoReConfig.from_recipe(args.more_recipe), progress=False, **over)
                 m = run_wsss(cfg)
                 runs.append({k: m[k] for k in ("method", "seed", "backbone", *KEYS, "best_threshold", "timing")}
                             | {"backbone_arg": bb})

@@ -46,10 +46,20 @@ def test_cli_wsss_and_resume(tmp_path):
     assert res.exit_code == 0, res.output
 
 
+def test_cli_more_code_recipe_is_recorded(tmp_path):
+    args = ["segment", "wsss", "--method", "more", "--more-recipe", "code", "--train", "32", "--val", "4",
+            "--steps", "2", "--size", "32", "--out", str(tmp_path)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    more = json.loads((tmp_path / "metrics.json").read_text())["config"]["more"]
+    assert more["w_ptc"] == 0.3 and more["lir_from_aux"] and not more["normalize_patches"]
+
+
 @pytest.mark.parametrize("args, msg", [
     (["--method", "grabcut"], "method must be one of"),
     (["--train", "4"], "smaller than one batch"),
     (["--backbone", "/no/such/checkpoint"], "no/such"),
+    (["--method", "more", "--more-recipe", "toco"], "MoRe recipe must be one of"),
 ])
 def test_cli_bad_arguments_fail_with_one_line(tmp_path, args, msg):
     res = CliRunner().invoke(app, ["segment", "wsss", "--out", str(tmp_path), "--size", "32", "--train", "40",

@@ -25,16 +25,20 @@ def wsss_cmd(
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 1000,
     size: Annotated[int, typer.Option(min=16, help="Scene side in pixels.")] = 96,
     clip: Annotated[str | None, typer.Option(help="VPL: a real CLIP (vitkit.load source) for text prototypes.")] = None,
+    more_recipe: Annotated[str, typer.Option(
+        help="MoRe: default, or code (the public code's recipe: auxiliary-CAM masks early, raw-feature InfoNCE, "
+             "ToCo patch-token contrast; measured below the default at this scale).")] = "default",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,
 ) -> None:
     """Train on image labels, pseudo-label the training scenes, train a segmentation head on them;
     write OUT/metrics.json (pseudo_miou, val_miou, per-class IoU, seed) and OUT/report.html."""
     from ..cli.common import USER_ERRORS, fail, out
+    from .more import MoReConfig
     from .wsss import WSSSConfig, run_wsss
 
     try:
         cfg = WSSSConfig(method=method, backbone=backbone, train=train, val=val, seed=seed, out_dir=str(out_dir),
-                         steps=steps, size=size, clip_source=clip)
+                         steps=steps, size=size, clip_source=clip, more=MoReConfig.from_recipe(more_recipe))
         m = run_wsss(cfg, resume=resume)
     except USER_ERRORS as e:
         fail(e)

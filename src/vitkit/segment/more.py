@@ -86,6 +86,16 @@ class MoReConfig:
         base = dict(high_confident=0.5, lir_from_aux=True, normalize_patches=False, w_ptc=0.3)
         return cls(**{**base, **overrides})
 
+    @classmethod
+    def from_recipe(cls, name: str) -> MoReConfig:
+        """``default`` or ``code`` (:meth:`code_recipe`); anything else is a ValueError naming both."""
+        if name not in RECIPES:
+            raise ValueError(f"MoRe recipe must be one of {RECIPES}, got {name!r}")
+        return cls.code_recipe() if name == "code" else cls()
+
+
+RECIPES = ("default", "code")
+
 
 def apply_class_tokens(backbone: nn.Module, num_classes: int) -> nn.Parameter:
     """Replace the backbone's CLS token with ``num_classes`` class tokens (each CLS + its position
