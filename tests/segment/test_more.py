@@ -114,16 +114,19 @@ def test_confident_loss_prefers_aligned_tokens():
     assert confident_loss(aligned, patches, only_absent, labels) == 0
 
 
-def test_confident_loss_uses_raw_patch_features_unless_told():
+def test_confident_loss_cosines_or_raw_patch_features():
     patches = torch.randn(1, 6, 8) * 5
     pl = torch.tensor([[1, 1, 0, 0, IGNORE, 0]])
     labels = torch.tensor([[1.0]])
     tokens = torch.randn(1, 1, 8)
     t = F.normalize(tokens, dim=-1)
     expect = -((t @ patches.transpose(1, 2)) / 0.5).log_softmax(-1)[0, 0, :2].mean()
-    torch.testing.assert_close(confident_loss(tokens, patches, pl, labels), expect, atol=1e-4, rtol=1e-4)
-    cosine = confident_loss(tokens, patches, pl, labels, normalize_patches=True)
-    torch.testing.assert_close(cosine, confident_loss(tokens, F.normalize(patches, dim=-1), pl, labels))
+    raw = confident_loss(tokens, patches, pl, labels, normalize_patches=False)
+    torch.testing.assert_close(raw, expect, atol=1e-4, rtol=1e-4)
+    cosine = confident_loss(tokens, patches, pl, labels)
+    unit = F.normalize(patches, dim=-1)
+    torch.testing.assert_close(cosine, confident_loss(tokens, unit, pl, labels, normalize_patches=False))
+    assert not torch.allclose(raw, cosine)
 
 
 def test_patch_contrast_loss_by_hand():

@@ -38,10 +38,9 @@ Choices, following the public code (zwyang6/MoRe) unless said otherwise:
 * **Token regulariser**: the code's ``multi_cls_loss(only_regu=True)``: cross-entropy making each
   normalised class token most similar to itself among the tokens (τ 0.07).
 * **Weights** as the code: cls 1, aux 1, token 1, confident 0.2, uncertain 0.1 (patch contrast 0.3
-  in the code's recipe).
-  Its segmentation decoder (trained on PAR-refined labels), the dense-CRF energy loss and CRF
-  need compiled extensions or belong to the segmentation stage: left out (vitkit trains its
-  segmentation head separately).
+  in the code's recipe). Its segmentation decoder (trained on PAR-refined labels), the dense-CRF
+  energy loss and CRF need compiled extensions or belong to the segmentation stage: left out
+  (vitkit trains its segmentation head separately).
 """
 
 from __future__ import annotations
@@ -235,10 +234,10 @@ def token_regulariser(tokens: Tensor, tau: float = 0.07) -> Tensor:
 
 
 def confident_loss(tokens: Tensor, patches: Tensor, pl: Tensor, labels: Tensor, tau: float = 0.5,
-                   normalize_patches: bool = False) -> Tensor:
+                   normalize_patches: bool = True) -> Tensor:
     """InfoNCE on confident regions: for every present class c, −log softmax over all patches of
-    (unit token_c · patch)/τ, averaged over the patches pseudo-labelled c. Patches are detached and,
-    unless ``normalize_patches``, used as they are (the code's logits; cosines when normalised).
+    (unit token_c · patch)/τ, averaged over the patches pseudo-labelled c. Patches are detached and
+    L2-normalised (cosines), or with ``normalize_patches=False`` used as they are (the code's logits).
 
     tokens (B, C, D), patches (B, N, D), pl (B, N) pseudo-labels (0 bg, k = class k−1, IGNORE),
     labels (B, C). Sum over present classes, mean over images.
