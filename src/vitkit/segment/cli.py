@@ -27,7 +27,7 @@ def wsss_cmd(
     clip: Annotated[str | None, typer.Option(help="VPL: a real CLIP (vitkit.load source) for text prototypes.")] = None,
     more_recipe: Annotated[str, typer.Option(
         help="MoRe: default, or code (the public code's recipe: auxiliary-CAM masks early, raw-feature InfoNCE, "
-             "ToCo patch-token contrast; level with the default at this scale).")] = "default",
+             "ToCo patch-token contrast; no better than the default at this scale).")] = "default",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its checkpoints.")] = False,
 ) -> None:
     """Train on image labels, pseudo-label the training scenes, train a segmentation head on them;

@@ -32,9 +32,9 @@ Choices, following the public code (zwyang6/MoRe) unless said otherwise:
   at weight 0.3: the auxiliary CAM's pseudo-label (0.7 / 0.25) says which pairs of last-layer
   patches belong together, |cos| of same-label pairs → 1, of different-label pairs → 0, pairs with
   an uncertain patch ignored (it counters the over-smoothing of deep ViT features, so it changes
-  the model's own CAM as well as its LAM). On the from-scratch scene ViT at the CLI's budget it
-  measured level with the defaults, within the seed spread (benchmarks/RESULTS.md), so the
-  defaults, measured on both backbones, stay.
+  the model's own CAM as well as its LAM). At the CLI's budget it measured level with the
+  defaults on the from-scratch scene ViT and clearly below them on a fine-tuned DINOv2-S
+  (benchmarks/RESULTS.md), so it is an option, not the default.
 * **Token regulariser**: the code's ``multi_cls_loss(only_regu=True)``: cross-entropy making each
   normalised class token most similar to itself among the tokens (τ 0.07).
 * **Weights** as the code: cls 1, aux 1, token 1, confident 0.2, uncertain 0.1 (patch contrast 0.3
@@ -59,7 +59,7 @@ from .metrics import IGNORE
 @dataclass
 class MoReConfig:
     """MoRe's knobs. The losses, weights and thresholds are the public code's; four choices of its
-    recipe (:meth:`code_recipe`) are off by default: at this scale they measured level with the defaults."""
+    recipe (:meth:`code_recipe`) are off by default: at this scale they measured no better than the defaults."""
 
     gcr: bool = True  # off = LAM from the raw class tokens (ablation / neutral setting)
     topk_ratio: float = 0.5  # k = ⌊ratio · C⌋ graph neighbours per class token
@@ -82,7 +82,7 @@ class MoReConfig:
     def code_recipe(cls, **overrides) -> MoReConfig:
         """The public code's training recipe where it differs from the defaults: LIR masks from the
         auxiliary CAM early (confident at 0.5), raw patch features in the InfoNCE, patch-token
-        contrast at 0.3. Level with the defaults at this CPU scale (benchmarks/RESULTS.md)."""
+        contrast at 0.3. No better than the defaults at this CPU scale (benchmarks/RESULTS.md)."""
         base = dict(high_confident=0.5, lir_from_aux=True, normalize_patches=False, w_ptc=0.3)
         return cls(**{**base, **overrides})
 
