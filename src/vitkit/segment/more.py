@@ -196,7 +196,8 @@ class MoRe(nn.Module):
         cls = self.classifier.classification_loss(parts, labels)
         with torch.no_grad():
             cam = normalize_maps(parts["cam"].detach(), labels)
-            aux = normalize_maps(parts["aux_cam"].detach(), labels)
+            # the auxiliary CAM only feeds the code recipe's masks
+            aux = normalize_maps(parts["aux_cam"].detach(), labels) if cfg.lir_from_aux or cfg.w_ptc else None
             if progress >= 0.5:
                 pl_conf = pl_unc = pseudo_label(cam, labels, cfg.high_late, cfg.low_late).flatten(1)
             else:
