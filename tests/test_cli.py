@@ -62,6 +62,56 @@ def test_missing_checkpoint(image):
     assert r.exit_code == 2 and "no such file or directory" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.parametrize("name", ["run[1]", "run[b]", "run[/b]"])
+def test_errors_print_brackets_as_they_are(name):
+    """A path or message with [brackets] is printed verbatim (not read as a style tag, not a crash)."""
+    r = runner.invoke(app, ["info", f"/no/such/{name}/model"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert f"/no/such/{name}/model" in r.output and r.output.strip().startswith("error:")
+
+
+def test_progress_descriptions_print_brackets():
+    """A progress bar's description (e.g. a user's folder name) is not read as markup."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from vitkit.progress import progress_bar
+
+    buf = io.StringIO()
+    bar = Progress(*progress_bar(True).columns, console=Console(file=buf, force_terminal=True, width=100))
+    with bar:
+        bar.advance(bar.add_task("checking imgs[/b]", total=2))
+        bar.refresh()
+    assert "imgs[/b]" in buf.getvalue()
+
+
+def test_help_keeps_bracketed_text():
+    """Every [token] in a command's or option's help (e.g. pip install 'vitkit[federated]') survives --help."""
+    import re
+
+    import click
+    import typer
+
+    tag = re.compile(r"\[[a-zA-Z#/@][^\[\]]*\]")  # what rich markup would take for a style tag
+
+    def walk(cmd, path):
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    checked = 0
+    for path, cmd in walk(typer.main.get_command(app), []):
+        wanted = {m for t in [cmd.help or ""] + [getattr(p, "help", None) or "" for p in cmd.params]
+                  for m in tag.findall(t)}
+        if wanted:
+            shown = " ".join(runner.invoke(app, [*path, "--help"], terminal_width=200).output.split())
+            assert {w for w in wanted if w not in shown} == set(), " ".join(path)
+            checked += 1
+    assert checked and isinstance(typer.main.get_command(app), click.Group)
+
+
 def test_clip_predict_needs_labels(tmp_path, image, tiny_tokenizer):
     clip = vitkit.create_model("clip_test")
     clip.tokenizer = tiny_tokenizer

@@ -10,10 +10,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-#: standard output (tables, paths) and standard error (notes, errors)
-out = Console()
-err = Console(stderr=True)
+#: standard output (tables, paths) and standard error (notes, errors). Without markup: what they print comes
+#: from users (paths, class names, error messages) and keeps its brackets ('vitkit[onnx]', 'img[1].png');
+#: rich would read those as style tags, drop them, or fail on a stray '[/…]'
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 #: user-facing failures: one line, exit code 2, no traceback
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ImportError, RuntimeError)
@@ -21,7 +24,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, I
 
 def fail(e: BaseException) -> None:
     """Print ``e`` as one ``error:`` line on standard error and exit with code 2."""
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), f" {e}"), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -30,6 +33,7 @@ def load_source(source: str):
     import vitkit
 
     if source in vitkit.list_models() and not Path(source).exists():
-        err.print(f"[yellow]note:[/] {source} is a registry name: random weights (pass a checkpoint for real ones)")
+        err.print(Text.assemble(("note:", "yellow"), f" {source} is a registry name: random weights (pass a checkpoint "
+                                                     "for real ones)"))
         return vitkit.create_model(source).eval()
     return vitkit.load(source)

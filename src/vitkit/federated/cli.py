@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-federated_app = typer.Typer(help="Federated prompt learning on Flower (pip install 'vitkit[federated]').",
+# typer reads help text as rich markup: the backslash keeps "[federated]" from being taken for a style tag
+federated_app = typer.Typer(help="Federated prompt learning on Flower (pip install 'vitkit\\[federated]').",
                             no_args_is_help=True)
 
 MODES = ("processes", "simulation", "inprocess")
