@@ -22,6 +22,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from vitkit.data.images import ImageDecodeError, load_image
+from vitkit.progress import progress_bar
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "ManifestDataset"]
 
@@ -72,7 +73,7 @@ class _FileDataset(Dataset):
     def _verified(self, samples: list[tuple[str, int]]) -> list[tuple[str, int]]:
         """Decode every file once; keep the readable ones, record the rest in ``skipped``."""
         good: list[tuple[str, int]] = []
-        with _progress(len(samples) > PROGRESS_MIN_FILES) as bar:
+        with progress_bar(len(samples) > PROGRESS_MIN_FILES) as bar:
             task = bar.add_task(f"checking {self.source.name}", total=len(samples))
             for path, label in samples:
                 try:
@@ -303,26 +304,3 @@ def _parse_record(record: dict, path_key: str, label_key: str, manifest: Path, l
     if isinstance(label, bool) or not isinstance(label, int) or label < 0:
         raise ValueError(f"{where}: {label_key!r} must be a non-negative integer, got {label!r}.")
     return path, label
-
-
-class _NullProgress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_task(self, *args, **kwargs) -> int:
-        return 0
-
-    def advance(self, task: int) -> None:
-        pass
-
-
-def _progress(enabled: bool):
-    if not enabled:
-        return _NullProgress()
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=True)
