@@ -91,7 +91,6 @@ def test_help_keeps_bracketed_text():
     """Every [token] in a command's or option's help (e.g. pip install 'vitkit[federated]') survives --help."""
     import re
 
-    import click
     import typer
 
     tag = re.compile(r"\[[a-zA-Z#/@][^\[\]]*\]")  # what rich markup would take for a style tag
@@ -109,7 +108,7 @@ def test_help_keeps_bracketed_text():
             shown = " ".join(runner.invoke(app, [*path, "--help"], terminal_width=200).output.split())
             assert {w for w in wanted if w not in shown} == set(), " ".join(path)
             checked += 1
-    assert checked and isinstance(typer.main.get_command(app), click.Group)
+    assert checked  # at least the federated group's help has one
 
 
 def test_clip_predict_needs_labels(tmp_path, image, tiny_tokenizer):
