@@ -118,5 +118,16 @@ def test_ddp_two_processes_match_single_process(tmp_path):
     assert r.returncode == 0, r.stderr
     a = load_file(str(tmp_path / "single" / "final.safetensors"))
     b = load_file(str(tmp_path / "ddp" / "final.safetensors"))
+    # The key slice of each qkv bias has an exactly zero true gradient (softmax ignores a shift shared by all
+    # keys), so its gradient is rounding noise, which Adam rescales into real updates; the all-reduce sums in
+    # another order than one process does, so those entries drift apart by ~1e-5 (measured: 1.0e-5 with one
+    # thread per process) while every other value agrees to ~1e-8. Steps that see other samples move every
+    # tensor by 6e-3 or more (measured: batch 4 instead of 8), far outside either tolerance.
     for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-5), k
+        if k.endswith("attn.qkv.bias"):
+            q, key, v = a[k].chunk(3)
+            q2, key2, v2 = b[k].chunk(3)
+            assert torch.allclose(torch.cat([q, v]), torch.cat([q2, v2]), atol=1e-5), k
+            assert torch.allclose(key, key2, atol=1e-4), k
+        else:
+            assert torch.allclose(a[k], b[k], atol=1e-5), k
