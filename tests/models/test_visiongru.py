@@ -318,7 +318,9 @@ def test_no_grad_inference_equals_the_autograd_path(size):
     x = torch.randn(2, 3, *size)
     ref, (ref_final, ref_maps) = model(x), model.forward_intermediates(x)
     with torch.no_grad():
-        assert torch.equal(stem_pieces(model.stem, x, 24), model.stem(x))
+        # not bitwise: a band may get another conv kernel than the whole image (7e-7 on values of 3, seen on
+        # an Intel Xeon; equal on an AMD EPYC)
+        assert torch.allclose(stem_pieces(model.stem, x, 24), model.stem(x), atol=1e-5)
         out, (final, maps) = model(x), model.forward_intermediates(x)
     assert torch.allclose(out, ref, atol=1e-5)
     assert torch.allclose(final, ref_final, atol=1e-5)
