@@ -161,8 +161,9 @@ def adapt_cmd(
     rank: Annotated[int, typer.Option(min=1, help="LoRA rank.")] = 8,
     alpha: Annotated[float, typer.Option(help="LoRA alpha (scaling = alpha / rank).")] = 16.0,
     targets: Annotated[str, typer.Option(help="LoRA targets: comma-separated module-name suffixes; 'qkv,fc1,fc2' "
-                                              "with --parts qkv adapts the MLPs too (on DINOv2-S for fonts it matched "
-                                              "full fine-tuning where q,v alone trailed it: benchmarks/RESULTS.md).")] = "qkv",
+                                              "with --parts qkv adapts the MLPs too (on DINOv2-S for fonts, at 480 steps, "
+                                              "it matched full fine-tuning where q,v alone trailed it by 9 points: "
+                                              "benchmarks/RESULTS.md).")] = "qkv",
     parts: Annotated[str, typer.Option(help="LoRA: which slices of a fused qkv (subset of 'qkv').")] = "qv",
     tokens: Annotated[int, typer.Option(min=1, help="VPT prompt tokens / CoOp context tokens.")] = 8,
     deep: Annotated[bool, typer.Option(help="VPT: deep prompts (one set per block).")] = False,
