@@ -22,7 +22,7 @@ def tiny_cached(cache_tiny_pretrained):
 
 def test_default_demo_config_is_unchanged_by_the_option():
     cfg = DemoConfig()
-    assert cfg.backbone is None and cfg.sections and cfg.crop == 96 and cfg.lr == 2e-3 and cfg.steps == 3300
+    assert cfg.backbone is None and cfg.sections and cfg.crop == 96 and cfg.lr == 2e-3 and cfg.steps == 4000
     assert type(build_model(cfg)) is VisionTransformer and build_model(cfg).patch_size == cfg.patch
     b = cfg.for_backbone(NAME)
     assert (b.backbone, b.crop, b.batch_size, b.steps, b.robustness, b.sections) == (NAME, 98, 32, 300, False, False)

@@ -216,6 +216,34 @@ def test_policy_rescales_pages_to_one_text_scale():
         PagePolicy.from_dict({"tile": 4, "tiles": 3})
 
 
+def test_reading_at_several_scales_averages_the_single_scale_readings():
+    """scales=(0.9, 1.0): each page's log-probabilities and features are the mean of its two one-scale readings."""
+    from dataclasses import replace
+
+    base = PagePolicy(tile=48, stride=24, min_ink_pixels=10, text_height=(10.0, 10.0))
+    pages = [pil_to_tensor(frb.render_text(t, "Vera", canvas=(300, 80), size=s))
+             for t, s in (("Quick brown fox", 28), ("lazy", 40))]
+    both = TiledClassifier(FakeBackbone(), policy=replace(base, scales=(0.9, 1.0)))
+    one = [TiledClassifier(FakeBackbone(), policy=replace(base, text_height=(h, h))) for h in (9.0, 10.0)]
+    assert torch.allclose(both(pages), (one[0](pages) + one[1](pages)) / 2, atol=1e-6)
+    assert torch.allclose(both.embed(pages), (one[0].embed(pages) + one[1].embed(pages)) / 2, atol=1e-6)
+    logp, feats = both.logits_and_embeddings(pages)
+    assert torch.allclose(logp, both(pages), atol=1e-6) and torch.allclose(feats, both.embed(pages), atol=1e-6)
+    # the smaller reading has fewer tiles, so a plain mean over all tiles would weigh the readings unequally
+    assert len(one[0].tiles(pages)[0]) != len(one[1].tiles(pages)[0])
+    tiles, owner = both.tiles(pages)
+    assert len(tiles) == len(one[0].tiles(pages)[0]) + len(one[1].tiles(pages)[0])
+    assert set(owner.tolist()) == {0, 1}  # page indices, not readings
+    # (1.0,) is the one reading: identical to a policy that never heard of scales
+    assert torch.equal(TiledClassifier(FakeBackbone(), policy=replace(base, scales=(1.0,)))(pages), one[1](pages))
+    assert PagePolicy.from_dict(both.policy.to_dict()) == both.policy
+    for bad in ((), (0.9, 0.0)):
+        with pytest.raises(ValueError, match="scales"):
+            replace(base, scales=bad)
+    with pytest.raises(ValueError, match="text_height"):
+        PagePolicy(text_height=None, scales=(0.9, 1.0))
+
+
 def test_max_tiles_caps_a_huge_page():
     clf = TiledClassifier(FakeBackbone(), policy=PagePolicy(tile=S, stride=STRIDE, text_height=None, max_tiles=5))
     page = torch.ones(3, 400, 400)

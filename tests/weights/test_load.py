@@ -156,7 +156,7 @@ def test_page_pipeline_travels_with_the_model(tmp_path):
 
     model = vitkit.VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
                                      num_classes=15, labels=list(frb.FONT_NAMES)).eval()
-    model.pipeline = PagePolicy(tile=32, stride=16, text_height=(8.0, 8.0))
+    model.pipeline = PagePolicy(tile=32, stride=16, text_height=(8.0, 8.0), scales=(0.9, 1.0))
     pages = [s.image for s in frb.hard_split()[:3]]
     before = classify_images(model, pages)
     loaded = vitkit.load(vitkit.save(model, tmp_path / "m"))

@@ -43,6 +43,10 @@ class PagePolicy:
     # used at its own scale); inside it they are read pixel for pixel
     text_height: tuple[float, float] | None = REFERENCE_TEXT_HEIGHT
     max_tiles: int = 256  # a very large page is read from this many tiles, evenly spaced over its ink
+    # the page is read once per factor, at text_height × factor, and the per-reading mean log-probabilities
+    # (features) are averaged: a classifier trained at one text scale errs differently a few percent off it,
+    # while the page's height estimate is itself a few percent off on short words. (1.0,) reads it once
+    scales: tuple[float, ...] = (1.0,)
     kind: str = "ink-tiles"  # the only kind so far; recorded so a file says what it holds
 
     def __post_init__(self) -> None:
@@ -55,6 +59,11 @@ class PagePolicy:
             if len(self.text_height) != 2 or not 0 < self.text_height[0] <= self.text_height[1]:
                 raise ValueError(f"PagePolicy.text_height must be (low, high) with 0 < low <= high, or None; "
                                  f"got {self.text_height}")
+        self.scales = tuple(float(v) for v in self.scales)
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"PagePolicy.scales must be one or more positive factors, got {self.scales}")
+        if self.text_height is None and self.scales != (1.0,):
+            raise ValueError("PagePolicy.scales other than (1.0,) need a text_height to scale (it is None)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,10 +104,11 @@ class TiledClassifier(nn.Module):
     def stride(self) -> int:
         return self.policy.stride
 
-    def page_tiles(self, rgb: Tensor) -> Tensor:
-        """One page (3, H, W) → its tiles (T, 1, S, S), normalised grey."""
+    def page_tiles(self, rgb: Tensor, scale: float = 1.0) -> Tensor:
+        """One page (3, H, W) → its tiles (T, 1, S, S), normalised grey, read at text height × ``scale``."""
         p = self.policy
-        grey, _ = prepare_page(rgb, text_height_px=p.text_height, min_size=p.tile)
+        height = None if p.text_height is None else (p.text_height[0] * scale, p.text_height[1] * scale)
+        grey, _ = prepare_page(rgb, text_height_px=height, min_size=p.tile)
         H, W = grey.shape[-2:]
         s, c = p.tile, p.stride
         gh, gw = -(-H // c), -(-W // c)
@@ -118,36 +128,44 @@ class TiledClassifier(nn.Module):
         return torch.stack(tiles)
 
     def tiles(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """→ model-input tiles (T, 3, S, S) and their page index (T,)."""
-        per_page = [self.page_tiles(page) for page in pages]
-        owner = torch.cat([torch.full((len(t),), b, dtype=torch.long) for b, t in enumerate(per_page)])
-        return to_model_input(torch.cat(per_page)), owner.to(per_page[0].device)
+        """→ model-input tiles (T, 3, S, S) and their page index (T,), every reading of ``policy.scales``."""
+        tiles, group = self._readings(pages)
+        return tiles, group // len(self.policy.scales)
+
+    def _readings(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """→ tiles (T, 3, S, S) and their reading (T,): page b read at scale k is reading b · len(scales) + k."""
+        per_reading = [self.page_tiles(page, sc) for page in pages for sc in self.policy.scales]
+        group = torch.cat([torch.full((len(t),), g, dtype=torch.long) for g, t in enumerate(per_reading)])
+        return to_model_input(torch.cat(per_reading)), group.to(per_reading[0].device)
 
     def _run(self, tiles: Tensor, fn) -> Tensor:
         return torch.cat([fn(tiles[i : i + self.max_batch]) for i in range(0, len(tiles), self.max_batch)])
 
-    def _pool(self, values: Tensor, page: Tensor, n: int) -> Tensor:
-        out = values.new_zeros(n, values.shape[1]).index_add_(0, page, values)
-        return out / torch.bincount(page, minlength=n).clamp_min(1).unsqueeze(1).to(values.dtype)
+    def _pool(self, values: Tensor, group: Tensor, n: int) -> Tensor:
+        """Tile values (T, D) → the mean per reading, then over each page's readings: (n, D)."""
+        k = len(self.policy.scales)
+        out = values.new_zeros(n * k, values.shape[1]).index_add_(0, group, values)
+        out = out / torch.bincount(group, minlength=n * k).clamp_min(1).unsqueeze(1).to(values.dtype)
+        return out.view(n, k, -1).mean(1)  # (n·k, D) → (n, k, D) → (n, D)
 
     def forward(self, pages: Tensor | Sequence[Tensor]) -> Tensor:
-        tiles, page = self.tiles(pages)
+        tiles, group = self._readings(pages)
         logp = self._run(tiles, lambda t: self.backbone(t).log_softmax(-1))
-        return self._pool(logp, page, len(pages))
+        return self._pool(logp, group, len(pages))
 
     def logits_and_embeddings(self, pages: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """:meth:`forward` and :meth:`embed` from one pass over the tiles: ``(B, K)``, ``(B, D)``."""
-        tiles, page = self.tiles(pages)
+        tiles, group = self._readings(pages)
         bb = self.backbone
         logp, feats = [], []
         for i in range(0, len(tiles), self.max_batch):
             f = bb.forward_features(tiles[i : i + self.max_batch])
             logp.append(bb.forward_head(f).log_softmax(-1))
             feats.append(bb.forward_head(f, pre_logits=True))
-        return self._pool(torch.cat(logp), page, len(pages)), self._pool(torch.cat(feats), page, len(pages))
+        return self._pool(torch.cat(logp), group, len(pages)), self._pool(torch.cat(feats), group, len(pages))
 
     def embed(self, pages: Tensor | Sequence[Tensor]) -> Tensor:
-        tiles, page = self.tiles(pages)
+        tiles, group = self._readings(pages)
         bb = self.backbone
         feats = self._run(tiles, lambda t: bb.forward_head(bb.forward_features(t), pre_logits=True))
-        return self._pool(feats, page, len(pages))
+        return self._pool(feats, group, len(pages))
