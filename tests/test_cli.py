@@ -124,6 +124,7 @@ def test_clip_predict_needs_labels(tmp_path, image, tiny_tokenizer):
 
 def test_demo_quick_writes_report_and_metrics(tmp_path, monkeypatch):
     from vitkit import demo_sections
+    from vitkit.frb.recipe import DemoConfig
     from vitkit.report import Section
 
     def good(ctx):
@@ -153,8 +154,10 @@ def test_demo_quick_writes_report_and_metrics(tmp_path, monkeypatch):
     # the saved model is a plain vitkit checkpoint that carries its page pipeline
     model = vitkit.load(out / "model")
     assert model.cfg.num_classes == 15 and model.pipeline.tile == 96 and model.cfg.labels == frb.FONT_NAMES
+    assert model.pipeline.scales == tuple(DemoConfig().read_scales)  # the demo's readings travel with it
     r = runner.invoke(app, ["info", str(out / "model")])
     assert r.exit_code == 0 and "page pipeline" in r.output and "96-px tiles" in r.output, r.output
+    assert "read at 0.9 and 1" in " ".join(r.output.split()), r.output
     # `vitkit predict` on the written benchmark files says what the demo's own page classifier said
     records = [json.loads(line) for line in (out / "frb" / "hard.jsonl").read_text().splitlines()][::5]
     picks = [0, 7, 30]
