@@ -237,6 +237,7 @@ def test_reading_at_several_scales_averages_the_single_scale_readings():
     # (1.0,) is the one reading: identical to a policy that never heard of scales
     assert torch.equal(TiledClassifier(FakeBackbone(), policy=replace(base, scales=(1.0,)))(pages), one[1](pages))
     assert PagePolicy.from_dict(both.policy.to_dict()) == both.policy
+    assert both.policy.readings_note() == ", read at 0.9 and 1 × that scale and averaged" and not base.readings_note()
     for bad in ((), (0.9, 0.0)):
         with pytest.raises(ValueError, match="scales"):
             replace(base, scales=bad)

@@ -127,9 +127,8 @@ def _provenance_rows(table: Table, model) -> None:
     if policy is not None:
         lo, hi = policy.text_height or (None, None)
         scale = "own scale" if lo is None else f"text core {lo:g} px" if lo == hi else f"text core {lo:g}–{hi:g} px"
-        if tuple(policy.scales) != (1.0,):
-            scale += f", read at {' and '.join(f'{s:g}' for s in policy.scales)} × it and averaged"
-        table.add_row("page pipeline", f"{policy.kind}: {policy.tile}-px tiles every {policy.stride} px, {scale}")
+        table.add_row("page pipeline", f"{policy.kind}: {policy.tile}-px tiles every {policy.stride} px, {scale}"
+                                       f"{policy.readings_note()}")
 
 
 def _gru_info_table(source: str, model) -> Table:

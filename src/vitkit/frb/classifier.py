@@ -65,6 +65,12 @@ class PagePolicy:
         if self.text_height is None and self.scales != (1.0,):
             raise ValueError("PagePolicy.scales other than (1.0,) need a text_height to scale (it is None)")
 
+    def readings_note(self) -> str:
+        """How the readings are combined, for reports: "" for one reading, else ", read at 0.9 and 1 × that scale and averaged"."""
+        if self.scales == (1.0,):
+            return ""
+        return f", read at {' and '.join(f'{s:g}' for s in self.scales)} × that scale and averaged"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -118,7 +118,7 @@ class DemoConfig:
     def policy(self) -> PagePolicy:
         """The page pipeline the trained model is saved with (and the demo evaluates through)."""
         return PagePolicy(tile=self.crop, stride=self.crop // 2, text_height=self.text_height,
-                          max_tiles=self.max_tiles, scales=tuple(self.read_scales))
+                          max_tiles=self.max_tiles, scales=self.read_scales)
 
 
 def training_pages(cfg: DemoConfig, n: int, split: str) -> list[FRBSample]:
