@@ -208,7 +208,7 @@ def run_demo(cfg: DemoConfig, resume: bool = False) -> dict:
         notes=[
             f"FRB in the {cfg.layout!r} layout. {_model_note(cfg, model)} for {result.steps} steps on "
             f"{cfg.train_pages} rendered training pages; every page is brought to one text scale and classified by "
-            f"averaging the crop predictions over the tiles that contain ink{cfg.policy().readings_note()}.",
+            f"averaging the crop predictions over the tiles that contain ink{model.pipeline.readings_note()}.",
         ],
     ))
     report.add(paper_section(metrics))
