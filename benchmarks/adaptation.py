@@ -70,15 +70,18 @@ def new_head(model: VisionTransformer, old_labels: list[str], labels: list[str])
 
 
 def adapt(model, pages, labels, cfg: DemoConfig, steps: int, lr: float, out: Path, seed: int) -> float:
-    """Train ``model`` (its trainable parameters) on ink crops for ``steps``; returns seconds."""
+    """Train ``model`` (its trainable parameters) on ink crops for ``steps``; returns seconds.
+
+    Checkpoints every tenth of the run in ``out`` and resumes from there, so a killed run loses at most a
+    tenth (``out`` names the arm, seed, learning rate and steps: a checkpoint is only resumed by the same run)."""
     n = len(pages)
     ds = InkCropDataset(pages, labels, size=cfg.crop, crops_per_page=max(1, -(-steps * cfg.batch_size // n)),
                         seed=seed + 17)  # crops the base never saw; the same for every arm
     tcfg = TrainConfig(epochs=1, max_steps=steps, batch_size=cfg.batch_size, lr=lr, warmup_steps=max(1, steps // 20),
                        weight_decay=0.05, label_smoothing=0.1, out_dir=str(out), progress=False,
-                       ckpt_every=10**9, log_every=max(1, steps // 10), seed=seed)
+                       ckpt_every=max(1, steps // 10), log_every=max(1, steps // 10), seed=seed)
     t = time.perf_counter()
-    Trainer(model, ds, tcfg).fit()
+    Trainer(model, ds, tcfg).fit(resume=True)
     return time.perf_counter() - t
 
 
@@ -227,7 +230,7 @@ def main() -> None:
                                               qkv_parts=args.parts, modules_to_save=save))
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
-        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}", aseed)
+        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}_n{args.adapt_steps}", aseed)
         res = page_results(model, cfg, args.score)
         summary = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
                    "backbone_params": backbone_params(model), "train_s": secs,
@@ -324,7 +327,8 @@ def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
                                               qkv_parts=args.parts, modules_to_save=save))
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
-        secs = adapt(model, pages, labels, cfg, args.adapt_steps, lr, out / f"adapt_{args.backbone}_{arm}_s{aseed}", aseed)
+        secs = adapt(model, pages, labels, cfg, args.adapt_steps, lr, out / f"adapt_{args.backbone}_{arm}_s{aseed}_lr{lr:g}_n{args.adapt_steps}",
+                     aseed)
         rows[arm] = _arm_row(model, cfg, args.score, lr, trainable, adapter, secs, args.score_pages)
         log.info("%s: %s", arm, {k: v for k, v in rows[arm].items() if not isinstance(v, dict)})
     return rows

@@ -43,3 +43,32 @@ def test_pages_of_different_sizes_are_scored(one_thread):
     res = bench.page_results(model, DemoConfig(), "test", limit=3)
     assert {name: len(r.predictions) for name, r in res.items()} == {"easy": 3, "hard": 3}
     assert all(0.0 <= r.accuracy <= 1.0 for r in res.values())
+
+
+def test_adaptation_checkpoints_and_a_rerun_resumes_instead_of_retraining(one_thread, tmp_path):
+    """A killed adaptation run resumes from its last checkpoint: rerunning a finished one trains no further."""
+    import importlib.util
+    from dataclasses import replace
+
+    import torch
+
+    from vitkit import VisionTransformer
+    from vitkit.frb.recipe import DemoConfig
+
+    spec = importlib.util.spec_from_file_location("adaptation_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    pages, labels = bench.frb_pages(list(bench.frb.train_split(4, 0)))
+    cfg = replace(DemoConfig(), batch_size=4)
+
+    def run(init_seed: int) -> dict:
+        torch.manual_seed(init_seed)
+        model = VisionTransformer(img_size=96, patch_size=24, embed_dim=16, depth=1, num_heads=2, num_classes=15)
+        bench.adapt(model, pages, labels, cfg, 6, 1e-3, tmp_path / "arm", seed=0)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    first = run(0)
+    assert (tmp_path / "arm" / "checkpoint.pt").is_file()
+    # a differently initialised model ends with the first run's weights only if it resumed from its checkpoint
+    second = run(1)
+    assert all(torch.equal(first[k], second[k]) for k in first)
