@@ -38,7 +38,7 @@ from vitkit.explain.metrics import (
     insertion_auc,
     pointing_game,
 )
-from vitkit.models.hybrid import HybridCNNTransformer, HybridConfig, hybrid_loss
+from vitkit.models.hybrid import TRUNKS, HybridCNNTransformer, HybridConfig, hybrid_loss
 from vitkit.models.vit import VisionTransformer, ViTConfig
 
 log = logging.getLogger("explain_bench")
@@ -70,8 +70,12 @@ def build_vit(args) -> VisionTransformer:
 
 
 def build_hybrid(args, target: int) -> HybridCNNTransformer:
-    """The hybrid with the same grid as the ViT (stride = patch) whose width brings it closest to ``target`` params."""
-    stages = int(math.log2(args.patch))  # stem stride 2, then ×2 per further stage: stride 2^stages
+    """The hybrid whose width brings it closest to ``target`` params, at stride ``args.hybrid_stride``
+    (default: the ViT's patch, the same map grid)."""
+    stride = args.hybrid_stride or args.patch
+    stages = int(math.log2(stride))  # stem stride 2, then ×2 per further stage: stride 2^stages
+    if 2**stages != stride or stages < 1:
+        raise ValueError(f"--hybrid-stride {stride}: the hybrid's stride must be a power of 2, at least 2")
     best = None
     for dim in range(32, 4 * args.dim + 1, 8):
         if dim % args.heads:
@@ -79,8 +83,8 @@ def build_hybrid(args, target: int) -> HybridCNNTransformer:
         w = tuple(max(8, dim // 2 ** (stages - 1 - i)) for i in range(stages))
         cfg = HybridConfig(img_size=args.size, num_classes=len(CLASS_NAMES), trunk_widths=w, trunk_depths=(1,) * stages,
                            dim=dim, depth=args.hybrid_depth, num_heads=args.heads, window=args.window,
-                           labels=list(CLASS_NAMES))
-        assert cfg.stride == args.patch, (cfg.stride, args.patch)
+                           trunk=args.hybrid_trunk, labels=list(CLASS_NAMES))
+        assert cfg.stride == stride, (cfg.stride, stride)
         p = n_params(HybridCNNTransformer(cfg))
         if best is None or abs(p - target) < abs(best[0] - target):
             best = (p, cfg)
@@ -221,12 +225,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="training seeds (0 was used for tuning)")
     p.add_argument("--size", type=int, default=64, help="image side")
-    p.add_argument("--patch", type=int, default=8, help="ViT patch = hybrid stride (same map grid)")
+    p.add_argument("--patch", type=int, default=8, help="ViT patch (and the hybrid's stride unless --hybrid-stride)")
+    p.add_argument("--hybrid-stride", type=int, default=None,
+                   help="the hybrid's stride (default --patch: the same map grid as the ViT; 4 gives a map twice as fine)")
     p.add_argument("--dim", type=int, default=96)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--hybrid-depth", type=int, default=2, help="dual-resolution blocks")
     p.add_argument("--window", type=int, default=8)
+    p.add_argument("--hybrid-trunk", choices=TRUNKS, default="resnet",
+                   help="the hybrid's CNN trunk: resnet (3×3 convs) or bagnet (small receptive field)")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)

@@ -67,7 +67,27 @@ def test_window_attention_is_windowed_and_masks_padding() -> None:
     assert torch.allclose(y.view(1, 8, 8)[:, :, 6:8], alone.view(1, 8, 2), atol=1e-5)
 
 
+@pytest.mark.parametrize("trunk", ["resnet", "bagnet"])
+def test_trunk_receptive_field_is_what_the_config_says(trunk: str) -> None:
+    torch.manual_seed(0)
+    m = HybridCNNTransformer(HybridConfig(img_size=64, trunk_widths=(4, 8, 8), trunk_depths=(1, 2, 1), dim=8,
+                                          num_heads=2, num_classes=3, trunk=trunk)).eval()
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)
+    m.trunk(x)[0, :, 4, 4].sum().backward()  # one cell in the middle of the 8×8 grid
+    rows, cols = (x.grad.abs().sum(1)[0] > 0).nonzero(as_tuple=True)
+    seen = (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1)
+    rf = m.cfg.trunk_receptive_field
+    assert seen == (rf, rf)
+    assert rf == (19 if trunk == "bagnet" else 63)  # the extra 1×1 (BagNet) or 3×3 (ResNet) block of stage 2
+
+
+def test_unknown_trunk_is_refused() -> None:
+    with pytest.raises(ValueError, match="trunk must be one of"):
+        HybridConfig(trunk="vgg")
+
+
 def test_loss_is_ce_plus_l1_over_the_batch() -> None:
+    """Multi-label: BCE summed over the classes (as cross-entropy is), averaged over the batch."""
     torch.manual_seed(0)
     logits, maps = torch.randn(4, 5), torch.randn(4, 5, 3, 3)
     y = torch.tensor([0, 1, 2, 3])
@@ -76,7 +96,7 @@ def test_loss_is_ce_plus_l1_over_the_batch() -> None:
     mh = torch.zeros(4, 5)
     mh[0, 1] = 1
     assert torch.allclose(evidence_loss(logits, maps, mh, multilabel=True),
-                          F.binary_cross_entropy_with_logits(logits, mh) + 8e-6 * maps.abs().sum())
+                          5 * F.binary_cross_entropy_with_logits(logits, mh) + 8e-6 * maps.abs().sum())
 
 
 def test_registry_save_load_and_trainer(tmp_path) -> None:

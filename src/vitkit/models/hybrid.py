@@ -8,6 +8,10 @@ not depend on; choices where the paper is silent are marked "choice"):
 * trunk: a small ResNet stage stack (3×3 stem, then per stage ``trunk_depths[i]`` basic residual
   blocks of ``trunk_widths[i]`` channels, the first of each stage after the first with stride 2;
   BatchNorm), then a 1×1 conv to ``dim`` channels. Output (B, dim, h, w), h = H / ``stride``.
+  ``trunk="bagnet"`` keeps the same stages but, as BagNet does, only the first conv of each stage's
+  first block is 3×3 and every other conv is 1×1, so a grid cell sees a small patch of the image
+  (:attr:`HybridConfig.trunk_receptive_field`: 19 px for three stages at stride 8, against 47 px for
+  the ResNet stack) and its evidence cannot come from far away.
 * ``depth`` dual-resolution blocks on the grid: windowed self-attention over ``window`` consecutive
   flattened positions (row-major; the last window padded and masked), q and k L2-normalised and
   scaled by a learnable per-head temperature (choice: init 10, clamped to ≤ 100); a low-resolution
@@ -37,6 +41,15 @@ from ..config import config_from_dict
 from .surgery import reset_head
 
 MAX_LOG_TEMP = math.log(100.0)
+TRUNKS = ("resnet", "bagnet")
+
+
+def block_kernels(trunk: str, *, first: bool) -> tuple[int, int]:
+    """Kernel sizes of a basic block's two convs: 3×3 both (ResNet); BagNet keeps a 3×3 only as the
+    first conv of a stage's first block, which bounds the receptive field."""
+    if trunk == "bagnet":
+        return (3 if first else 1, 1)
+    return (3, 3)
 
 
 @dataclass
@@ -49,6 +62,7 @@ class HybridConfig:
     trunk_widths: tuple[int, ...] = (32, 64, 128)  # channels per ResNet stage
     trunk_depths: tuple[int, ...] = (1, 1, 1)  # basic blocks per stage
     stem_stride: int = 2  # the stem's stride; stages after the first halve again
+    trunk: str = "resnet"  # "resnet": 3×3 convs throughout; "bagnet": 3×3 only where a stage starts (small receptive field)
     dim: int = 128  # width of the attention blocks
     depth: int = 2  # dual-resolution blocks
     num_heads: int = 4
@@ -70,12 +84,27 @@ class HybridConfig:
                              "non-empty and of the same length")
         if self.dim % self.num_heads:
             raise ValueError(f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        if self.trunk not in TRUNKS:
+            raise ValueError(f"trunk must be one of {TRUNKS}, got {self.trunk!r}")
         if self.window < 1 or self.depth < 1:
             raise ValueError(f"window ({self.window}) and depth ({self.depth}) must be ≥ 1")
 
     @property
     def stride(self) -> int:
         return self.stem_stride * 2 ** (len(self.trunk_widths) - 1)
+
+    @property
+    def trunk_receptive_field(self) -> int:
+        """Side in pixels of the image patch one trunk output cell sees (before the attention blocks)."""
+        rf, jump = 3, self.stem_stride  # the 3×3 stem
+        for i, n in enumerate(self.trunk_depths):
+            for j in range(n):
+                stride = 2 if (i > 0 and j == 0) else 1
+                for k in block_kernels(self.trunk, first=j == 0):
+                    rf += (k - 1) * jump
+                    jump *= stride
+                    stride = 1  # only the block's first conv is strided
+        return rf
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -89,13 +118,15 @@ class HybridConfig:
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3×3 conv-BN, ReLU, residual (1×1 conv-BN shortcut on a shape change)."""
+    """ResNet basic block: two conv-BN (``kernels``, 3×3 by default), ReLU, residual (1×1 conv-BN
+    shortcut on a shape change)."""
 
-    def __init__(self, *, cin: int, cout: int, stride: int) -> None:
+    def __init__(self, *, cin: int, cout: int, stride: int, kernels: tuple[int, int] = (3, 3)) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        k1, k2 = kernels
+        self.conv1 = nn.Conv2d(cin, cout, k1, stride, k1 // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(cout, cout, k2, 1, k2 // 2, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.short = (nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
                       if stride != 1 or cin != cout else nn.Identity())
@@ -191,7 +222,8 @@ class HybridCNNTransformer(nn.Module):
                                   nn.BatchNorm2d(w0), nn.ReLU())
         stages, cin = [], w0
         for i, (w, n) in enumerate(zip(cfg.trunk_widths, cfg.trunk_depths, strict=True)):
-            blocks = [BasicBlock(cin=cin if j == 0 else w, cout=w, stride=2 if (i > 0 and j == 0) else 1)
+            blocks = [BasicBlock(cin=cin if j == 0 else w, cout=w, stride=2 if (i > 0 and j == 0) else 1,
+                                 kernels=block_kernels(cfg.trunk, first=j == 0))
                       for j in range(n)]
             stages.append(nn.Sequential(*blocks))
             cin = w
@@ -293,11 +325,14 @@ def evidence_loss(logits: Tensor, maps: Tensor, target: Tensor, *, l1_weight: fl
                   multilabel: bool = False, label_smoothing: float = 0.0) -> Tensor:
     """Classification loss + ``l1_weight`` · Σ|maps| over the whole batch.
 
-    logits (B, K); maps (B, K, h, w); target (B,) class indices, or (B, K) 0/1 for ``multilabel``
-    (binary cross-entropy on the logits).
+    logits (B, K); maps (B, K, h, w); target (B,) class indices, or (B, K) 0/1 for ``multilabel``:
+    binary cross-entropy on the logits, summed over the K classes and averaged over the batch. Summed,
+    not averaged over classes, because cross-entropy is a per-sample sum over classes: averaging would
+    shrink the classification term K-fold against the fixed L1 weight (with K = 10 and a 16×16 map, the
+    L1's pull on each map value then exceeds the classification gradient and every map collapses to 0).
     """
     if multilabel:
-        cls = F.binary_cross_entropy_with_logits(logits, target.float())
+        cls = F.binary_cross_entropy_with_logits(logits, target.float(), reduction="sum") / logits.shape[0]
     else:
         cls = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
     return cls + l1_weight * maps.abs().sum()
