@@ -77,9 +77,7 @@ def build_hybrid(args, target: int) -> HybridCNNTransformer:
     if 2**stages != stride or stages < 1:
         raise ValueError(f"--hybrid-stride {stride}: the hybrid's stride must be a power of 2, at least 2")
     best = None
-    for dim in range(32, 4 * args.dim + 1, 8):
-        if dim % args.heads:
-            continue
+    for dim in range(args.heads * math.ceil(32 / args.heads), 4 * args.dim + 1, args.heads):  # widths the heads divide
         w = tuple(max(8, dim // 2 ** (stages - 1 - i)) for i in range(stages))
         cfg = HybridConfig(img_size=args.size, num_classes=len(CLASS_NAMES), trunk_widths=w, trunk_depths=(1,) * stages,
                            dim=dim, depth=args.hybrid_depth, num_heads=args.heads, window=args.window,

@@ -66,3 +66,17 @@ def test_pretrained_methods_are_scored_against_their_own_random_map(tmp_path, on
         assert f"pretrained/{m}" in seed["methods"]
     for m in ("rollout", "gradcam", "chefer"):
         assert set(seed["gain_over_random"][f"pretrained/{m}"]) == set(bench.CURVE_KEYS)
+
+
+def test_hybrid_matches_the_vit_parameters_at_any_stride_and_trunk():
+    """'Equal parameters': whatever the trunk and stride, the hybrid lands within 5.5% of the ViT."""
+    from argparse import Namespace
+
+    bench = _bench()
+    for patch, stride, trunk in ((8, None, "resnet"), (8, 4, "bagnet"), (4, 4, "resnet"), (8, 8, "bagnet")):
+        args = Namespace(size=64, patch=patch, dim=64, depth=4, heads=4, hybrid_depth=2, window=8,
+                         hybrid_stride=stride, hybrid_trunk=trunk)
+        vit = bench.n_params(bench.build_vit(args))
+        hyb = bench.build_hybrid(args, vit)
+        assert hyb.cfg.stride == (stride or patch) and hyb.cfg.trunk == trunk
+        assert abs(bench.n_params(hyb) / vit - 1) < 0.055, (patch, stride, trunk)
