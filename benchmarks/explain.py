@@ -8,6 +8,9 @@ per explanation. A random map is the floor. Differences hybrid − ViT method ar
 items (mean ± standard error). ``--pretrained SOURCE`` (any vitkit.load source, e.g. a converted
 DINOv2-S/14) adds a linear probe on its frozen features, explained with the ViT methods; absent → skipped.
 
+The defaults are benchmarks/RESULTS.md's current configuration (64-px scenes, ViT patch 8 width 64, the
+BagNet-trunk hybrid at stride 4, 1,000 steps on 5,000 scenes; about 7 minutes a seed on one thread):
+
     python benchmarks/explain.py --seeds 1 2 --json runs/bench/explain.json
 """
 
@@ -71,7 +74,7 @@ def build_vit(args) -> VisionTransformer:
 
 def build_hybrid(args, target: int) -> HybridCNNTransformer:
     """The hybrid whose width brings it closest to ``target`` params, at stride ``args.hybrid_stride``
-    (default: the ViT's patch, the same map grid)."""
+    (0: the ViT's patch, the same map grid)."""
     stride = args.hybrid_stride or args.patch
     stages = int(math.log2(stride))  # stem stride 2, then ×2 per further stage: stride 2^stages
     if 2**stages != stride or stages < 1:
@@ -224,22 +227,23 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="training seeds (0 was used for tuning)")
     p.add_argument("--size", type=int, default=64, help="image side")
     p.add_argument("--patch", type=int, default=8, help="ViT patch (and the hybrid's stride unless --hybrid-stride)")
-    p.add_argument("--hybrid-stride", type=int, default=None,
-                   help="the hybrid's stride (default --patch: the same map grid as the ViT; 4 gives a map twice as fine)")
-    p.add_argument("--dim", type=int, default=96)
+    p.add_argument("--hybrid-stride", type=int, default=4,
+                   help="the hybrid's stride: 4 (a 16×16 map at 64 px, the paper's ResNet-50 map at 512 px), "
+                        "or 0 for --patch (the ViT's grid)")
+    p.add_argument("--dim", type=int, default=64, help="ViT width (the hybrid is matched in parameters)")
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--hybrid-depth", type=int, default=2, help="dual-resolution blocks")
     p.add_argument("--window", type=int, default=8)
-    p.add_argument("--hybrid-trunk", choices=TRUNKS, default="resnet",
+    p.add_argument("--hybrid-trunk", choices=TRUNKS, default="bagnet",
                    help="the hybrid's CNN trunk: resnet (3×3 convs) or bagnet (small receptive field)")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--n-train", type=int, default=4000)
-    p.add_argument("--n-test", type=int, default=400, help="test scenes for accuracy")
+    p.add_argument("--n-train", type=int, default=5000)
+    p.add_argument("--n-test", type=int, default=300, help="test scenes for accuracy")
     p.add_argument("--n-explain", type=int, default=60, help="test scenes explained (every present class)")
-    p.add_argument("--curve-steps", type=int, default=32, help="deletion/insertion steps (step = H·W / this)")
+    p.add_argument("--curve-steps", type=int, default=8, help="deletion/insertion steps (step = H·W / this)")
     p.add_argument("--pretrained", default=None, help="a vitkit.load source for a pretrained ViT (optional)")
     p.add_argument("--cache", type=Path, default=Path("runs/bench/explain_cache"))
     p.add_argument("--json", type=Path, default=Path("runs/bench/explain.json"))

@@ -115,3 +115,16 @@ def test_registry_save_load_and_trainer(tmp_path) -> None:
     assert isinstance(m2, HybridCNNTransformer) and m2.cfg == m.cfg
     with torch.no_grad():
         assert torch.equal(m(x), m2(x))
+
+
+def test_bagnet_hybrid_survives_save_and_load(tmp_path) -> None:
+    torch.manual_seed(0)
+    m = vitkit.create_model("hybrid_bagnet_small_224", num_classes=3, dim=16, num_heads=2,
+                            trunk_widths=(4, 8, 8), trunk_depths=(1, 1, 1)).eval()
+    assert m.cfg.trunk == "bagnet" and m.cfg.trunk_receptive_field == 19
+    vitkit.save(m, tmp_path / "ckpt")
+    m2 = vitkit.load(tmp_path / "ckpt")
+    assert m2.cfg.trunk == "bagnet" and m2.cfg == m.cfg
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
