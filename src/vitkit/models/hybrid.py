@@ -20,7 +20,7 @@ not depend on; choices where the paper is silent are marked "choice"):
   feed-forward (Restormer's GDFN: 1×1 → 3×3 depth-wise → GELU gate → 1×1) with residual.
 * head: a 1×1 conv to one evidence map per class (B, K, h, w) (held as a Linear over channels, the
   same map); logits = spatial mean of each map.
-* loss: :func:`evidence_loss` = cross-entropy (or BCE for multi-label) + ``l1_weight`` (8e-6) · L1
+* loss: :func:`evidence_loss` = cross-entropy (multi-label: BCE summed over classes) + ``l1_weight`` (8e-6) · L1
   of the maps over the whole batch (the released train.py takes only the first sample's maps).
 
 Feature API as the ViT: ``forward_features`` → tokens (B, h·w, dim) (no prefix tokens),
