@@ -230,7 +230,8 @@ def main() -> None:
                                               qkv_parts=args.parts, modules_to_save=save))
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
-        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, out / f"adapt_{arm}_s{aseed}_lr{lr:g}_n{args.adapt_steps}", aseed)
+        run_dir = out / f"adapt_{arm}_s{aseed}_lr{lr:g}_n{args.adapt_steps}"
+        secs = adapt(model, all_pages, all_labels, cfg, args.adapt_steps, lr, run_dir, aseed)
         res = page_results(model, cfg, args.score)
         summary = {"lr": lr, "trainable": trainable, "adapter_params": adapter,
                    "backbone_params": backbone_params(model), "train_s": secs,
@@ -327,8 +328,8 @@ def lp_ft(args, cfg: DemoConfig, pages, labels, out: Path) -> dict:
                                               qkv_parts=args.parts, modules_to_save=save))
             trainable = lora.mark_trainable(model)
             adapter = lora.count_parameters(model)[0]
-        secs = adapt(model, pages, labels, cfg, args.adapt_steps, lr, out / f"adapt_{args.backbone}_{arm}_s{aseed}_lr{lr:g}_n{args.adapt_steps}",
-                     aseed)
+        run_dir = out / f"adapt_{args.backbone}_{arm}_s{aseed}_lr{lr:g}_n{args.adapt_steps}"
+        secs = adapt(model, pages, labels, cfg, args.adapt_steps, lr, run_dir, aseed)
         rows[arm] = _arm_row(model, cfg, args.score, lr, trainable, adapter, secs, args.score_pages)
         log.info("%s: %s", arm, {k: v for k, v in rows[arm].items() if not isinstance(v, dict)})
     return rows

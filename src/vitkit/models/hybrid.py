@@ -10,8 +10,8 @@ not depend on; choices where the paper is silent are marked "choice"):
   BatchNorm), then a 1×1 conv to ``dim`` channels. Output (B, dim, h, w), h = H / ``stride``.
   ``trunk="bagnet"`` keeps the same stages but, as BagNet does, only the first conv of each stage's
   first block is 3×3 and every other conv is 1×1, so a grid cell sees a small patch of the image
-  (:attr:`HybridConfig.trunk_receptive_field`: 19 px for three stages at stride 8, against 47 px for
-  the ResNet stack) and its evidence cannot come from far away.
+  (:attr:`HybridConfig.trunk_receptive_field`: 19 px for three one-block stages at stride 8, against
+  47 px for the ResNet stack); the attention blocks then mix only within their windows.
 * ``depth`` dual-resolution blocks on the grid: windowed self-attention over ``window`` consecutive
   flattened positions (row-major; the last window padded and masked), q and k L2-normalised and
   scaled by a learnable per-head temperature (choice: init 10, clamped to ≤ 100); a low-resolution

@@ -67,7 +67,7 @@ _HYBRID: dict[str, dict[str, Any]] = {
                         window=4, num_classes=10),
     "hybrid_resnet_small_224": dict(trunk_widths=(64, 128, 256), trunk_depths=(2, 2, 2), dim=256, depth=2,
                                     num_heads=8, window=8),
-    # the paper's BagNet variant in spirit: a small receptive field (19 px) and a finer map (28×28 at 224 px)
+    # the paper's BagNet variant in spirit: a 19-px receptive field (the ResNet stack's: 103 px), window 10
     "hybrid_bagnet_small_224": dict(trunk_widths=(64, 128, 256), trunk_depths=(2, 2, 2), dim=256, depth=2,
                                     num_heads=8, window=10, trunk="bagnet"),
 }
