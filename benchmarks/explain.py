@@ -76,9 +76,9 @@ def build_hybrid(args, target: int) -> HybridCNNTransformer:
     """The hybrid whose width brings it closest to ``target`` params, at stride ``args.hybrid_stride``
     (0: the ViT's patch, the same map grid)."""
     stride = args.hybrid_stride or args.patch
-    stages = int(math.log2(stride))  # stem stride 2, then ×2 per further stage: stride 2^stages
-    if 2**stages != stride or stages < 1:
+    if stride < 2 or stride & (stride - 1):
         raise ValueError(f"--hybrid-stride {stride}: the hybrid's stride must be a power of 2, at least 2")
+    stages = stride.bit_length() - 1  # stem stride 2, then ×2 per further stage: stride 2^stages
     best = None
     for dim in range(args.heads * math.ceil(32 / args.heads), 4 * args.dim + 1, args.heads):  # widths the heads divide
         w = tuple(max(8, dim // 2 ** (stages - 1 - i)) for i in range(stages))

@@ -9,6 +9,16 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "adaptation.py"
 
 
+def _bench():
+    """The benchmark script as a module (it is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("adaptation_bench", SCRIPT)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench
+
+
 def test_unknown_arm_is_an_error_naming_it_before_any_work(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, str(SCRIPT), "--arms", "full,lora_x", "--out", str(out)],
@@ -31,14 +41,10 @@ def test_backbone_options_are_checked_before_any_work(tmp_path):
 
 def test_pages_of_different_sizes_are_scored(one_thread):
     """FRB pages are cut to their text, so sizes differ within a split: scoring must not batch them."""
-    import importlib.util
-
     from vitkit import VisionTransformer
     from vitkit.frb.recipe import DemoConfig
 
-    spec = importlib.util.spec_from_file_location("adaptation_bench", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     model = VisionTransformer(img_size=96, patch_size=12, embed_dim=24, depth=1, num_heads=2, num_classes=15)
     res = bench.page_results(model, DemoConfig(), "test", limit=3)
     assert {name: len(r.predictions) for name, r in res.items()} == {"easy": 3, "hard": 3}
@@ -47,7 +53,6 @@ def test_pages_of_different_sizes_are_scored(one_thread):
 
 def test_adaptation_checkpoints_and_a_rerun_resumes_instead_of_retraining(one_thread, tmp_path):
     """A killed adaptation run resumes from its last checkpoint: rerunning a finished one trains no further."""
-    import importlib.util
     from dataclasses import replace
 
     import torch
@@ -55,9 +60,7 @@ def test_adaptation_checkpoints_and_a_rerun_resumes_instead_of_retraining(one_th
     from vitkit import VisionTransformer
     from vitkit.frb.recipe import DemoConfig
 
-    spec = importlib.util.spec_from_file_location("adaptation_bench", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _bench()
     pages, labels = bench.frb_pages(list(bench.frb.train_split(4, 0)))
     cfg = replace(DemoConfig(), batch_size=4)
 

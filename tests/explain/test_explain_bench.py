@@ -80,3 +80,16 @@ def test_hybrid_matches_the_vit_parameters_at_any_stride_and_trunk():
         hyb = bench.build_hybrid(args, vit)
         assert hyb.cfg.stride == (stride or patch) and hyb.cfg.trunk == trunk
         assert abs(bench.n_params(hyb) / vit - 1) < 0.055, (patch, stride, trunk)
+
+
+def test_a_hybrid_stride_that_is_not_a_power_of_two_is_refused():
+    from argparse import Namespace
+
+    import pytest
+
+    bench = _bench()
+    for stride in (3, -4, 1):
+        args = Namespace(size=64, patch=8, dim=64, depth=4, heads=4, hybrid_depth=2, window=8,
+                         hybrid_stride=stride, hybrid_trunk="resnet")
+        with pytest.raises(ValueError, match=f"--hybrid-stride {stride}: the hybrid's stride must be a power of 2"):
+            bench.build_hybrid(args, 1000)

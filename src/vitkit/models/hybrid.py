@@ -44,6 +44,11 @@ MAX_LOG_TEMP = math.log(100.0)
 TRUNKS = ("resnet", "bagnet")
 
 
+def block_stride(stage: int, block: int) -> int:
+    """Stride of a trunk block: 2 for the first block of every stage after the first, else 1."""
+    return 2 if (stage > 0 and block == 0) else 1
+
+
 def block_kernels(trunk: str, *, first: bool) -> tuple[int, int]:
     """Kernel sizes of a basic block's two convs: 3×3 both (ResNet); BagNet keeps a 3×3 only as the
     first conv of a stage's first block, which bounds the receptive field."""
@@ -99,7 +104,7 @@ class HybridConfig:
         rf, jump = 3, self.stem_stride  # the 3×3 stem
         for i, n in enumerate(self.trunk_depths):
             for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
+                stride = block_stride(i, j)
                 for k in block_kernels(self.trunk, first=j == 0):
                     rf += (k - 1) * jump
                     jump *= stride
@@ -222,7 +227,7 @@ class HybridCNNTransformer(nn.Module):
                                   nn.BatchNorm2d(w0), nn.ReLU())
         stages, cin = [], w0
         for i, (w, n) in enumerate(zip(cfg.trunk_widths, cfg.trunk_depths, strict=True)):
-            blocks = [BasicBlock(cin=cin if j == 0 else w, cout=w, stride=2 if (i > 0 and j == 0) else 1,
+            blocks = [BasicBlock(cin=cin if j == 0 else w, cout=w, stride=block_stride(i, j),
                                  kernels=block_kernels(cfg.trunk, first=j == 0))
                       for j in range(n)]
             stages.append(nn.Sequential(*blocks))
