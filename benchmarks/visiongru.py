@@ -19,11 +19,16 @@
 ``--stage frb``: both models trained from scratch with the same recipe and number of steps on ink
   crops of rendered FRB training pages (as ``vitkit demo``), then FRB easy/hard evaluated page by page
   (paper layout) with the demo's tiled classifier. Parameter counts are matched (printed).
+``--stage scenes``: the same two models, recipe and steps (the FRB stage's flags) trained from scratch as
+  multi-label classifiers (binary cross-entropy) on rendered scenes (``vitkit.data.scenes``, ``--scene-size``
+  px), scored on held-out scenes of another seed: mean average precision over the classes and the share of
+  labels right at logit 0.
 
 Examples::
 
     python benchmarks/visiongru.py --stage cost --json runs/visiongru/cost.json
     python benchmarks/visiongru.py --stage frb --steps 600 --seeds 0 --json runs/visiongru/frb.json
+    python benchmarks/visiongru.py --stage scenes --steps 1600 --seeds 0 1 --json runs/visiongru/scenes.json
     python benchmarks/visiongru.py --stage cost --pair tiny --device cuda --dtype bf16 --train-batch 8 \\
         --repeats 10 --json "$OUT/cost_bf16.json"
 """
@@ -262,11 +267,7 @@ def frb_stage(args) -> dict:
     for seed in args.seeds:
         for kind in args.models:
             torch.manual_seed(seed)
-            if kind == "gru":
-                model = frb_gru(args)
-            else:
-                model = VisionTransformer(ViTConfig(img_size=args.crop, patch_size=args.patch, embed_dim=args.vit_dim,
-                                                    depth=args.vit_depth, num_heads=3, num_classes=15))
+            model = frb_gru(args) if kind == "gru" else frb_vit(args)
             lr = args.gru_lr if (kind == "gru" and args.gru_lr) else args.lr
             ds = InkCropDataset(*train, size=args.crop, crops_per_page=-(-args.steps * args.batch // args.pages),
                                 seed=seed)
@@ -319,11 +320,74 @@ def frb_test(args, model: torch.nn.Module) -> dict:
     return {**acc, "eval_s": time.perf_counter() - t0}
 
 
-def frb_gru(args) -> VisionGRU:
+def frb_gru(args, num_classes: int = 15, size: int | None = None) -> VisionGRU:
     """The FRB-size VisionGRU; init options left unset take VisionGRUConfig's defaults."""
     extra = {k: v for k, v in (("linear_init", args.gru_init), ("gate_memory", args.gate_memory)) if v is not None}
-    return VisionGRU(VisionGRUConfig(img_size=args.crop, dims=tuple(args.gru_dims), depths=tuple(args.gru_depths),
-                                     num_classes=15, **extra))
+    return VisionGRU(VisionGRUConfig(img_size=size or args.crop, dims=tuple(args.gru_dims),
+                                     depths=tuple(args.gru_depths), num_classes=num_classes, **extra))
+
+
+def frb_vit(args, num_classes: int = 15, size: int | None = None) -> VisionTransformer:
+    """The ViT the FRB-size VisionGRU is matched against (the demo's)."""
+    return VisionTransformer(ViTConfig(img_size=size or args.crop, patch_size=args.patch, embed_dim=args.vit_dim,
+                                       depth=args.vit_depth, num_heads=3, num_classes=num_classes))
+
+
+# ------------------------------------------------------------------ scenes stage
+
+
+def bce_loss(model: torch.nn.Module, batch) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(model(batch[0]), batch[1])
+
+
+@torch.no_grad()
+def multilabel_scores(model: torch.nn.Module, ds, batch: int = 100) -> dict:
+    """Mean average precision over the classes present in ``ds`` (items: image, multi-hot) and the share of
+    (image, class) labels right when a logit > 0 means present."""
+    from vitkit.ood.metrics import aupr_in
+
+    logits, ys = [], []
+    for i in range(0, len(ds), batch):
+        xs, y = zip(*(ds[j] for j in range(i, min(i + batch, len(ds)))), strict=True)
+        logits.append(model(torch.stack(xs)))
+        ys.append(torch.stack([torch.as_tensor(t) for t in y]))
+    z, y = torch.cat(logits).numpy(), torch.cat(ys).bool().numpy()
+    aps = [aupr_in(z[y[:, c], c], z[~y[:, c], c]) for c in range(y.shape[1]) if y[:, c].any() and (~y[:, c]).any()]
+    return {"mAP": float(sum(aps) / len(aps)), "label_accuracy": float(((z > 0) == y).mean()), "test_scenes": len(ds)}
+
+
+def scenes_stage(args) -> dict:
+    """Both models, the FRB stage's recipe and steps, multi-label classification of rendered scenes."""
+    from vitkit.data.scenes import SceneDataset
+    from vitkit.engine import TrainConfig, Trainer
+
+    train = SceneDataset(args.scene_train, seed=0, size=args.scene_size, cache=True)
+    test = SceneDataset(args.scene_test, seed=1, size=args.scene_size, cache=True)  # other scenes, same generator
+    out: dict = {"runs": [], "classes": list(train.class_names)}
+    for seed in args.seeds:
+        for kind in args.models:
+            torch.manual_seed(seed)
+            build_fn = frb_gru if kind == "gru" else frb_vit
+            model = build_fn(args, num_classes=train.num_classes, size=args.scene_size)
+            lr = args.gru_lr if (kind == "gru" and args.gru_lr) else args.lr
+            cfg = TrainConfig(epochs=-(-args.steps * args.batch // len(train)), max_steps=args.steps,
+                              batch_size=args.batch, lr=lr, warmup_steps=max(1, args.steps // 20), label_smoothing=0.0,
+                              out_dir=f"{args.work}/scenes_{kind}_s{seed}", progress=False, ckpt_every=args.steps,
+                              log_every=args.log_every or max(1, args.steps // 10), seed=seed)
+            t0 = time.perf_counter()
+            res = Trainer(model, train, cfg, loss_fn=bce_loss).fit()
+            run = {"model": kind, "seed": seed, "lr": lr, "params": n_params(model), "steps": res.steps,
+                   "train_s": time.perf_counter() - t0,
+                   "curve": [(h["step"], h["loss"]) for h in res.history if "loss" in h]}
+            run.update(multilabel_scores(model.eval(), test))
+            out["runs"].append(run)
+            print(f"  {kind} seed {seed} lr {lr:g}: mAP {run['mAP']:.4f}, label accuracy {run['label_accuracy']:.4f}, "
+                  f"final loss {run['curve'][-1][1]:.4f}, train {run['train_s']:.0f} s "
+                  f"({run['params'] / 1e6:.3f} M params)", flush=True)
+    for kind in args.models:
+        v = [r["mAP"] for r in out["runs"] if r["model"] == kind]
+        print(f"{kind}: mAP {statistics.mean(v):.4f} over seeds {args.seeds}")
+    return out
 
 
 # ------------------------------------------------------------------ main
@@ -332,7 +396,7 @@ def frb_gru(args) -> VisionGRU:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--probe", help=argparse.SUPPRESS)
-    p.add_argument("--stage", choices=("cost", "frb", "scan"), default="cost")
+    p.add_argument("--stage", choices=("cost", "frb", "scan", "scenes"), default="cost")
     p.add_argument("--pair", choices=sorted(PAIRS), default="micro", help="which equal-parameter pair (cost stage)")
     p.add_argument("--sizes", type=int, nargs="+", default=[224, 448, 768, 1024, 1248])
     p.add_argument("--modes", nargs="+", choices=("infer", "train"), default=["infer", "train"])
@@ -368,6 +432,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-test", action="store_true", help="skip the FRB test pages (choose on validation)")
     p.add_argument("--log-every", type=int, default=0, help="training-loss record every n steps (0: steps/10)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    # scenes stage (the model and training flags are the FRB stage's)
+    p.add_argument("--scene-size", type=int, default=96, help="scenes stage: image side in px")
+    p.add_argument("--scene-train", type=int, default=4000, help="scenes stage: training scenes (seed 0)")
+    p.add_argument("--scene-test", type=int, default=500, help="scenes stage: test scenes (seed 1)")
     p.add_argument("--work", default="runs/visiongru")
     p.add_argument("--json", help="write the results here")
     return p.parse_args(argv)
@@ -386,6 +454,8 @@ def main(argv=None) -> int:
         print_cost(res, params)
     elif args.stage == "scan":
         res = {"info": info, **scan_stage(args)}
+    elif args.stage == "scenes":
+        res = {"info": info, **scenes_stage(args)}
     else:
         res = {"info": info, **frb_stage(args)}
     if args.json:
