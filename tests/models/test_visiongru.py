@@ -108,8 +108,8 @@ def test_scan_gradients_match_recurrence():
         (fn(gate, hidden) * w).sum().backward()
         grads.append((gate.grad.clone(), hidden.grad.clone()))
         gate.grad = hidden.grad = None
-    for got in grads[:3]:
-        for a, b in zip(got, grads[2], strict=True):
+    for got in grads[:3]:  # each scan against the sequential recurrence, the last
+        for a, b in zip(got, grads[3], strict=True):
             assert torch.isfinite(a).all() and torch.allclose(a, b, rtol=1e-8, atol=1e-12)
 
 
@@ -441,14 +441,92 @@ def test_attention_methods_refuse_with_one_line():
     with pytest.raises(ValueError, match="VisionGRU has no attention"):
         with model.attention_readout([0]):
             pass
-    from vitkit.explain import explain
-
-    for method in ("rollout", "gradcam"):
-        with pytest.raises(ValueError, match="VisionGRU contains no vitkit VisionTransformer"):
-            explain(model, torch.randn(1, 3, 32, 32), method=method)
     for source in ("psaq", "spdfq"):
         with pytest.raises(ValueError, match="needs a VisionTransformer; VisionGRU has none"):
             quant.calibration_images(model, source, n=2, steps=1)
+
+
+# ------------------------------------------------------------------ explanations
+
+
+def test_gradcam_maps_the_last_stage_grid_without_changing_the_prediction():
+    from vitkit.explain import explain
+
+    model = make(dims=(8, 16), depths=(1, 1))  # two stages: stride 8, a 6×5 grid at 48×40
+    x = torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = model(x)
+    e = explain(model, x, "gradcam")
+    with torch.no_grad():
+        assert torch.equal(model(x), before)
+    assert e.method == "gradcam" and (e.forwards, e.backwards) == (1, 1)
+    assert torch.allclose(e.logits, before, atol=1e-5) and e.target.tolist() == before.argmax(-1).tolist()
+    assert e.maps.shape == (2, *model.feature_grid(48, 40)) == (2, 6, 5)
+    assert torch.isfinite(e.maps).all() and (e.maps >= 0).all()
+    assert (e.maps.flatten(1).std(1) > 0).all()  # a real map, not a constant
+    assert all(p.grad is None for p in model.parameters())
+    with torch.no_grad():  # the caller's no-grad mode (VisionGRU's no-graph route) must not matter
+        assert torch.allclose(explain(model, x, "gradcam").maps, e.maps, atol=1e-6)
+
+
+def test_gradcam_equals_a_hand_grad_cam_of_the_final_feature_map():
+    """By hand: the final-normed last-stage map (forward_intermediates, NCHW) as a leaf, the head on its
+    spatial mean, autograd; weights = spatial mean of the gradient. Before the ReLU the map's mean is
+    (logit − bias) / (h·w), whatever the implementation (a mean-pool + linear head: Grad-CAM is CAM)."""
+    from vitkit.explain import explain
+
+    model = make(dims=(8, 16), depths=(1, 1))
+    x = torch.randn(2, 3, 48, 40, generator=torch.Generator().manual_seed(4))
+    target = torch.tensor([1, 3])
+    with torch.no_grad():
+        _, (fmap,) = model.forward_intermediates(x, [-1], norm=True)
+    a = fmap.clone().requires_grad_(True)
+    logits = model.head(a.mean(dim=(2, 3)))
+    (g,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), a)
+    hand = (g.mean(dim=(2, 3), keepdim=True) * a.detach()).sum(1)
+    e = explain(model, x, "gradcam", target=target)
+    assert e.target.tolist() == [1, 3]
+    assert (hand > 0).any() and (hand < 0).any()  # so the ReLU matters
+    assert torch.allclose(e.maps, hand.clamp_min(0), atol=1e-5)
+    raw = explain(model, x, "gradcam", target=target, relu=False).maps
+    assert torch.allclose(raw, hand, atol=1e-5)
+    want = (e.logits.gather(1, target.view(-1, 1))[:, 0] - model.head.bias[target]) / (6 * 5)
+    assert torch.allclose(raw.mean(dim=(1, 2)), want.detach(), atol=1e-5)
+
+
+def test_attention_explanations_refuse_it_naming_the_model():
+    from vitkit.explain import default_method, explain
+
+    model = make()
+    x = torch.randn(1, 3, 32, 32)
+    for method in ("rollout", "chefer"):
+        with pytest.raises(ValueError, match="^VisionGRU contains no vitkit VisionTransformer.*'gradcam'") as info:
+            explain(model, x, method=method)
+        assert "\n" not in str(info.value) and "evidence" not in str(info.value)
+    with pytest.raises(ValueError, match="VisionGRU is not a MoRe model"):
+        explain(model, x, method="lam")
+    with pytest.raises(ValueError, match="layer=0: Grad-CAM of VisionGRU reads the final feature map"):
+        explain(model, x, method="gradcam", layer=0)
+    assert default_method(model) == "gradcam"
+
+
+def test_cli_explains_it_with_gradcam(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    runner = CliRunner()
+    d = vitkit.save(vitkit.create_model("visiongru_test"), tmp_path / "gru")
+    img = tmp_path / "a.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(img)
+    for method in ("gradcam", "auto"):
+        out = tmp_path / method
+        r = runner.invoke(app, ["explain", str(d), str(img), "--method", method, "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        (rec,) = json.loads((out / "scores.json").read_text())
+        assert rec["method"] == "gradcam" and (rec["forwards"], rec["backwards"]) == (1, 1)
+        assert rec["map_grid"] == [1, 1]  # 32 px (visiongru_test's input size) / stride 32
+    r = runner.invoke(app, ["explain", str(d), str(img), "--method", "rollout", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "VisionGRU contains no" in r.output
 
 
 def test_trainer_trains_it(tmp_path):

@@ -3,7 +3,8 @@
 Methods (one module each; all return an :class:`Explanation` with maps on the patch grid):
 
 * ``rollout`` (:mod:`.rollout`): attention rollout, one forward.
-* ``gradcam`` (:mod:`.gradcam`): Grad-CAM on a block's patch tokens, one forward + one backward.
+* ``gradcam`` (:mod:`.gradcam`): Grad-CAM on a block's patch tokens, or on the final feature map of a
+  backbone without attention (VisionGRU), one forward + one backward.
 * ``chefer`` (:mod:`.chefer`): gradient-weighted attention rollout, one forward + one backward.
 * ``evidence`` (:mod:`.evidence`): the hybrid CNN-Transformer's own evidence maps, one forward.
 * ``lam`` (:mod:`.lam`): MoRe's localisation attention maps (class tokens · patch tokens), one forward.
@@ -23,6 +24,7 @@ from .evidence import explain_evidence
 from .gradcam import explain_gradcam, grad_cam
 from .lam import explain_lam
 from .rollout import explain_rollout, rollout
+from .tokens import vision_tower
 
 METHODS = {
     "rollout": explain_rollout,
@@ -49,10 +51,13 @@ def explain(model: nn.Module, x: Tensor, method: str = "rollout", target=None, *
 
 
 def default_method(model: nn.Module) -> str:
-    """``evidence`` for a model with evidence maps, ``lam`` for a MoRe model, else ``rollout``."""
+    """``evidence`` for a model with evidence maps, ``lam`` for a MoRe model, ``gradcam`` for a backbone
+    without a ViT tower (VisionGRU: nothing to roll out), else ``rollout``."""
     if hasattr(model, "evidence"):
         return "evidence"
-    return "lam" if hasattr(model, "class_tokens") else "rollout"
+    if hasattr(model, "class_tokens"):
+        return "lam"
+    return "gradcam" if vision_tower(model) is None and hasattr(model, "forward_intermediates") else "rollout"
 
 
 __all__ = ["METHODS", "Explanation", "default_method", "explain", "explain_chefer", "explain_evidence",

@@ -26,7 +26,7 @@ def explain_cmd(
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     method: Annotated[str, typer.Option(
         "--method", "-m", help="Comma-separated: rollout, gradcam, chefer, evidence (hybrid), lam (MoRe), or "
-                               "auto (evidence for the hybrid, rollout otherwise).")] = "auto",
+                               "auto (evidence for the hybrid, gradcam for VisionGRU, rollout otherwise).")] = "auto",
     class_name: Annotated[str | None, typer.Option(
         "--class", "-c", help="Class to explain (a label or an index); default: each image's top class.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the overlays and scores.json.")] = Path(

@@ -9,6 +9,13 @@ the target logit with respect to them: weights w_c = mean over the grid of G_c, 
 ReLU(Σ_c w_c A_c). Token-reduced blocks are scattered back to the grid first (a merged row's value
 goes to each of its patches, its gradient split between them; dropped patches are 0).
 
+A backbone without a ViT tower (VisionGRU, the hybrid) is explained through its feature API instead:
+``forward_intermediates(x, [-1], output_fmt="NCHW")`` gives the last stage's grid and its final
+tokens (B, h·w, C), ``forward_head`` of those tokens the logits, and A is those tokens laid on the
+(h, w) grid. They are the final-normed tokens, the tensor the head reads, for the same reason the ViT
+path takes norm1's output: for a mean-pool + linear head the map is then exactly CAM (Zhou et al.,
+2016), and its spatial mean before the ReLU is (logit − bias) / (h·w).
+
 Cost: one forward and one backward.
 """
 
@@ -18,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from .capture import Explanation, Trace, class_score, pick_target
-from .tokens import find_vision_tower, scatter_to_grid
+from .tokens import scatter_to_grid, vision_tower
 
 
 def grad_cam(acts: Tensor, grads: Tensor, *, relu: bool = True) -> Tensor:
@@ -32,11 +39,14 @@ def grad_cam(acts: Tensor, grads: Tensor, *, relu: bool = True) -> Tensor:
 
 def explain_gradcam(model: nn.Module, x: Tensor, target=None, *, layer: int = -1, relu: bool = True) -> Explanation:
     """Grad-CAM of ``model`` for class ``target`` (default: top class) on the normalised input tokens
-    (``norm1`` output) of block ``layer`` (default the last).
+    (``norm1`` output) of block ``layer`` (default the last); for a model without a ViT tower, on its
+    final feature map (:func:`feature_map_gradcam`).
 
     x (B, 3, H, W) → :class:`Explanation` with maps (B, gh, gw).
     """
-    vis = find_vision_tower(model)
+    vis = vision_tower(model)
+    if vis is None:
+        return feature_map_gradcam(model, x, target, layer=layer, relu=relu)
     if not -vis.depth <= layer < vis.depth:
         raise ValueError(f"layer={layer} is outside [-{vis.depth}, {vis.depth - 1}] for this {vis.depth}-block model")
     i = layer % vis.depth
@@ -51,3 +61,38 @@ def explain_gradcam(model: nn.Module, x: Tensor, target=None, *, layer: int = -1
     grads = scatter_to_grid(grad, src, tr.num_prefix, tr.grid, split=True)
     return Explanation("gradcam", grad_cam(acts, grads, relu=relu), logits.detach(), tgt, forwards=1, backwards=1,
                        extras={"layer": i})
+
+
+def feature_map_gradcam(model: nn.Module, x: Tensor, target=None, *, layer: int = -1,
+                        relu: bool = True) -> Explanation:
+    """Grad-CAM on the final feature map of a backbone with the feature API (``forward_intermediates``
+    with NCHW output and a final-token output, ``forward_head``), e.g. VisionGRU, whose forward is
+    ``forward_head(forward_features(x))``.
+
+    x (B, 3, H, W) → :class:`Explanation` with maps (B, h, w) on the last stage's grid. Only the last
+    stage (``layer`` −1) can be explained: earlier maps are not what the head reads.
+    """
+    name = type(model).__name__
+    if not (hasattr(model, "forward_intermediates") and hasattr(model, "forward_head")):
+        raise ValueError(f"{name} has neither a vitkit VisionTransformer nor the feature API "
+                         "(forward_intermediates, forward_head) that Grad-CAM reads")
+    # grad mode on: VisionGRU's cheaper no-grad route would build no graph to differentiate
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)  # a graph even when every parameter is frozen
+        final, maps = model.forward_intermediates(x, [layer], output_fmt="NCHW", stop_early=True)
+        if final is None:
+            raise ValueError(f"layer={layer}: Grad-CAM of {name} reads the final feature map, the one its head "
+                             "reads; use layer=-1")
+        B, C, h, w = maps[0].shape
+        if final.shape != (B, h * w, C):
+            raise ValueError(f"{name}'s final tokens {tuple(final.shape)} are not its last map {(B, C, h, w)} "
+                             "in raster order")
+        logits = model.forward_head(final)
+        tgt = pick_target(logits, target)
+        (grad,) = torch.autograd.grad(class_score(logits, tgt), [final])
+
+    def on_grid(t: Tensor) -> Tensor:  # (B, h·w, C) raster → (B, C, h, w)
+        return t.transpose(1, 2).reshape(B, C, h, w)
+
+    return Explanation("gradcam", grad_cam(on_grid(final.detach()), on_grid(grad), relu=relu), logits.detach(), tgt,
+                       forwards=1, backwards=1)

@@ -26,15 +26,25 @@ from ..models.vit import TokenState, VisionTransformer
 FUSED = -1  # TokenState.index of a fused token (EViT)
 
 
+def vision_tower(model: nn.Module) -> VisionTransformer | None:
+    """The first :class:`VisionTransformer` inside ``model`` (itself, CLIP's ``.visual``, a wrapper), or None."""
+    return next((m for m in model.modules() if isinstance(m, VisionTransformer)), None)
+
+
 def find_vision_tower(model: nn.Module) -> VisionTransformer:
-    """The first :class:`VisionTransformer` inside ``model`` (itself, CLIP's ``.visual``, a wrapper)."""
-    for m in model.modules():
-        if isinstance(m, VisionTransformer):
-            return m
-    raise ValueError(
-        f"{type(model).__name__} contains no vitkit VisionTransformer: attention and token methods need one "
-        "(for the hybrid CNN-Transformer use method 'evidence')"
-    )
+    """:func:`vision_tower`, refusing (``ValueError``, one line naming the model and what it can use
+    instead) a model without one."""
+    vis = vision_tower(model)
+    if vis is not None:
+        return vis
+    if hasattr(model, "evidence"):
+        hint = " (this model explains itself: use method 'evidence', or 'gradcam')"
+    elif hasattr(model, "forward_intermediates"):
+        hint = " (use method 'gradcam', which reads its final feature map)"
+    else:
+        hint = ""
+    raise ValueError(f"{type(model).__name__} contains no vitkit VisionTransformer: attention and token methods "
+                     f"need one{hint}")
 
 
 @dataclass
