@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from vitkit.data.scenes import CLASS_NAMES, render_many
+from vitkit.engine.multilabel import bce_loss, multilabel_scores
 from vitkit.engine.trainer import TrainConfig, Trainer
 from vitkit.explain.metrics import (
     deletion_auc,
@@ -92,10 +93,6 @@ def build_hybrid(args, target: int) -> HybridCNNTransformer:
     return HybridCNNTransformer(best[1])
 
 
-def bce_loss(model: nn.Module, batch) -> Tensor:
-    return F.binary_cross_entropy_with_logits(model(batch[0]), batch[1])
-
-
 def train(model: nn.Module, loss_fn, data: dict, args, seed: int, out: Path) -> float:
     torch.manual_seed(seed)
     cfg = TrainConfig(epochs=10_000, batch_size=args.batch, lr=args.lr, weight_decay=0.05, warmup_steps=args.steps // 10,
@@ -110,18 +107,7 @@ def train(model: nn.Module, loss_fn, data: dict, args, seed: int, out: Path) -> 
 def classify(model: nn.Module, data: dict) -> dict:
     model.eval()
     logits = torch.cat([model(data["x"][i : i + 100]) for i in range(0, len(data["x"]), 100)])
-    y = data["y"]
-    aps = []
-    for c in range(y.shape[1]):
-        if y[:, c].sum() == 0:
-            continue
-        order = logits[:, c].argsort(descending=True)
-        hits = y[order, c]
-        prec = hits.cumsum(0) / torch.arange(1, len(hits) + 1)
-        aps.append(float((prec * hits).sum() / hits.sum()))
-    pred = logits > 0
-    return {"mAP": float(np.mean(aps)), "exact_match": float((pred == y.bool()).all(1).float().mean()),
-            "label_accuracy": float((pred == y.bool()).float().mean())}
+    return multilabel_scores(logits, data["y"])
 
 
 def items(data: dict, n: int) -> list[tuple[int, int]]:

@@ -19,10 +19,8 @@
 ``--stage frb``: both models trained from scratch with the same recipe and number of steps on ink
   crops of rendered FRB training pages (as ``vitkit demo``), then FRB easy/hard evaluated page by page
   (paper layout) with the demo's tiled classifier. Parameter counts are matched (printed).
-``--stage scenes``: the same two models, recipe and steps (the FRB stage's flags) trained from scratch as
-  multi-label classifiers (binary cross-entropy) on rendered scenes (``vitkit.data.scenes``, ``--scene-size``
-  px), scored on held-out scenes of another seed: mean average precision over the classes and the share of
-  labels right at logit 0.
+``--stage scenes``: the same two models and recipe (the FRB stage's flags), multi-label classifiers of rendered
+  scenes (``vitkit.data.scenes``, binary cross-entropy), scored on scenes of another seed (mAP, label accuracy).
 
 Examples::
 
@@ -250,12 +248,28 @@ def scan_stage(args) -> dict:
 # ------------------------------------------------------------------ FRB stage
 
 
+def fit_run(args, model: torch.nn.Module, ds, kind: str, seed: int, out_dir: str, *, loss_fn=None, epochs: int = 1,
+            label_smoothing: float = 0.1) -> dict:
+    """Train ``model`` on ``ds`` with the stages' shared recipe (``--steps``, ``--batch``, ``--lr`` or ``--gru-lr``,
+    5% warm-up) → the run's record: model, seed, lr, params, steps, train_s, loss curve, final loss."""
+    from vitkit.engine import TrainConfig, Trainer
+
+    lr = args.gru_lr if (kind == "gru" and args.gru_lr) else args.lr
+    cfg = TrainConfig(epochs=epochs, max_steps=args.steps, batch_size=args.batch, lr=lr, label_smoothing=label_smoothing,
+                      warmup_steps=max(1, args.steps // 20), out_dir=out_dir, progress=False, ckpt_every=args.steps,
+                      log_every=args.log_every or max(1, args.steps // 10), seed=seed)
+    t0 = time.perf_counter()
+    res = Trainer(model, ds, cfg, loss_fn=loss_fn).fit()
+    curve = [(h["step"], h["loss"]) for h in res.history if "loss" in h]
+    return {"model": kind, "seed": seed, "lr": lr, "params": n_params(model), "steps": res.steps,
+            "train_s": time.perf_counter() - t0, "curve": curve, "final_loss": curve[-1][1] if curve else None}
+
+
 def frb_stage(args) -> dict:
     """Equal recipe and steps for both models; page-level FRB easy/hard (see the module docstring). With
     ``--val-pages``, also label-free-of-test figures to choose on: crop-level loss and accuracy on ink crops of
     independently rendered validation pages (``frb.val_split``, never FRB test pages). ``--no-test`` skips FRB."""
     from vitkit import frb
-    from vitkit.engine import TrainConfig, Trainer
     from vitkit.frb.ink import InkCropDataset
     from vitkit.frb.pages import frb_pages
 
@@ -268,25 +282,15 @@ def frb_stage(args) -> dict:
         for kind in args.models:
             torch.manual_seed(seed)
             model = frb_gru(args) if kind == "gru" else frb_vit(args)
-            lr = args.gru_lr if (kind == "gru" and args.gru_lr) else args.lr
             ds = InkCropDataset(*train, size=args.crop, crops_per_page=-(-args.steps * args.batch // args.pages),
                                 seed=seed)
-            cfg = TrainConfig(epochs=1, max_steps=args.steps, batch_size=args.batch, lr=lr,
-                              warmup_steps=max(1, args.steps // 20), out_dir=f"{args.work}/{kind}_s{seed}",
-                              progress=False, ckpt_every=args.steps, log_every=args.log_every or max(1, args.steps // 10),
-                              seed=seed)
-            t0 = time.perf_counter()
-            res = Trainer(model, ds, cfg).fit()
-            run = {"model": kind, "seed": seed, "lr": lr, "params": n_params(model), "steps": res.steps,
-                   "train_s": time.perf_counter() - t0,
-                   "curve": [(h["step"], h["loss"]) for h in res.history if "loss" in h]}
-            run["final_loss"] = run["curve"][-1][1] if run["curve"] else None
+            run = fit_run(args, model, ds, kind, seed, f"{args.work}/{kind}_s{seed}")
             if val is not None:
                 run.update(crop_eval(model.eval(), val))
             if not args.no_test:
                 run.update(frb_test(args, model.eval()))
             out["runs"].append(run)
-            print(f"  {kind} seed {seed} lr {lr:g}: " + ", ".join(
+            print(f"  {kind} seed {seed} lr {run['lr']:g}: " + ", ".join(
                 f"{k} {run[k]:.4g}" for k in ("final_loss", "val_loss", "val_acc", "easy", "hard", "train_s")
                 if run.get(k) is not None) + f" ({run['params'] / 1e6:.3f} M params)", flush=True)
             print("    loss curve: " + " ".join(f"{s}:{v:.3f}" for s, v in run["curve"]), flush=True)
@@ -327,8 +331,7 @@ def frb_gru(args, num_classes: int = 15, size: int | None = None) -> VisionGRU:
                                      depths=tuple(args.gru_depths), num_classes=num_classes, **extra))
 
 
-def frb_vit(args, num_classes: int = 15, size: int | None = None) -> VisionTransformer:
-    """The ViT the FRB-size VisionGRU is matched against (the demo's)."""
+def frb_vit(args, num_classes: int = 15, size: int | None = None) -> VisionTransformer:  # the demo's ViT
     return VisionTransformer(ViTConfig(img_size=size or args.crop, patch_size=args.patch, embed_dim=args.vit_dim,
                                        depth=args.vit_depth, num_heads=3, num_classes=num_classes))
 
@@ -336,30 +339,20 @@ def frb_vit(args, num_classes: int = 15, size: int | None = None) -> VisionTrans
 # ------------------------------------------------------------------ scenes stage
 
 
-def bce_loss(model: torch.nn.Module, batch) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(model(batch[0]), batch[1])
-
-
 @torch.no_grad()
-def multilabel_scores(model: torch.nn.Module, ds, batch: int = 100) -> dict:
-    """Mean average precision over the classes present in ``ds`` (items: image, multi-hot) and the share of
-    (image, class) labels right when a logit > 0 means present."""
-    from vitkit.ood.metrics import aupr_in
+def scene_scores(model: torch.nn.Module, ds, batch: int = 100) -> dict:
+    """``multilabel_scores`` of ``model`` over every (image, multi-hot) item of ``ds``."""
+    from vitkit.engine.multilabel import multilabel_scores
 
-    logits, ys = [], []
-    for i in range(0, len(ds), batch):
-        xs, y = zip(*(ds[j] for j in range(i, min(i + batch, len(ds)))), strict=True)
-        logits.append(model(torch.stack(xs)))
-        ys.append(torch.stack([torch.as_tensor(t) for t in y]))
-    z, y = torch.cat(logits).numpy(), torch.cat(ys).bool().numpy()
-    aps = [aupr_in(z[y[:, c], c], z[~y[:, c], c]) for c in range(y.shape[1]) if y[:, c].any() and (~y[:, c]).any()]
-    return {"mAP": float(sum(aps) / len(aps)), "label_accuracy": float(((z > 0) == y).mean()), "test_scenes": len(ds)}
+    x, y = (torch.stack([torch.as_tensor(t) for t in col]) for col in zip(*(ds[i] for i in range(len(ds))), strict=True))
+    logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+    return {**multilabel_scores(logits, y), "test_scenes": len(ds)}
 
 
 def scenes_stage(args) -> dict:
     """Both models, the FRB stage's recipe and steps, multi-label classification of rendered scenes."""
     from vitkit.data.scenes import SceneDataset
-    from vitkit.engine import TrainConfig, Trainer
+    from vitkit.engine.multilabel import bce_loss
 
     train = SceneDataset(args.scene_train, seed=0, size=args.scene_size, cache=True)
     test = SceneDataset(args.scene_test, seed=1, size=args.scene_size, cache=True)  # other scenes, same generator
@@ -369,24 +362,13 @@ def scenes_stage(args) -> dict:
             torch.manual_seed(seed)
             build_fn = frb_gru if kind == "gru" else frb_vit
             model = build_fn(args, num_classes=train.num_classes, size=args.scene_size)
-            lr = args.gru_lr if (kind == "gru" and args.gru_lr) else args.lr
-            cfg = TrainConfig(epochs=-(-args.steps * args.batch // len(train)), max_steps=args.steps,
-                              batch_size=args.batch, lr=lr, warmup_steps=max(1, args.steps // 20), label_smoothing=0.0,
-                              out_dir=f"{args.work}/scenes_{kind}_s{seed}", progress=False, ckpt_every=args.steps,
-                              log_every=args.log_every or max(1, args.steps // 10), seed=seed)
-            t0 = time.perf_counter()
-            res = Trainer(model, train, cfg, loss_fn=bce_loss).fit()
-            run = {"model": kind, "seed": seed, "lr": lr, "params": n_params(model), "steps": res.steps,
-                   "train_s": time.perf_counter() - t0,
-                   "curve": [(h["step"], h["loss"]) for h in res.history if "loss" in h]}
-            run.update(multilabel_scores(model.eval(), test))
+            run = fit_run(args, model, train, kind, seed, f"{args.work}/scenes_{kind}_s{seed}", loss_fn=bce_loss,
+                          epochs=-(-args.steps * args.batch // len(train)), label_smoothing=0.0)
+            run.update(scene_scores(model.eval(), test))
             out["runs"].append(run)
-            print(f"  {kind} seed {seed} lr {lr:g}: mAP {run['mAP']:.4f}, label accuracy {run['label_accuracy']:.4f}, "
-                  f"final loss {run['curve'][-1][1]:.4f}, train {run['train_s']:.0f} s "
+            print(f"  {kind} seed {seed} lr {run['lr']:g}: mAP {run['mAP']:.4f}, label accuracy "
+                  f"{run['label_accuracy']:.4f}, final loss {run['final_loss']:.4f}, train {run['train_s']:.0f} s "
                   f"({run['params'] / 1e6:.3f} M params)", flush=True)
-    for kind in args.models:
-        v = [r["mAP"] for r in out["runs"] if r["model"] == kind]
-        print(f"{kind}: mAP {statistics.mean(v):.4f} over seeds {args.seeds}")
     return out
 
 
