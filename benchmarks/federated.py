@@ -7,9 +7,12 @@ trained on attribute captions of the base fonts only; 5 clients, each with 4 bas
 style (:mod:`vitkit.federated.task`). All runs go through the same Flower ServerApp/ClientApp and Flower's
 strategies; ``--stage compare`` and ``--stage faults`` use vitkit's in-process grid (identical messages and
 aggregation, no ray start-up), ``--stage timing`` measures wall time per round in-process, in Flower's
-simulation engine (ray) and as SuperLink + SuperNode processes.
+simulation engine (ray) and as SuperLink + SuperNode processes. ``--stage grid`` runs the compare stage's methods
+in-process over every rounds × clients cell (``--grid-clients``, ``--grid-rounds``); a cell whose client count
+differs from the bundle's gets a sibling bundle ``BUNDLE_cN`` with the same sizes and the same frozen CLIP.
 
     OMP_NUM_THREADS=1 python benchmarks/federated.py --stage compare --seeds 1,2
+    OMP_NUM_THREADS=1 python benchmarks/federated.py --stage grid --seeds 1,2 --grid-clients 2,5 --grid-rounds 3,6
     OMP_NUM_THREADS=1 python benchmarks/federated.py --stage faults --seeds 1
     OMP_NUM_THREADS=1 python benchmarks/federated.py --stage timing
 
@@ -34,6 +37,7 @@ from vitkit.federated.task import (
     BundleConfig,
     FedConfig,
     build_model,
+    bundle_config,
     harmonic_mean,
     load_bundle,
     page_accuracy,
@@ -81,9 +85,37 @@ def print_table(title: str, table: dict) -> None:
         print(f"| {name} | " + " | ".join(cells) + f" | {r.get('round_s', float('nan')):.1f} |")
 
 
+def run_arms(base: FedConfig, methods: list[str], alphas: list[float], seeds: list[int], lr: dict, out: Path) -> dict:
+    """Each method (FedMVP and local at every α in ``alphas``) over ``seeds`` in-process → run name → summary
+    over seeds, with its runs under ``"runs"``."""
+    table = {}
+    t0 = time.perf_counter()
+    for method, alpha in [(m, a) for m in methods for a in (alphas if m != "fedcoop" else [10.0])]:
+        name = method if alpha == 10.0 else f"{method} (α={alpha:g})"
+        rows = [run_inprocess(replace(base, method=method, seed=s, lr=lr[method], alpha=alpha,
+                                      out=str(out / f"{method}_a{alpha:g}_s{s}"))) for s in seeds]
+        table[name] = summarise(rows)
+        table[name]["runs"] = rows
+        log.info("%s done (%.0f s so far)", name, time.perf_counter() - t0)
+    return table
+
+
+def bundle_for(bundle: str, clients: int) -> str:
+    """A bundle with ``clients`` clients: ``bundle`` itself when it has that many, else a sibling folder written
+    once with the same sizes and the same frozen CLIP (so grid cells differ only in the federation)."""
+    cfg = bundle_config(bundle)
+    if cfg.clients == clients:
+        return bundle
+    path = f"{bundle.rstrip('/')}_c{clients}"
+    if not (Path(path) / "data.pt").exists():
+        clip, _ = load_bundle(bundle)
+        prepare_bundle(replace(cfg, clients=clients), path, clip=clip)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=("compare", "faults", "timing"), default="compare")
+    ap.add_argument("--stage", choices=("compare", "faults", "timing", "grid"), default="compare")
     ap.add_argument("--bundle", default="runs/federated/bundle")
     ap.add_argument("--out", default="runs/bench/federated")
     ap.add_argument("--seeds", default="1,2", help="federated seeds (prompt init, batches, dropout draws)")
@@ -100,6 +132,8 @@ def main() -> None:
     ap.add_argument("--fault-kinds", default="availability,poison", help="faults stage: which groups of runs")
     ap.add_argument("--fault-strategies", default="fedavg,fedmedian,krum,fedtrimmedavg")
     ap.add_argument("--timing-rounds", type=int, default=3)
+    ap.add_argument("--grid-clients", default="2,5", help="grid stage: client counts")
+    ap.add_argument("--grid-rounds", default="3,6", help="grid stage: round counts")
     ap.add_argument("--modes", default="inprocess,simulation,processes")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -115,20 +149,12 @@ def main() -> None:
     base = FedConfig(bundle=bundle, clients=args.clients, rounds=args.rounds, local_steps=args.local_steps,
                      lora_rank=args.lora_rank)
     lr = {"fedmvp": args.lr_mvp, "local": args.lr_mvp, "fedcoop": args.lr_coop}
+    methods, alphas = args.methods.split(","), [float(x) for x in args.alphas.split(",")]
     results: dict = {"args": vars(args)}
     t0 = time.perf_counter()
 
     if args.stage == "compare":
-        table = zero_shot(bundle)
-        arms = [(m, a) for m in args.methods.split(",") for a in ([float(x) for x in args.alphas.split(",")]
-                                                                  if m != "fedcoop" else [10.0])]
-        for method, alpha in arms:
-            name = method if alpha == 10.0 else f"{method} (α={alpha:g})"
-            rows = [run_inprocess(replace(base, method=method, seed=s, lr=lr[method], alpha=alpha,
-                                          out=str(out / f"{method}_a{alpha:g}_s{s}"))) for s in seeds]
-            table[name] = summarise(rows)
-            table[name]["runs"] = rows
-            log.info("%s done (%.0f s so far)", name, time.perf_counter() - t0)
+        table = zero_shot(bundle) | run_arms(base, methods, alphas, seeds, lr, out)
         print_table(f"base-to-new, {args.clients} clients × {args.rounds} rounds × {args.local_steps} steps, "
                     f"seeds {seeds}", table)
         if "fedmvp" in table and "fedcoop" in table:
@@ -162,6 +188,18 @@ def main() -> None:
             ok = [[v["ok"] for v in p.values()] for p in r["participation"]]
             print(f"- {name}: clients aggregated per round {ok}")
         results["faults"] = table
+
+    elif args.stage == "grid":
+        table = {}
+        for clients in [int(x) for x in args.grid_clients.split(",")]:
+            cell_bundle = bundle_for(bundle, clients)
+            for rounds in [int(x) for x in args.grid_rounds.split(",")]:
+                cell = replace(base, bundle=cell_bundle, clients=clients, rounds=rounds)
+                arms = run_arms(cell, methods, alphas, seeds, lr, out / "grid" / f"c{clients}_r{rounds}")
+                table.update({f"{name}, {clients} clients × {rounds} rounds": r for name, r in arms.items()})
+                log.info("cell %d clients × %d rounds done (%.0f s so far)", clients, rounds, time.perf_counter() - t0)
+        print_table(f"rounds × clients grid, {args.local_steps} local steps per round, seeds {seeds}", table)
+        results["grid"] = table
 
     else:
         table = {}

@@ -1,11 +1,17 @@
-"""Flower apps: aggregation is the mean, a 2-client 2-round run in-process, faults, process clean-up."""
+"""Flower apps: aggregation is the mean (median for FedMedian), a 2-client 2-round run in-process, faults,
+process clean-up, the CLI's --clip."""
 
 from __future__ import annotations
 
+import copy
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,6 +28,7 @@ from vitkit.federated.task import (  # noqa: E402
     BundleConfig,
     FedConfig,
     build_model,
+    bundle_config,
     get_state,
     load_bundle,
     prepare_bundle,
@@ -57,6 +64,27 @@ def test_aggregating_two_clients_is_the_mean_of_their_parameters(bundle, strateg
     assert set(got) == set(a)  # the prompt generator's tensors and nothing else
     for k in a:
         torch.testing.assert_close(got[k], (a[k] + b[k]) / 2)
+
+
+@pytest.mark.parametrize("strategy", ["fedavg", "fedmedian"])
+def test_three_skewed_clients_tell_the_median_from_the_weighted_mean(bundle, strategy):
+    clip, data = load_bundle(bundle)
+    cfg = FedConfig(bundle=bundle, strategy=strategy, clients=3)
+    a = get_state(build_model(cfg, clip, data))
+    d = {k: torch.randn_like(v) for k, v in a.items()}
+    # per element a < b < c or c < b < a: the median is b whatever the sign of d, the mean is pulled towards c
+    b = {k: a[k] + d[k] for k in a}
+    c = {k: a[k] + 10 * d[k] for k in a}
+    n = (10, 20, 70)
+    with server_identity():
+        agg, _ = make_strategy(cfg).aggregate_train(1, [_reply(a, n[0]), _reply(b, n[1]), _reply(c, n[2])])
+    got = agg.to_torch_state_dict()
+    assert set(got) == set(a)
+    for k in a:
+        median = b[k]
+        mean = (n[0] * a[k] + n[1] * b[k] + n[2] * c[k]) / sum(n)  # Flower weights by each reply's num-examples
+        assert (median - mean).abs().min() > 0.5 * d[k].abs().min()  # the two answers differ everywhere
+        torch.testing.assert_close(got[k], median if strategy == "fedmedian" else mean)
 
 
 def test_two_clients_two_rounds_in_process(bundle, tmp_path):
@@ -101,6 +129,11 @@ def test_a_poisoned_client_returns_a_scaled_update(bundle, tmp_path):
     torch.testing.assert_close(poisoned["ctx"], init["ctx"] - 4.0 * (honest["ctx"] - init["ctx"]))
 
 
+def _still_running(pid: int) -> bool:
+    r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
+    return r.stdout.strip()[:1] not in ("", "Z")
+
+
 def test_process_group_ends_started_processes_and_their_orphans(tmp_path):
     env = {"PATH": "/usr/bin:/bin"}
     group = ProcessGroup(tmp_path, env)
@@ -120,8 +153,7 @@ def test_process_group_ends_started_processes_and_their_orphans(tmp_path):
     assert group.alive() == []
     assert p.returncode is not None
     for pid in owned:
-        r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
-        assert r.stdout.strip()[:1] in ("", "Z"), f"process {pid} still running"
+        assert not _still_running(pid), f"process {pid} still running"
 
 
 def test_process_runner_cleans_up_after_a_failed_run(tmp_path):
@@ -133,8 +165,45 @@ def test_process_runner_cleans_up_after_a_failed_run(tmp_path):
     owned = [v for k, v in pids.items() if isinstance(v, int)] + pids["descendants"]
     assert len(owned) >= 4
     for pid in owned:
-        r = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True)
-        assert r.stdout.strip()[:1] in ("", "Z"), f"process {pid} still running after the runner returned"
+        assert not _still_running(pid), f"process {pid} still running after the runner returned"
+
+
+def _processes_with_env(key: str, value: str) -> list[int]:
+    """Live processes whose environment has ``key=value`` (children inherit it, recorded or not)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                env = (d / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in env and _still_running(int(d.name)):
+                found.append(int(d.name))
+    return found
+
+
+@pytest.mark.slow
+def test_process_runner_cleans_up_after_a_successful_run(bundle, tmp_path, monkeypatch):
+    homes = []  # the run's FLWR_HOME: every process Flower starts for the run inherits it
+    mkdtemp = tempfile.mkdtemp
+
+    def record(*args, **kwargs):
+        homes.append(mkdtemp(*args, **kwargs))
+        return homes[-1]
+
+    monkeypatch.setattr(tempfile, "mkdtemp", record)
+    cfg = FedConfig(bundle=bundle, out=str(tmp_path / "run"), method="fedcoop", clients=2, rounds=1, local_steps=1,
+                    batch_size=4, round_timeout=60)
+    res = run_processes(cfg, timeout=300)
+    assert res["participation"]["1"]["ok"] == 2  # the run did succeed
+    pids = json.loads((tmp_path / "run" / "pids.json").read_text())
+    owned = [v for k, v in pids.items() if isinstance(v, int)] + pids["descendants"]
+    assert len(owned) >= 4  # SuperLink, 2 SuperNodes, flwr run (+ the SuperExec / app processes they spawned)
+    for pid in owned:
+        assert not _still_running(pid), f"process {pid} still running after a successful run"
+    assert len(homes) == 1
+    assert _processes_with_env("FLWR_HOME", homes[0]) == []  # nor one the runner never recorded
 
 
 @pytest.mark.slow
@@ -154,3 +223,72 @@ def test_cli_rejects_a_bad_mode_in_one_line(tmp_path):
     assert r.exit_code == 2
     assert "--mode must be one of" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "b").exists()  # nothing was written
+
+
+def test_cli_rejects_a_clip_that_cannot_be_loaded_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+
+    missing = tmp_path / "no-such-clip"
+    r = CliRunner().invoke(app, ["federated", "run", "--mode", "inprocess", "--clip", str(missing),
+                                 "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert str(missing) in r.output and "cannot be loaded" in r.output
+    assert not (tmp_path / "b").exists()  # failed before writing anything
+
+
+def test_cli_rejects_a_model_that_is_not_a_clip(tmp_path):
+    from typer.testing import CliRunner
+
+    import vitkit
+    from vitkit.cli import app
+
+    vit = vitkit.save(vitkit.create_model("vit_test"), tmp_path / "vit")
+    r = CliRunner().invoke(app, ["federated", "run", "--mode", "inprocess", "--clip", str(vit),
+                                 "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert len(r.output.strip().splitlines()) == 1
+    assert str(vit) in r.output and "not a CLIP" in r.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_writes_the_bundle_with_the_given_clip(bundle, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import vitkit
+    from vitkit.adapt.fedfonts import description_features
+    from vitkit.cli import app
+    from vitkit.federated import task
+
+    mine = copy.deepcopy(load_bundle(bundle)[0])  # a tiny CLIP with a tokenizer, weights changed so it is ours
+    with torch.no_grad():
+        for p in mine.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    saved = vitkit.save(mine, tmp_path / "my-clip")
+    real_prepare = task.prepare_bundle
+
+    def small(cfg, out, clip=None):  # the CLI's bundle at test size: the CLIP and its source pass through
+        return real_prepare(replace(cfg, pages_per_font=2, crops_per_page=2, test_crops=2, test_pages_per_font=2),
+                            out, clip=clip)
+
+    monkeypatch.setattr(task, "prepare_bundle", small)
+    b = tmp_path / "b"
+    args = ["federated", "run", "--mode", "inprocess", "--clients", "2", "--rounds", "1", "--local-steps", "1",
+            "--bundle", str(b), "--out", str(tmp_path / "run")]
+    r = CliRunner().invoke(app, [*args, "--clip", str(saved)])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "run" / "result.json").exists()
+    assert bundle_config(b).clip_source == str(saved.resolve())
+    got = vitkit.load(b / "clip").state_dict()
+    for k, v in mine.state_dict().items():
+        torch.testing.assert_close(got[k], v)
+    _, data = load_bundle(str(b))
+    torch.testing.assert_close(data["text"], description_features(mine.eval(), data["fonts"]))  # features from it
+
+    # the bundle now holds that CLIP: another --clip for it is refused in one line, nothing rewritten
+    other = vitkit.save(load_bundle(bundle)[0], tmp_path / "other-clip")
+    r = CliRunner().invoke(app, [*args, "--clip", str(other)])
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
+    assert "was written with the CLIP" in r.output and str(other) in r.output

@@ -27,6 +27,13 @@ def run_cmd(
     mode: Annotated[str, typer.Option(help="processes (SuperLink + SuperNodes on loopback) | simulation "
                                            "(Flower's engine, needs ray) | inprocess")] = "processes",
     bundle: Annotated[Path, typer.Option(help="Data bundle folder (written first if missing).")] = Path("runs/federated/bundle"),
+    clip: Annotated[str | None, typer.Option(
+        "--clip", metavar="SOURCE",
+        help="The frozen CLIP the bundle is written with: anything vitkit.load accepts (a CLIP folder saved by "
+             "vitkit.save, a Hugging Face or open_clip CLIP folder, a weights file, hf-hub:org/name, pretrained:NAME). "
+             "It must have a tokenizer. Default: vitkit's small CLIP trained on base-font captions. Used when the "
+             "bundle is written; an existing --bundle written with another CLIP is refused (pass a new --bundle).",
+    )] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where config.json, result.json, logs and pids.json go.")] = Path("runs/federated/run"),
     local_steps: Annotated[int, typer.Option(min=1, help="Local SGD steps per round.")] = 10,
     lr: Annotated[float, typer.Option(help="SGD learning rate.")] = 0.003,
@@ -42,14 +49,24 @@ def run_cmd(
     """Run one federated experiment; processes mode starts flower-superlink and N flower-supernode processes,
     records their pids and ends exactly those when the run ends or fails."""
     from ..cli.common import USER_ERRORS, fail, out
-    from .task import BundleConfig, FedConfig, prepare_bundle
+    from .task import BundleConfig, FedConfig, bundle_config, load_clip, prepare_bundle
 
     try:
         if mode not in MODES:
             raise ValueError(f"--mode must be one of {MODES}, got {mode!r}")
-        if not (bundle / "data.pt").exists():
-            out.print(f"writing the data bundle to {bundle} (trains the small CLIP on base-font captions first)")
-            prepare_bundle(BundleConfig(clients=clients), bundle)
+        # a path is recorded resolved, so the same CLIP given relative or absolute matches an existing bundle
+        source = "" if clip is None else str(Path(clip).resolve()) if Path(clip).exists() else clip
+        if (bundle / "data.pt").exists():
+            made_with = bundle_config(bundle).clip_source
+            if clip is not None and source != made_with:
+                raise ValueError(f"--bundle {bundle} was written with the CLIP {made_with or '(vitkit small CLIP)'}, "
+                                 f"not --clip {clip}: pass a new --bundle folder for this CLIP")
+        else:
+            cfg_b = BundleConfig(clients=clients, clip_source=source)
+            clip_model = load_clip(clip, crop=cfg_b.clip.crop) if clip is not None else None
+            out.print(f"writing the data bundle to {bundle} "
+                      + (f"(CLIP: {source})" if clip else "(trains the small CLIP on base-font captions first)"))
+            prepare_bundle(cfg_b, bundle, clip=clip_model)
         cfg = FedConfig(bundle=str(bundle.resolve()), out=str(out_dir.resolve()), method=method, strategy=strategy,
                         clients=clients, rounds=rounds, local_steps=local_steps, lr=lr, lora_rank=lora_rank, seed=seed,
                         dropout=dropout, kill_client=kill_client, kill_round=kill_round, poison_client=poison_client,

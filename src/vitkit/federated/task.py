@@ -109,6 +109,7 @@ class BundleConfig:
     clip_pages_per_font: int = 40  # base-font pages the CLIP is trained on (its own seed stream)
     test_pages_per_font: int = 0  # 0 = all 25 FRB easy + hard pages per font; fewer for quick tests
     seed: int = 0
+    clip_source: str = ""  # where a CLIP passed to prepare_bundle came from ("" = the small CLIP trained here)
 
 
 # ============================================================================================ bundle
@@ -131,17 +132,23 @@ def _features(clip: CLIP, crops: Tensor, flip: bool = False, batch: int = 256) -
 
 
 def prepare_bundle(cfg: BundleConfig, out: str | Path, clip: CLIP | None = None) -> Path:
-    """Write the bundle folder (CLIP + data.pt); reuses a CLIP already saved there. Returns ``out``."""
+    """Write the bundle folder (CLIP + data.pt); returns ``out``. A given ``clip`` (e.g. from :func:`load_clip`)
+    is saved into the bundle; without one, a CLIP already saved there is reused, else the small one is trained."""
     import vitkit
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     clip_dir = out / "clip"
-    if clip is None and (clip_dir / "model.safetensors").exists():
+    if clip is not None:
+        # every process of a run loads the CLIP from the bundle, so it must be the one the features came from
+        clip = clip.eval()
+        vitkit.save(clip, clip_dir)
+        log.info("bundle: CLIP %s saved to %s", cfg.clip_source or "(given)", clip_dir)
+    elif (clip_dir / "model.safetensors").exists():
         clip = vitkit.load(clip_dir).eval()
         log.info("bundle: CLIP reused from %s", clip_dir)
-    if clip is None:
+    else:
         samples = ff.client_samples(ff.BASE_FONTS, cfg.clip_pages_per_font, client=len(ff.CLIENT_STYLES) - 1,
                                     seed=10_000 + cfg.seed)  # FRB's default style, a stream no client uses
         pages, labels = _pages(samples, ff.BASE_FONTS)
@@ -176,6 +183,44 @@ def prepare_bundle(cfg: BundleConfig, out: str | Path, clip: CLIP | None = None)
     }
     torch.save(data, out / "data.pt")
     return out
+
+
+def load_clip(source: str, crop: int = 64) -> CLIP:
+    """A frozen CLIP for a bundle from anything :func:`vitkit.load` accepts (a saved folder, a weights file,
+    ``hf-hub:org/name``, ``pretrained:NAME``). Raises a one-line ``ValueError`` naming ``source`` when it cannot
+    be loaded, is not a CLIP with a tokenizer, or cannot encode a ``crop``-pixel crop and a font description."""
+    import vitkit
+
+    try:
+        clip = vitkit.load(source)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:
+        raise ValueError(f"CLIP source {source!r} cannot be loaded: {e}") from e
+    if not isinstance(clip, CLIP):
+        raise ValueError(f"CLIP source {source!r} is a {type(clip).__name__}, not a CLIP (image and text towers): "
+                         "pass a CLIP checkpoint (a folder saved by vitkit.save, a Hugging Face or open_clip CLIP)")
+    if clip.tokenizer is None:
+        raise ValueError(f"CLIP source {source!r} has no tokenizer files, so the font descriptions cannot be encoded: "
+                         "pass a checkpoint folder that has them (vitkit.save writes a CLIP's tokenizer)")
+    clip.requires_grad_(False)
+    try:  # the two things a bundle asks of it, on the smallest input, so a misfit fails here and not mid-bundle
+        with torch.no_grad():
+            clip.encode_image(ff.crops_to_input(torch.zeros(1, 1, crop, crop, dtype=torch.uint8)))
+            ff.description_features(clip, ff.BASE_FONTS[:1])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"CLIP source {source!r} cannot encode {crop}-px font crops and font descriptions ({e}): "
+                         f"pass a CLIP whose patch size is at most {crop}") from e
+    return clip
+
+
+def bundle_config(path: str | Path) -> BundleConfig:
+    """The :class:`BundleConfig` a bundle folder was written with (without loading its CLIP)."""
+    p = Path(path) / "data.pt"
+    try:
+        d = dict(torch.load(p, weights_only=True)["config"])
+    except (OSError, KeyError, RuntimeError) as e:
+        raise ValueError(f"{p}: not a federated data bundle ({e}): write one with prepare_bundle") from e
+    clip = ff.AttributeClipConfig(**d.pop("clip"))
+    return BundleConfig(**{k: v for k, v in d.items() if k in BundleConfig.__dataclass_fields__}, clip=clip)
 
 
 @lru_cache(maxsize=2)
@@ -299,10 +344,12 @@ __all__ = [
     "METHODS",
     "STRATEGIES",
     "build_model",
+    "bundle_config",
     "client_view",
     "get_state",
     "harmonic_mean",
     "load_bundle",
+    "load_clip",
     "local_train",
     "page_accuracy",
     "prepare_bundle",
