@@ -6,6 +6,11 @@ from-scratch one for the same number of steps as a real/manipulated detector on 
 (``--train-kind``), and measure AUC on every type (the others are unseen). Prints a table (mean ± sd
 over seeds of each type's AUC and of the unseen average) and writes JSON.
 
+``--detect-source`` picks the detector's images: ``scenes`` (the default; its types are copy, move, recolour,
+inpaint, splice) or ``frb`` (crops of FRB training pages; copy, move, inpaint, splice and font, a word spliced
+in from a page in another font). Pretraining is on scenes either way. The two sources are cached apart
+(``detect.json``/``detector`` and ``detect_frb.json``/``detector_frb``), so scene results stay reproducible.
+
 Stages are cached under ``--out`` (``{arm}_s{seed}/encoder`` and ``detect.json``), so the work can be
 split over several invocations: ``--arms fsfm --seeds 0 --stage pretrain`` etc.; a later call only does
 what is missing and ``--stage table`` prints the table from the cache.
@@ -31,7 +36,7 @@ import torch
 
 from vitkit.adapt.probe import ProbeConfig, fit_linear_probe
 from vitkit.pretrain.detect import DetectorConfig, cross_manipulation_auc, detector_from, finetune_detector
-from vitkit.pretrain.manip import MANIPULATIONS
+from vitkit.pretrain.manip import ALL_KINDS, KINDS_BY_SOURCE
 from vitkit.pretrain.run import PretrainConfig, run_pretrain
 from vitkit.weights.load import load
 
@@ -43,7 +48,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds (pretraining data, init, fine-tuning)")
     p.add_argument("--arms", default=",".join(ARMS), help="scratch,mae,fsfm")
     p.add_argument("--stage", default="all", choices=("all", "pretrain", "finetune", "probe", "table"))
-    p.add_argument("--train-kind", default="splice", choices=MANIPULATIONS)
+    p.add_argument("--train-kind", default="splice", choices=ALL_KINDS,
+                   help="the manipulation type the detector is fine-tuned on (one of the source's types)")
+    p.add_argument("--detect-source", default="scenes", choices=tuple(KINDS_BY_SOURCE),
+                   help="the detector's images: rendered scenes or FRB page crops")
     p.add_argument("--size", type=int, default=48)
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--dim", type=int, default=64)
@@ -85,9 +93,15 @@ def do_pretrain(a, arm: str, seed: int) -> None:
     logging.info("pretrained %s seed %d: loss %.4f in %.0f s", arm, seed, s["final_loss"], time.perf_counter() - t)
 
 
+def detect_names(source: str) -> tuple[str, str]:
+    """(results file, detector checkpoint folder) of a detection source inside a run folder."""
+    return ("detect.json", "detector") if source == "scenes" else (f"detect_{source}.json", f"detector_{source}")
+
+
 def do_finetune(a, arm: str, seed: int) -> dict | None:
     run = Path(a.out) / f"{arm}_s{seed}"
-    res_path = run / "detect.json"
+    res_name, det_dir = detect_names(a.detect_source)
+    res_path = run / res_name
     if res_path.is_file():
         return json.loads(res_path.read_text())
     pcfg = pretrain_cfg(a, "mae", seed)
@@ -102,13 +116,15 @@ def do_finetune(a, arm: str, seed: int) -> dict | None:
         torch.manual_seed(seed)  # the same head initialisation for every arm
     model = detector_from(encoder, pcfg.encoder_config())
     dcfg = DetectorConfig(train_kind=a.train_kind, n_train=a.n_train, n_test=a.n_test, steps=a.finetune_steps,
-                          batch_size=a.finetune_batch, lr=a.finetune_lr, seed=seed, out_dir=str(run / "detector"))
+                          batch_size=a.finetune_batch, lr=a.finetune_lr, seed=seed, out_dir=str(run / det_dir),
+                          source=a.detect_source)
     t = time.perf_counter()
     finetune_detector(model, dcfg, resume=True)
     t_ft = time.perf_counter() - t
-    aucs = cross_manipulation_auc(model, MANIPULATIONS, n_test=a.n_test, seed=seed + 500)
-    unseen = [aucs[k] for k in MANIPULATIONS if k != a.train_kind]
-    res = {"arm": arm, "seed": seed, "train_kind": a.train_kind, "auc": aucs,
+    kinds = KINDS_BY_SOURCE[a.detect_source]
+    aucs = cross_manipulation_auc(model, kinds, n_test=a.n_test, seed=seed + 500, source=a.detect_source)
+    unseen = [aucs[k] for k in kinds if k != a.train_kind]
+    res = {"arm": arm, "seed": seed, "source": a.detect_source, "train_kind": a.train_kind, "auc": aucs,
            "unseen_mean": sum(unseen) / len(unseen), "finetune_s": round(t_ft, 1)}
     res_path.write_text(json.dumps(res, indent=2))
     logging.info("%s seed %d: unseen AUC %.3f %s", arm, seed, res["unseen_mean"], aucs)
@@ -173,19 +189,22 @@ def fmt(vals: list[float]) -> str:
 
 
 def table(a, arms: list[str], seeds: list[int]) -> dict:
+    kinds = KINDS_BY_SOURCE[a.detect_source]
+    res_name = detect_names(a.detect_source)[0]
     rows = {}
     for arm in arms:
-        rs = [json.loads(p.read_text()) for s in seeds if (p := Path(a.out) / f"{arm}_s{s}" / "detect.json").is_file()]
+        rs = [json.loads(p.read_text()) for s in seeds if (p := Path(a.out) / f"{arm}_s{s}" / res_name).is_file()]
         rows[arm] = rs
     probes = {arm: [json.loads(p.read_text())["frb_probe_accuracy"] for s in seeds
                     if (p := Path(a.out) / f"{arm}_s{s}" / "probe.json").is_file()] for arm in arms}
-    header = ["arm", "seeds", "unseen mean"] + [k + (" (train)" if k == a.train_kind else "") for k in MANIPULATIONS]
+    print(f"detection on {a.detect_source}, trained on {a.train_kind}")
+    header = ["arm", "seeds", "unseen mean"] + [k + (" (train)" if k == a.train_kind else "") for k in kinds]
     header.append("FRB probe")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for arm, rs in rows.items():
         cells = [arm, ",".join(str(r["seed"]) for r in rs), fmt([r["unseen_mean"] for r in rs])]
-        cells += [fmt([r["auc"][k] for r in rs]) for k in MANIPULATIONS]
+        cells += [fmt([r["auc"][k] for r in rs]) for k in kinds]
         cells.append(fmt(probes[arm]))
         print("| " + " | ".join(cells) + " |")
     diffs = {}
@@ -207,6 +226,10 @@ def main(argv=None) -> int:
     bad = set(arms) - set(ARMS)
     if bad:
         print(f"unknown arms {sorted(bad)}; choose from {ARMS}", file=sys.stderr)
+        return 2
+    if a.train_kind not in KINDS_BY_SOURCE[a.detect_source]:
+        print(f"--train-kind {a.train_kind} is not a {a.detect_source} type; choose from "
+              f"{KINDS_BY_SOURCE[a.detect_source]}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     crops = frb_probe_crops(a) if a.stage in ("all", "probe") else None

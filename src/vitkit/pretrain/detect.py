@@ -2,7 +2,8 @@
 one manipulation type and measure AUC on each type it never saw.
 
 :func:`finetune_detector` trains with vitkit's Trainer; :func:`detection_scores` returns P(manipulated)
-per image; :func:`cross_manipulation_auc` scores the real test scenes once and every type's fakes.
+per image; :func:`cross_manipulation_auc` scores the real test images once and every type's fakes. The images
+are rendered scenes or FRB page crops (``source``, see :data:`~.manip.KINDS_BY_SOURCE` for each one's types).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch.utils.data import Dataset, Subset
 from ..engine.trainer import TrainConfig, Trainer
 from ..models.vit import VisionTransformer, ViTConfig
 from ..ood.metrics import auroc
-from .manip import MANIPULATIONS, ManipulationDataset
+from .manip import KINDS_BY_SOURCE, ManipulationDataset, check_source_kinds
 
 log = logging.getLogger(__name__)
 
@@ -29,19 +30,23 @@ class DetectorConfig:
     """Fine-tuning and evaluation of a manipulation detector."""
 
     train_kind: str = "copy"  # the one manipulation type seen in training
-    n_train: int = 1024  # training scenes (half real, half manipulated)
-    n_test: int = 256  # test scenes per type (half real, half manipulated; the real half is shared)
+    n_train: int = 1024  # training images (half real, half manipulated)
+    n_test: int = 256  # test images per type (half real, half manipulated; the real half is shared)
     steps: int = 300  # fine-tuning optimiser steps
     batch_size: int = 32  # images per step
     lr: float = 5e-4  # AdamW peak learning rate (whole network fine-tuned)
     warmup_steps: int = 20  # linear warm-up
-    seed: int = 0  # training scenes and data order; test scenes use seed + 500
+    seed: int = 0  # training images and data order; test images use seed + 500
     out_dir: str = "runs/detector"  # trainer checkpoints
     progress: bool = False  # progress bar
+    source: str = "scenes"  # "scenes" or "frb" (FRB page crops)
 
     def __post_init__(self) -> None:
-        if self.train_kind not in MANIPULATIONS:
-            raise ValueError(f"train_kind must be one of {MANIPULATIONS}, got {self.train_kind!r}")
+        if self.source not in KINDS_BY_SOURCE:
+            raise ValueError(f"source must be one of {tuple(KINDS_BY_SOURCE)}, got {self.source!r}")
+        if self.train_kind not in KINDS_BY_SOURCE[self.source]:
+            raise ValueError(f"train_kind must be one of {KINDS_BY_SOURCE[self.source]} for source {self.source!r}, "
+                             f"got {self.train_kind!r}")
 
 
 def detector_from(encoder: VisionTransformer | None, encoder_cfg: ViTConfig) -> VisionTransformer:
@@ -56,10 +61,10 @@ def detector_from(encoder: VisionTransformer | None, encoder_cfg: ViTConfig) -> 
 
 
 def finetune_detector(model: VisionTransformer, cfg: DetectorConfig, *, resume: bool = False) -> VisionTransformer:
-    """Fine-tune ``model`` (2 classes) on real vs ``cfg.train_kind`` scenes at the model's input size;
-    ``resume`` continues from the checkpoint in ``cfg.out_dir`` if there is one."""
+    """Fine-tune ``model`` (2 classes) on real vs ``cfg.train_kind`` images of ``cfg.source`` at the model's input
+    size; ``resume`` continues from the checkpoint in ``cfg.out_dir`` if there is one."""
     size = model.cfg.img_size[0]
-    train = ManipulationDataset(cfg.n_train, kinds=[cfg.train_kind], seed=cfg.seed, size=size)
+    train = ManipulationDataset(cfg.n_train, kinds=[cfg.train_kind], seed=cfg.seed, size=size, source=cfg.source)
     tcfg = TrainConfig(epochs=math.ceil(cfg.steps / (cfg.n_train // cfg.batch_size)), batch_size=cfg.batch_size,
                        lr=cfg.lr, warmup_steps=cfg.warmup_steps, label_smoothing=0.0, seed=cfg.seed,
                        max_steps=cfg.steps, ckpt_every=max(1, min(50, cfg.steps)), out_dir=cfg.out_dir, progress=cfg.progress,
@@ -80,14 +85,16 @@ def detection_scores(model: VisionTransformer, data: Dataset, batch: int = 64) -
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def cross_manipulation_auc(model: VisionTransformer, kinds: Sequence[str] = MANIPULATIONS, *, n_test: int = 256,
-                           seed: int = 500) -> dict[str, float]:
-    """AUC of the real test scenes (even items) vs the same scenes manipulated (odd items), per type."""
+def cross_manipulation_auc(model: VisionTransformer, kinds: Sequence[str] | None = None, *, n_test: int = 256,
+                           seed: int = 500, source: str = "scenes") -> dict[str, float]:
+    """AUC of the real test images (even items) vs the same images manipulated (odd items), per type;
+    ``kinds`` default to all of ``source``'s types."""
+    kinds = check_source_kinds(source, KINDS_BY_SOURCE.get(source, ()) if kinds is None else kinds)
     size = model.cfg.img_size[0]
     real = None
     aucs = {}
     for k in kinds:
-        ds = ManipulationDataset(n_test, kinds=[k], seed=seed, size=size, cache=False)
+        ds = ManipulationDataset(n_test, kinds=[k], seed=seed, size=size, cache=False, source=source)
         if real is None:
             real = detection_scores(model, Subset(ds, range(0, n_test, 2)))
         fake = detection_scores(model, Subset(ds, range(1, n_test, 2)))
