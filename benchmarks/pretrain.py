@@ -52,6 +52,9 @@ def parse(argv=None) -> argparse.Namespace:
                    help="the manipulation type the detector is fine-tuned on (one of the source's types)")
     p.add_argument("--detect-source", default="scenes", choices=tuple(KINDS_BY_SOURCE),
                    help="the detector's images: rendered scenes or FRB page crops")
+    p.add_argument("--pretrain-data", default="scenes", choices=("scenes", "frb", "frb-crops"),
+                   help="what MAE/FSFM pretrain on: scenes (part maps), whole FRB pages or FRB page crops (word maps); "
+                        "runs other than scenes go to ARM_sSEED_DATA folders")
     p.add_argument("--size", type=int, default=48)
     p.add_argument("--patch", type=int, default=8)
     p.add_argument("--dim", type=int, default=64)
@@ -77,11 +80,16 @@ def parse(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def run_dir(a, arm: str, seed: int) -> Path:
+    """An arm's folder for one seed (encoder, detectors, results); named after the pretraining data unless scenes."""
+    return Path(a.out) / (f"{arm}_s{seed}" + ("" if a.pretrain_data == "scenes" else f"_{a.pretrain_data}"))
+
+
 def pretrain_cfg(a, arm: str, seed: int) -> PretrainConfig:
-    return PretrainConfig(method=arm, n_images=a.pretrain_images, size=a.size, patch=a.patch, embed_dim=a.dim,
-                          depth=a.depth, num_heads=max(1, a.dim // 16), steps=a.pretrain_steps,
+    return PretrainConfig(method=arm, data=a.pretrain_data, n_images=a.pretrain_images, size=a.size, patch=a.patch,
+                          embed_dim=a.dim, depth=a.depth, num_heads=max(1, a.dim // 16), steps=a.pretrain_steps,
                           batch_size=a.pretrain_batch, lr=a.pretrain_lr, seed=seed,
-                          out_dir=str(Path(a.out) / f"{arm}_s{seed}"), progress=False)
+                          out_dir=str(run_dir(a, arm, seed)), progress=False)
 
 
 def do_pretrain(a, arm: str, seed: int) -> None:
@@ -99,7 +107,7 @@ def detect_names(source: str) -> tuple[str, str]:
 
 
 def do_finetune(a, arm: str, seed: int) -> dict | None:
-    run = Path(a.out) / f"{arm}_s{seed}"
+    run = run_dir(a, arm, seed)
     res_name, det_dir = detect_names(a.detect_source)
     res_path = run / res_name
     if res_path.is_file():
@@ -157,7 +165,7 @@ def pooled(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
 
 
 def do_probe(a, arm: str, seed: int, crops) -> dict | None:
-    run = Path(a.out) / f"{arm}_s{seed}"
+    run = run_dir(a, arm, seed)
     res_path = run / "probe.json"
     if res_path.is_file():
         return json.loads(res_path.read_text())
@@ -193,10 +201,10 @@ def table(a, arms: list[str], seeds: list[int]) -> dict:
     res_name = detect_names(a.detect_source)[0]
     rows = {}
     for arm in arms:
-        rs = [json.loads(p.read_text()) for s in seeds if (p := Path(a.out) / f"{arm}_s{s}" / res_name).is_file()]
+        rs = [json.loads(p.read_text()) for s in seeds if (p := run_dir(a, arm, s) / res_name).is_file()]
         rows[arm] = rs
     probes = {arm: [json.loads(p.read_text())["frb_probe_accuracy"] for s in seeds
-                    if (p := Path(a.out) / f"{arm}_s{s}" / "probe.json").is_file()] for arm in arms}
+                    if (p := run_dir(a, arm, s) / "probe.json").is_file()] for arm in arms}
     print(f"detection on {a.detect_source}, trained on {a.train_kind}")
     header = ["arm", "seeds", "unseen mean"] + [k + (" (train)" if k == a.train_kind else "") for k in kinds]
     header.append("FRB probe")

@@ -5,8 +5,9 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from vitkit.pretrain.data import FolderRegions, PageRegions, SceneRegions, pretrain_dataset
+from vitkit.pretrain.data import FolderRegions, PageCropRegions, PageRegions, SceneRegions, pretrain_dataset
 from vitkit.pretrain.manip import MANIPULATIONS, ManipulationDataset, diffuse_fill, manipulate
+from vitkit.pretrain.page_manip import page_crop
 from vitkit.pretrain.regions import boxes_to_map, ink_boxes, read_id_map, relabel, resize_map
 
 
@@ -29,6 +30,18 @@ def test_scene_and_page_regions():
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     x, r = PageRegions(1, size=32)[0]
     assert x.shape == (3, 32, 32) and int(r.max()) >= 1  # at least one word box on a page
+
+
+def test_page_crop_regions_are_the_detector_crops():
+    ds = pretrain_dataset("frb-crops", n=2, seed=3, size=32)
+    assert isinstance(ds, PageCropRegions)
+    x, r = ds[1]
+    c = page_crop(3, 1, 32)  # the crop the page-crop detector sees, with its word map as regions
+    assert x.shape == (3, 32, 32) and r.dtype == torch.int64
+    assert torch.equal(x, torch.from_numpy(c.image).permute(2, 0, 1).float() / 255)
+    assert torch.equal(r, torch.from_numpy(c.words).long()) and int(r.max()) >= 1
+    with pytest.raises(ValueError, match="bring their own word maps"):
+        pretrain_dataset("frb-crops", n=1, seed=0, size=32, region_maps="maps")
 
 
 def test_folder_regions(tmp_path):

@@ -218,3 +218,7 @@ def test_benchmark_refuses_a_kind_of_the_other_source(tmp_path, capsys):
     assert "recolour" in err and "\n" not in err
     assert bench.parse(["--detect-source", "frb", "--train-kind", "font"]).detect_source == "frb"
     assert bench.parse([]).detect_source == "scenes"
+    a = bench.parse(["--pretrain-data", "frb-crops", "--out", str(tmp_path)])  # other pretraining data, other folders
+    assert bench.pretrain_cfg(a, "fsfm", 1).data == "frb-crops"
+    assert bench.run_dir(a, "fsfm", 1) == tmp_path / "fsfm_s1_frb-crops"
+    assert bench.run_dir(bench.parse(["--out", str(tmp_path)]), "fsfm", 1) == tmp_path / "fsfm_s1"

@@ -10,7 +10,7 @@ import typer
 pretrain_app = typer.Typer(help="Self-supervised pretraining (MAE, FSFM with region masking).",
                            no_args_is_help=True)
 
-Data = Annotated[str, typer.Option("--data", help="scenes | frb | a folder of images.")]
+Data = Annotated[str, typer.Option("--data", help="scenes | frb (whole pages) | frb-crops (page crops, words as regions) | a folder of images.")]
 Maps = Annotated[Path | None, typer.Option("--region-maps", help="Folder of PNG id maps (one per image, same stem) "
                                                                  "for --data DIR.")]
 Steps = Annotated[int, typer.Option("--steps", min=1, help="Optimiser steps.")]

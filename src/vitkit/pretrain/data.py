@@ -3,6 +3,8 @@
 * :class:`SceneRegions`: rendered scenes with their part maps (exact regions);
 * :class:`PageRegions`: FRB training pages (resized to S × S) with word or line boxes measured on the
   rendered page (:func:`~.regions.page_regions`);
+* :class:`PageCropRegions`: S × S crops of FRB training pages at a readable text scale with their word maps
+  (:func:`~.page_manip.page_crop`, the images the page-crop manipulation detector sees);
 * :class:`FolderRegions`: a user's images (``*.png``/``*.jpg``) with optional PNG id maps of the same
   stem in another folder; without maps every pixel is region 0 (CRFR-P then masks uniformly).
 
@@ -21,6 +23,7 @@ from torch.utils.data import Dataset
 
 from ..data.images import load_image
 from ..data.scenes import render_scene
+from .page_manip import page_crop
 from .regions import page_regions, read_id_map, relabel, resize_map
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -75,6 +78,29 @@ class PageRegions(Dataset):
         return to_tensors(img, resize_map(ids, (self.size, self.size)))
 
 
+class PageCropRegions(Dataset):
+    """Crops ``start … start+n−1`` of FRB training pages of ``seed`` (:func:`~.page_manip.page_crop`): the text
+    at a core height of size/8 px, so a few whole words are in view; regions = the words."""
+
+    def __init__(self, n: int, *, seed: int = 0, size: int = 64, start: int = 0, cache: bool = True) -> None:
+        if n < 1:
+            raise ValueError(f"PageCropRegions needs n ≥ 1, got {n}")
+        self.n, self.seed, self.size, self.start = n, seed, size, start
+        self._cache: dict[int, tuple[Tensor, Tensor]] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        c = page_crop(self.seed, self.start + i, self.size)
+        item = to_tensors(c.image, c.words)
+        if self._cache is not None:
+            self._cache[i] = item
+        return item
+
+
 class FolderRegions(Dataset):
     """Images in ``images`` (sorted by name), resized to ``size × size``; region maps ``maps/STEM.png``."""
 
@@ -109,7 +135,8 @@ class FolderRegions(Dataset):
 
 def pretrain_dataset(data: str, *, n: int, seed: int, size: int, region_maps: str | None = None,
                      level: str = "word") -> Dataset:
-    """``data``: "scenes", "frb" or a folder of images (``region_maps``: its folder of PNG id maps)."""
+    """``data``: "scenes", "frb" (whole pages), "frb-crops" (page crops) or a folder of images (``region_maps``: its
+    folder of PNG id maps)."""
     if data == "scenes":
         if region_maps:
             raise ValueError("--region-maps is for a folder of images; scenes bring their own part maps")
@@ -118,6 +145,10 @@ def pretrain_dataset(data: str, *, n: int, seed: int, size: int, region_maps: st
         if region_maps:
             raise ValueError("--region-maps is for a folder of images; FRB pages bring their own word boxes")
         return PageRegions(n, seed=seed, size=size, level=level)
+    if data == "frb-crops":
+        if region_maps:
+            raise ValueError("--region-maps is for a folder of images; FRB page crops bring their own word maps")
+        return PageCropRegions(n, seed=seed, size=size)
     if not Path(data).is_dir():
-        raise FileNotFoundError(f"--data {data}: neither 'scenes', 'frb' nor a folder of images")
+        raise FileNotFoundError(f"--data {data}: neither 'scenes', 'frb', 'frb-crops' nor a folder of images")
     return FolderRegions(data, region_maps, size=size)

@@ -34,7 +34,7 @@ class PretrainConfig:
     """One pretraining run (defaults sized for a shared 2-core CPU)."""
 
     method: str = "fsfm"  # mae | fsfm
-    data: str = "scenes"  # scenes | frb | a folder of images
+    data: str = "scenes"  # scenes | frb | frb-crops | a folder of images
     region_maps: str | None = None  # folder of PNG id maps for a folder of images
     level: str = "word"  # FRB regions: word or line boxes
     n_images: int = 2000  # scenes / pages generated (a folder uses all its images)
