@@ -42,11 +42,10 @@ class DetectorConfig:
     source: str = "scenes"  # "scenes" or "frb" (FRB page crops)
 
     def __post_init__(self) -> None:
-        if self.source not in KINDS_BY_SOURCE:
-            raise ValueError(f"source must be one of {tuple(KINDS_BY_SOURCE)}, got {self.source!r}")
-        if self.train_kind not in KINDS_BY_SOURCE[self.source]:
-            raise ValueError(f"train_kind must be one of {KINDS_BY_SOURCE[self.source]} for source {self.source!r}, "
-                             f"got {self.train_kind!r}")
+        try:
+            check_source_kinds(self.source, [self.train_kind])
+        except ValueError as e:  # name the field the user set
+            raise ValueError(f"DetectorConfig(train_kind={self.train_kind!r}, source={self.source!r}): {e}") from None
 
 
 def detector_from(encoder: VisionTransformer | None, encoder_cfg: ViTConfig) -> VisionTransformer:
