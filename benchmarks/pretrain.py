@@ -8,7 +8,8 @@ over seeds of each type's AUC and of the unseen average) and writes JSON.
 
 ``--detect-source`` picks the detector's images: ``scenes`` (the default; its types are copy, move, recolour,
 inpaint, splice) or ``frb`` (crops of FRB training pages; copy, move, inpaint, splice and font, a word spliced
-in from a page in another font). Pretraining is on scenes either way. The two sources are cached apart
+in from a page in another font). ``--pretrain-data`` picks what MAE/FSFM see: scenes (the default), whole FRB
+pages, or the FRB page crops (``frb-crops``, words as regions). The two detection sources are cached apart
 (``detect.json``/``detector`` and ``detect_frb.json``/``detector_frb``), so scene results stay reproducible.
 
 Stages are cached under ``--out`` (``{arm}_s{seed}/encoder`` and ``detect.json``), so the work can be
