@@ -292,3 +292,21 @@ def test_cli_writes_the_bundle_with_the_given_clip(bundle, tmp_path, monkeypatch
     r = CliRunner().invoke(app, [*args, "--clip", str(other)])
     assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1
     assert "was written with the CLIP" in r.output and str(other) in r.output
+
+
+def test_bundle_takes_the_benchmark_pages_of_every_size(tmp_path, monkeypatch):
+    """The default test set is FRB easy + hard, whose pages are cut to their text (sizes differ): the bundle pads
+    them to one canvas around their ink instead of failing to stack them."""
+    from vitkit import frb
+    from vitkit.federated import task
+
+    easy, hard = frb.easy_split()[:2], frb.hard_split()[:2]
+    assert len({s.image.size for s in easy + hard}) > 1
+    monkeypatch.setattr(task.frb, "easy_split", lambda: easy)
+    monkeypatch.setattr(task.frb, "hard_split", lambda: hard)
+    out = prepare_bundle(BundleConfig(clients=2, pages_per_font=1, crops_per_page=2, test_crops=2, clip=TINY_CLIP,
+                                      clip_pages_per_font=1, test_pages_per_font=0), tmp_path / "b")
+    _, data = load_bundle(str(out))
+    assert data["test"]["labels"].tolist() == [s.label for s in easy + hard]
+    assert data["test"]["crops"].shape[0] == 2 * len(easy + hard)
+    assert (data["test"]["crops"] < 128).any(dim=(1, 2, 3)).all()  # every crop holds ink (dark on white)

@@ -114,12 +114,11 @@ class BundleConfig:
 
 # ============================================================================================ bundle
 def _pages(samples: list[frb.FRBSample], fonts: tuple[str, ...] | list[str]) -> tuple[Tensor, Tensor]:
-    from ..frb.ink import normalize_pages, pil_to_tensor
+    """Grey normalised pages (P, 1, H, W) and labels (indices into ``fonts``). The benchmark's pages are cut to
+    their text and differ in size, so they are padded to one canvas around their ink (the crops are ink-centred)."""
+    from ..frb.pages import frb_pages
 
-    pos = {f: i for i, f in enumerate(fonts)}
-    x = torch.stack([pil_to_tensor(s.image) for s in samples])
-    grey = torch.cat([normalize_pages(x[i : i + 64]) for i in range(0, len(x), 64)])
-    return grey, torch.tensor([pos[s.font] for s in samples])
+    return frb_pages(samples, list(fonts))
 
 
 @torch.no_grad()
