@@ -310,3 +310,15 @@ def test_bundle_takes_the_benchmark_pages_of_every_size(tmp_path, monkeypatch):
     assert data["test"]["labels"].tolist() == [s.label for s in easy + hard]
     assert data["test"]["crops"].shape[0] == 2 * len(easy + hard)
     assert (data["test"]["crops"] < 128).any(dim=(1, 2, 3)).all()  # every crop holds ink (dark on white)
+
+
+def test_cli_refuses_more_clients_than_the_bundle_holds(bundle, tmp_path):
+    from typer.testing import CliRunner
+
+    from vitkit.cli import app
+
+    r = CliRunner().invoke(app, ["federated", "run", "--mode", "inprocess", "--clients", "5", "--bundle", bundle,
+                                 "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2
+    assert len(r.output.strip().splitlines()) == 1 and "holds data for 2 clients, not --clients 5" in r.output
+    assert not (tmp_path / "run").exists()

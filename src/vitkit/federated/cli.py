@@ -57,7 +57,11 @@ def run_cmd(
         # a path is recorded resolved, so the same CLIP given relative or absolute matches an existing bundle
         source = "" if clip is None else str(Path(clip).resolve()) if Path(clip).exists() else clip
         if (bundle / "data.pt").exists():
-            made_with = bundle_config(bundle).clip_source
+            made = bundle_config(bundle)
+            if made.clients < clients:
+                raise ValueError(f"--bundle {bundle} holds data for {made.clients} clients, not --clients {clients}: "
+                                 "pass a new --bundle folder (it is written for --clients)")
+            made_with = made.clip_source
             if clip is not None and source != made_with:
                 raise ValueError(f"--bundle {bundle} was written with the CLIP {made_with or '(vitkit small CLIP)'}, "
                                  f"not --clip {clip}: pass a new --bundle folder for this CLIP")
