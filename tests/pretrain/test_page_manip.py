@@ -25,13 +25,13 @@ from vitkit.pretrain.page_manip import (
     fit_width,
     font_donor,
     ink_alpha,
-    label_components,
     page_crop,
     text_page,
     word_boxes,
 )
 from vitkit.pretrain.regions import ink_mask
 from vitkit.pretrain.run import PretrainConfig
+from vitkit.segment.prompting import connected_components
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,7 +43,7 @@ def test_close_gaps_and_components():
     grid = np.zeros((5, 6), bool)
     grid[0, 0] = grid[1, 1] = True  # diagonal neighbours: one component
     grid[3:5, 4:6] = True
-    labels, n = label_components(grid)
+    labels, n = connected_components(grid)
     assert n == 2 and labels[0, 0] == labels[1, 1] != labels[4, 5] and labels[2, 2] == 0
 
 

@@ -31,6 +31,7 @@ from PIL import Image
 
 from .. import frb
 from ..frb.ink import normalize_pages, pil_to_tensor, text_height
+from ..segment.prompting import connected_components
 from .regions import Box, boxes_to_map, ink_mask
 
 # Text core height as a fraction of the crop side. A 4–5 letter word is ~5 core heights wide and a line
@@ -82,46 +83,6 @@ def close_gaps(mask: np.ndarray, gap: int, axis: int = 1) -> np.ndarray:
     return out if axis == 1 else out.T
 
 
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of an (H, W) bool mask → ((H, W) int32 labels 0 = none, 1..n; n).
-
-    Union-find over the row runs (a few thousand on a page), so no image library is needed."""
-    H, W = mask.shape
-    pad = np.zeros((H, W + 2), np.int8)
-    pad[:, 1:-1] = mask
-    d = np.diff(pad, axis=1)
-    rs, cs = np.nonzero(d == 1)  # run starts, row-major
-    ce = np.nonzero(d == -1)[1]  # run ends (exclusive), same order
-    n = len(rs)
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    first = np.searchsorted(rs, np.arange(H + 1)).tolist()
-    cs_l, ce_l = cs.tolist(), ce.tolist()
-    for r in range(1, H):
-        i, i1, j, j1 = first[r - 1], first[r], first[r], first[r + 1]
-        while i < i1 and j < j1:
-            if cs_l[i] <= ce_l[j] and cs_l[j] <= ce_l[i]:  # overlapping or diagonally touching
-                a, b = find(i), find(j)
-                if a != b:
-                    parent[max(a, b)] = min(a, b)
-            if ce_l[i] < ce_l[j]:
-                i += 1
-            else:
-                j += 1
-    roots = [find(k) for k in range(n)]
-    ids = {r: k + 1 for k, r in enumerate(sorted(set(roots)))}
-    labels = np.zeros((H, W), np.int32)
-    for k in range(n):
-        labels[rs[k], cs_l[k]:ce_l[k]] = ids[roots[k]]
-    return labels, len(ids)
-
-
 def _split_lines(comp: np.ndarray, ink: np.ndarray, core: float, depth: int = 0) -> list[np.ndarray]:
     """A component mask (H, W) bool → its parts, one per text line (itself when it spans one line). The rows
     are weighed by their ``ink`` (the component's own mask is filled in by the gap closing)."""
@@ -141,7 +102,7 @@ def _split_lines(comp: np.ndarray, ink: np.ndarray, core: float, depth: int = 0)
     for y0, y1 in zip(cuts[:-1], cuts[1:], strict=True):
         piece = np.zeros_like(comp)
         piece[y0:y1] = comp[y0:y1]
-        labels, n = label_components(piece)
+        labels, n = connected_components(piece)
         for k in range(1, n + 1):
             parts += _split_lines(labels == k, ink, core, depth + 1)
     return parts
@@ -154,7 +115,7 @@ def word_boxes(image: np.ndarray, core_height: float, *, threshold: float = 60.0
     ink = ink_mask(image, threshold)
     closed = close_gaps(ink, max(1, round(LETTER_GAP * core_height)), axis=1)
     closed = close_gaps(closed, max(1, round(DOT_GAP * core_height)), axis=0)
-    labels, n = label_components(closed)
+    labels, n = connected_components(closed)
     boxes = []
     for k in range(1, n + 1):
         for part in _split_lines(labels == k, ink, core_height):
