@@ -32,7 +32,7 @@ from PIL import Image
 from .. import frb
 from ..frb.ink import normalize_pages, pil_to_tensor, text_height
 from ..segment.prompting import connected_components
-from .regions import Box, boxes_to_map, ink_mask
+from .regions import Box, background_colour, boxes_to_map, ink_mask
 
 # Text core height as a fraction of the crop side. A 4–5 letter word is ~5 core heights wide and a line
 # ~2.5 high, so at S/8 an S × S crop holds ~3 lines of one or two words: a few whole words, each a large
@@ -156,8 +156,7 @@ def _pad_to(page: TextPage, size: int) -> TextPage:
     if not ph and not pw:
         return page
     img = page.image
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    bg = np.median(border, axis=0).astype(np.uint8)
+    bg = background_colour(img).astype(np.uint8)
     out = np.empty((H + ph, W + pw, 3), np.uint8)
     out[:] = bg
     top, left = ph // 2, pw // 2

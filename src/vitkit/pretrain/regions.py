@@ -21,13 +21,16 @@ from PIL import Image
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
+def background_colour(image: np.ndarray) -> np.ndarray:
+    """(H, W, C) image → (C,) float: the median colour of its one-pixel border (a page's paper)."""
+    img = np.asarray(image)
+    return np.median(np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]).astype(np.float32), axis=0)
+
+
 def ink_mask(image: np.ndarray, threshold: float = 60.0) -> np.ndarray:
     """(H, W, 3) uint8 page → (H, W) bool: pixels whose colour is ≥ ``threshold`` (L1 over RGB) from the
-    background, estimated as the median colour of the one-pixel border."""
-    img = image.astype(np.float32)
-    border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]])
-    bg = np.median(border, axis=0)
-    return np.abs(img - bg).sum(-1) >= threshold
+    background (:func:`background_colour`)."""
+    return np.abs(image.astype(np.float32) - background_colour(image)).sum(-1) >= threshold
 
 
 def _runs(profile: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
