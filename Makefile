@@ -20,7 +20,7 @@ $(CORE_STAMP): pyproject.toml constraints.txt
 # promptable brings pysodmetrics and scipy: without them the tests that check our saliency metrics against
 # pysodmetrics' own and the clicker's distance transform would be skipped
 $(STAMP): $(CORE_STAMP)
-	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated,onnx,promptable]"
+	$(PIP) install --quiet -c constraints.txt -e ".[hf,dev,federated,onnx,promptable,fast]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -108,6 +108,10 @@ def probe(spec: dict) -> dict:
             with torch.inference_mode(), amp:
                 model(x)
 
+    if spec.get("warmup_px"):  # one-time initialisation (kernel compilation or loading) is not a forward's peak
+        with torch.inference_mode():
+            model.eval()(torch.randn(1, 3, spec["warmup_px"], spec["warmup_px"], device=dev))
+        model.train(train)
     if dev == "cuda":  # the first step's peak above what was allocated before
         first = []
         peak = int(peak_cuda_mib(lambda: first.append(timed(step, dev)), dev) * 2**20)
@@ -165,14 +169,15 @@ def cost_stage(args) -> dict:
             t = interleaved_inference(args, size)
             for k in kinds(args):
                 mem = run_probe(dict(model=k, pair=args.pair, size=size, batch=1, mode="infer", timed=0,
-                                     device=args.device, dtype=args.dtype, threads=args.threads))
+                                     device=args.device, dtype=args.dtype, threads=args.threads,
+                                     warmup_px=args.warmup_px))
                 row[f"{k}_infer"] = {**mem, "s_per_image": median(t[k]), "times_s": t[k]}
         if "train" in args.modes:
             order = kinds(args) if sizes.index(size) % 2 == 0 else kinds(args)[::-1]
             for k in order:
                 res = run_probe(dict(model=k, pair=args.pair, size=size, batch=tb, mode="train",
                                      timed=args.train_timed, device=args.device, dtype=args.dtype,
-                                     threads=args.threads))
+                                     threads=args.threads, warmup_px=args.warmup_px))
                 if "times_s" in res:
                     res["s_per_image"] = median(res["times_s"] or [res["first_s"]]) / tb
                 row[f"{k}_train"] = res
@@ -388,6 +393,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fit-from", type=int, default=448, help="smallest size used in the exponent fits")
     p.add_argument("--vit-attention", choices=("fused", "eager", "both"), default="both",
                    help="the ViT baseline's attention: fused SDPA (vitkit's default), materialised N×N map, or both")
+    p.add_argument("--warmup-px", type=int, default=64,
+                   help="memory probes: one inference at this size before the measured forward/step, so that "
+                        "one-time initialisation (the scan kernel's compilation or loading, oneDNN setup) is not "
+                        "counted as the forward's peak (0: none, the protocol of the first measurements)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=1)

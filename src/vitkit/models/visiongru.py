@@ -17,7 +17,10 @@ pieces of ``infer_piece`` // C tokens with its state carried from piece to piece
 the end), the MLP piece by piece, the residual written into the map in place. Only a couple of
 whole-map tensors are alive at once, and a piece's work stays in the CPU's cache; at 1024 px this cut
 the peak tensor memory of visiongru_micro from 170 to 22.5 MiB and, with the linear-space scan, the time
-by ~2.3× (benchmarks/RESULTS.md). Training (autograd on) runs whole sequences, as before.
+by ~2.3× (benchmarks/RESULTS.md). On CPU in fp32 with numba installed (``vitkit[fast]``) each piece's
+recurrence runs in the fused kernel of :mod:`~vitkit.models.scan_kernel` (the reversed branch scans its
+pieces backwards in place, no flipped copies) and the output projection accumulates into the map in place:
+another ~1.6× at 1024 px. Training (autograd on) runs whole sequences, as before.
 
 Initialisation (measured on FRB crops, benchmarks/RESULTS.md). minGRU's candidate g(h̃) is positive
 (≈ 0.5 at h̃ ≈ 0), so at initialisation most of a mixer's output is one vector shared by every token and
@@ -219,14 +222,13 @@ class Block2DGRU(nn.Module):
         starts = range(0, L, step)
         for gru, order in ((self.gru_fwd, starts), (self.gru_rev, reversed(starts))):
             state = None
+            fused = type(gru.proj_out) is nn.Linear and B == 1  # accumulate the projection in place
             for s in order:
-                piece = seq[:, s : s + step]
-                if gru is self.gru_rev:
-                    o, state = gru.resume(piece.flip(1), state)
-                    o = o.flip(1)
+                h, state = gru.scan_piece(seq[:, s : s + step], state, reverse=gru is self.gru_rev)
+                if fused:
+                    out[0, s : s + step].addmm_(h[0], gru.proj_out.weight.t())
                 else:
-                    o, state = gru.resume(piece, state)
-                out[:, s : s + step] += o
+                    out[:, s : s + step] += gru.proj_out(h)
         del seq
         for s in starts:
             piece = out[:, s : s + step]
