@@ -24,6 +24,7 @@ def reference(proj: torch.Tensor, reverse: bool = False) -> torch.Tensor:
 @needs_numba
 @pytest.mark.parametrize("reverse", [False, True])
 def test_fused_scan_equals_the_recurrence_piece_by_piece(reverse):
+    assert scan_kernel._kernel() is not None and scan_kernel.available()  # compiled here, not silently skipped
     torch.manual_seed(0)
     proj = torch.randn(2, 301, 16) * 3  # gates and candidates on both sides of 0
     ref = reference(proj, reverse)
@@ -100,7 +101,15 @@ def test_switch_and_errors(monkeypatch):
         scan_kernel.available()
     monkeypatch.setenv(scan_kernel.ENV, "auto")
     assert not scan_kernel.available()  # no numba: the torch path, silently correct
+    monkeypatch.setattr(scan_kernel, "_numba_installed", lambda: True)
+    monkeypatch.setattr(scan_kernel, "_kernel", lambda: None)  # numba present but the compiler failed
+    assert not scan_kernel.available()
+    monkeypatch.setenv(scan_kernel.ENV, "numba")
+    with pytest.raises(RuntimeError, match="did not compile"):
+        scan_kernel.available()
     x = torch.zeros(1, 2, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="fused_scan needs numba"):
+        scan_kernel.fused_scan(torch.zeros(1, 2, 4))
     with pytest.raises(ValueError, match=r"\(B, L, 2D\) fp32 CPU tensor"):
         scan_kernel.fused_scan(x)
     with pytest.raises(ValueError, match=r"\(B, L, 2D\) fp32 CPU tensor"):
