@@ -6,13 +6,10 @@
     over ``--repeats`` repeats after a warm-up, median; peak memory of one forward;
   * a training step (AdamW, cross-entropy) at ``--train-batch`` (per size): peak memory of the first
     step and time of the following ``--train-timed`` steps (median), per image.
-  Peak memory is measured, not estimated: each (model, size, mode) runs in a fresh subprocess
-  (``--probe``). On CPU it is the rise of the process's peak RSS (VmHWM, reset through
-  /proc/self/clear_refs just before the forward/step) above the RSS before it. Why RSS: torch's CPU
-  tensors are allocated in C++ (malloc/mmap), which ``tracemalloc`` does not see, and the profiler's
-  ``profile_memory`` reports per-op allocations, not the process peak; the kernel's high-water mark
-  counts every byte that was resident, allocator slack included. A fresh process per configuration
-  keeps one measurement's freed-but-cached memory out of the next. On CUDA:
+  Peak memory is measured, not estimated, in a fresh subprocess per (model, size, mode) (``--probe``),
+  after a ``--warmup-px`` inference. On CPU: the rise of the peak RSS (VmHWM, reset through
+  /proc/self/clear_refs) above the RSS before the forward/step — torch allocates CPU tensors in C++,
+  unseen by ``tracemalloc``, and the profiler gives per-op allocations, not the process peak. On CUDA:
   ``torch.cuda.max_memory_allocated`` above what was allocated before (reset first).
   Growth exponents: least-squares slope of log(cost) on log(pixels) over the sizes ≥ ``--fit-from``.
 ``--stage scan``: the model's minGRU scan against the pure log-space one (speed, forward and backward).
@@ -90,6 +87,9 @@ def probe(spec: dict) -> dict:
     torch.manual_seed(0)
     dev, dtype, B, s = spec["device"], DTYPES[spec["dtype"]], spec["batch"], spec["size"]
     model = build(spec["model"], spec["pair"]).to(dev)
+    if spec.get("warmup_px"):  # one-time initialisation (kernel compilation or loading) is not a forward's peak
+        with torch.inference_mode():
+            model.eval()(torch.zeros(1, 3, spec["warmup_px"], spec["warmup_px"], device=dev))
     x = torch.randn(B, 3, s, s, device=dev)
     y = torch.randint(NUM_CLASSES, (B,), device=dev)
     amp = torch.autocast(dev, dtype=dtype, enabled=dtype != torch.float32)
@@ -108,10 +108,6 @@ def probe(spec: dict) -> dict:
             with torch.inference_mode(), amp:
                 model(x)
 
-    if spec.get("warmup_px"):  # one-time initialisation (kernel compilation or loading) is not a forward's peak
-        with torch.inference_mode():
-            model.eval()(torch.randn(1, 3, spec["warmup_px"], spec["warmup_px"], device=dev))
-        model.train(train)
     if dev == "cuda":  # the first step's peak above what was allocated before
         first = []
         peak = int(peak_cuda_mib(lambda: first.append(timed(step, dev)), dev) * 2**20)
@@ -165,19 +161,17 @@ def cost_stage(args) -> dict:
     rows = []
     for size, tb in zip(sizes, batches, strict=True):
         row: dict = {"size": size, "train_batch": tb}
+        common = dict(pair=args.pair, size=size, device=args.device, dtype=args.dtype, threads=args.threads,
+                      warmup_px=args.warmup_px)
         if "infer" in args.modes:
             t = interleaved_inference(args, size)
             for k in kinds(args):
-                mem = run_probe(dict(model=k, pair=args.pair, size=size, batch=1, mode="infer", timed=0,
-                                     device=args.device, dtype=args.dtype, threads=args.threads,
-                                     warmup_px=args.warmup_px))
+                mem = run_probe(dict(model=k, batch=1, mode="infer", timed=0, **common))
                 row[f"{k}_infer"] = {**mem, "s_per_image": median(t[k]), "times_s": t[k]}
         if "train" in args.modes:
             order = kinds(args) if sizes.index(size) % 2 == 0 else kinds(args)[::-1]
             for k in order:
-                res = run_probe(dict(model=k, pair=args.pair, size=size, batch=tb, mode="train",
-                                     timed=args.train_timed, device=args.device, dtype=args.dtype,
-                                     threads=args.threads, warmup_px=args.warmup_px))
+                res = run_probe(dict(model=k, batch=tb, mode="train", timed=args.train_timed, **common))
                 if "times_s" in res:
                     res["s_per_image"] = median(res["times_s"] or [res["first_s"]]) / tb
                 row[f"{k}_train"] = res
@@ -223,9 +217,8 @@ def print_cost(res: dict, params: dict) -> None:
 
 
 def scan_stage(args) -> dict:
-    """The model's scan (``scan_linear``: the recurrence in linear space) against the earlier ``scan`` (linear-space
-    blocks with log-space carries) and the pure log-space one on one (1, L, D) sequence: forward alone and
-    forward + backward, interleaved over ``--repeats``, medians."""
+    """``scan_linear`` (the model's) against ``scan`` (linear blocks, log-space carries) and the log-space one on a
+    (1, L, D) sequence: forward, and forward + backward, interleaved over ``--repeats``, medians."""
     from vitkit.models.mingru import scan, scan_linear, scan_log
 
     gen = torch.Generator().manual_seed(0)
@@ -393,10 +386,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fit-from", type=int, default=448, help="smallest size used in the exponent fits")
     p.add_argument("--vit-attention", choices=("fused", "eager", "both"), default="both",
                    help="the ViT baseline's attention: fused SDPA (vitkit's default), materialised N×N map, or both")
-    p.add_argument("--warmup-px", type=int, default=64,
-                   help="memory probes: one inference at this size before the measured forward/step, so that "
-                        "one-time initialisation (the scan kernel's compilation or loading, oneDNN setup) is not "
-                        "counted as the forward's peak (0: none, the protocol of the first measurements)")
+    p.add_argument("--warmup-px", type=int, default=64, help="memory probes: one inference at this size first, so "
+                   "one-time initialisation (kernel loading, oneDNN setup) is not a forward's peak (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--threads", type=int, default=1)

@@ -109,3 +109,24 @@ def test_quantize_end_to_end(vit, images):
     assert len(info["calibration"]["reconstruction"]) == 2
     out = vit(images)
     assert ((out - ref).norm() / ref.norm()) < 0.5 and not torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("source", ["noise", "psaq", "spdfq"])
+def test_grey_synthesis_keeps_equal_channels_and_still_optimises(vit, source):
+    """grey=True: one channel synthesised and repeated — the images stay grey through optimisation and
+    clamping, and the synthesis still lowers its objective (the gradient of all three channels reaches it)."""
+    x = calibration_images(vit, source, 4, steps=6, pixel_range=(-1.0, 1.0), grey=True)
+    assert x.shape == (4, 3, 32, 32) and x.is_contiguous() and not x.requires_grad
+    assert torch.equal(x[:, 0], x[:, 1]) and torch.equal(x[:, 0], x[:, 2])
+    assert x.min() >= -1.0 and x.max() <= 1.0
+    colour = calibration_images(vit, source, 4, steps=6, pixel_range=(-1.0, 1.0))
+    assert not torch.equal(colour[:, 0], colour[:, 1])  # the default stays free RGB
+    if source == "spdfq":
+        start = spdfq.synthesize(vit, spdfq.SPDFQConfig(n_images=4, steps=0, grey=True, progress=False))
+        done = spdfq.synthesize(vit, spdfq.SPDFQConfig(n_images=4, steps=25, lr=0.05, grey=True, progress=False))
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(0)  # the draws synthesize made: priors, then labels and targets
+            spdfq.gaussian_mixture_priors(4, 3, (4, 4), 3, gen)
+            labels = torch.randint(5, (4,), generator=gen)
+            t = spdfq.soft_targets(labels, 5, (5.0, 10.0), gen)
+            assert spdfq.soft_cross_entropy(vit(done), t) < spdfq.soft_cross_entropy(vit(start), t)

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..registry import Registry
 from . import ptq
+from .synthetic import as_images, image_parameter
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ def real_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.de
 
 @register_source("noise")
 def noise_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.device, *,
-                 pixel_range: tuple[float, float] | None = None, **_) -> Tensor:
-    """Standard Gaussian images at the model's input size (clamped to ``pixel_range`` if given)."""
+                 pixel_range: tuple[float, float] | None = None, grey: bool = False, **_) -> Tensor:
+    """Standard Gaussian images at the model's input size (clamped to ``pixel_range`` if given); ``grey``: one
+    channel repeated (:mod:`vitkit.quant.synthetic`)."""
     vcfg = model.cfg
-    x = torch.randn(n, vcfg.in_chans, *vcfg.img_size, generator=gen).to(device)
+    with torch.no_grad():
+        x = as_images(image_parameter(n, vcfg.in_chans, vcfg.img_size, gen, device, grey), vcfg.in_chans)
+        x = x.detach().contiguous()
     return x.clamp(*pixel_range) if pixel_range is not None else x
 
 

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..models.vit import VisionTransformer
 from .ptq import frozen, model_device
+from .synthetic import as_images, image_parameter
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class PSAQConfig:
     grid_points: int = 64
     max_pairs: int = 1024  # token pairs per image in the density estimate (random subset each step)
     pixel_range: tuple[float, float] | None = None
+    grey: bool = False  # one channel, repeated: for models whose inputs have equal channels (quant.synthetic)
     seed: int = 0
     progress: bool = True
 
@@ -75,8 +77,8 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
     dev = model_device(model)
     H, W = vcfg.img_size
     labels = torch.randint(vcfg.num_classes, (cfg.n_images,), generator=gen).to(dev)
-    x = torch.randn(cfg.n_images, vcfg.in_chans, H, W, generator=gen).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=cfg.lr)
+    pixels = image_parameter(cfg.n_images, vcfg.in_chans, (H, W), gen, dev, cfg.grey)
+    opt = torch.optim.Adam([pixels], lr=cfg.lr)
     outs: list[Tensor] = []
     hooks = [blk.attn.register_forward_hook(lambda _m, _i, o: outs.append(o)) for blk in model.blocks]
     npre = model.num_prefix_tokens
@@ -85,6 +87,7 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
             task = bar.add_task("PSAQ synthesis", total=cfg.steps)
             for step in range(cfg.steps):
                 outs.clear()
+                x = as_images(pixels, vcfg.in_chans)
                 logits = model(x)
                 ent = torch.stack([similarity_entropy(o[:, npre:], cfg.bandwidth, cfg.grid_points, cfg.max_pairs,
                                                       gen).mean() for o in outs]).sum()
@@ -95,11 +98,11 @@ def synthesize(model: nn.Module, cfg: PSAQConfig | None = None) -> Tensor:
                 opt.step()
                 if cfg.pixel_range is not None:
                     with torch.no_grad():
-                        x.clamp_(*cfg.pixel_range)
+                        pixels.clamp_(*cfg.pixel_range)
                 bar.advance(task)
                 if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1:
                     log.info("PSAQ step %d: ce %.4g, similarity entropy %.4g", step, ce.item(), ent.item())
     finally:
         for h in hooks:
             h.remove()
-    return x.detach()
+    return as_images(pixels.detach(), vcfg.in_chans).contiguous()

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from ..models.vit import VisionTransformer
 from .ptq import frozen, model_device
+from .synthetic import as_images, image_parameter
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class SPDFQConfig:
     max_components: int = 3
     logit_range: tuple[float, float] = (5.0, 10.0)
     pixel_range: tuple[float, float] | None = None  # clamp images after each step, e.g. (-1, 1)
+    grey: bool = False  # one channel, repeated: for models whose inputs have equal channels (quant.synthetic)
     seed: int = 0
     progress: bool = True
 
@@ -182,12 +184,13 @@ def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
 
     priors = {i: p.to(dev) for i, p in priors.items()}
     targets, box_targets = targets.to(dev), box_targets.to(dev)
-    x = torch.randn(n, vcfg.in_chans, H, W, generator=gen).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([x], lr=cfg.lr)
+    pixels = image_parameter(n, vcfg.in_chans, (H, W), gen, dev, cfg.grey)
+    opt = torch.optim.Adam([pixels], lr=cfg.lr)
     with frozen(model, eval_mode=True), model.attention_readout(layers, kind="cls", keep_grad=True) as maps, \
             progress_bar(cfg.progress) as bar:
         task = bar.add_task("SPDFQ synthesis", total=cfg.steps)
         for step in range(cfg.steps):
+            x = as_images(pixels, vcfg.in_chans)
             logits = model(x)
             l_apa = apa_loss(dict(maps), priors, depth, model.num_prefix_tokens)
             l_sl = soft_cross_entropy(logits, targets)
@@ -200,8 +203,8 @@ def synthesize(model: nn.Module, cfg: SPDFQConfig | None = None) -> Tensor:
             opt.step()
             if cfg.pixel_range is not None:
                 with torch.no_grad():
-                    x.clamp_(*cfg.pixel_range)
+                    pixels.clamp_(*cfg.pixel_range)
             bar.advance(task)
             if step % max(1, cfg.steps // 5) == 0 or step == cfg.steps - 1:
                 log.info("SPDFQ step %d: apa %.4g, soft-label %.4g", step, l_apa.item(), l_sl.item())
-    return x.detach()
+    return as_images(pixels.detach(), vcfg.in_chans).contiguous()
