@@ -12,12 +12,10 @@ Run: OMP_NUM_THREADS=1 python benchmarks/quantization.py --model runs/quant_base
 backbone at 98-px crops with a linear-probe head on FRB training crops (15 fonts), built once into
 ``runs/quant_NAME/model``; calibration images are cached in ``runs/quant_NAME/calib``.
 
-Sizes (``--size``): demo (default; a saved demo model, ``--model DIR``: the figures in RESULTS.md), vitb (a
-ViT-B-sized FRB crop classifier trained first on a GPU, then {W4A4, W6A6, W8A8} × {per-token, per-tensor} ×
-{real, noise, PSAQ-style, SPDFQ}), tiny (the vitb code path at tiny dims on the CPU, for tests); benchmarks/README.md
-describes them, the precision of each step and vitb's cost. ``--time-budget S`` measures a training step, a
-synthesis step and one configuration first, then lowers training and synthesis steps (never raises them) until
-everything fits; configurations that would not finish are skipped and listed.
+Sizes (``--size``): demo (default: a saved demo model, ``--model DIR``), vitb (a ViT-B-sized FRB crop classifier
+trained first on a GPU, then {W4A4, W6A6, W8A8} × {per-token, per-tensor} × the sources), tiny (vitb's code path at
+tiny dims, for tests); see benchmarks/README.md. ``--time-budget S`` measures a training step, a synthesis step and
+one configuration, then lowers the steps (never raises them) until everything fits, skipping and listing the rest.
 
 Run (GPU, one command; needs torch, numpy, Pillow, safetensors; benchmarks/README.md has the device command):
   PYTHONPATH=src python3 benchmarks/quantization.py --size vitb --device cuda --threads 8 --workers 14
@@ -48,6 +46,7 @@ from vitkit.quant.report import SOURCES, console_tables, grid_table
 log = logging.getLogger("quantization")
 
 BITS = ((8, 8), (6, 6), (4, 4), (3, 3))
+GREY = {False: "", True: "_grey"}  # cache-name suffix of grey synthetic calibration images
 
 
 # ------------------------------------------------------------------ data
@@ -68,6 +67,7 @@ def calibration_sets(model, sources, n: int, cx, steps: dict, args, cache: Path,
     calib, secs = {}, {}
     for src in sources:
         extra = {"alpha": args.alpha, "msr_every": msr_every} if src == "spdfq" else {}
+        extra |= {"grey": True} if args.grey_synthetic and src != "real" else {}
         calib[src], secs[src] = QE.cached_calibration(
             model, src, n, cache / name.format(src=src, steps=steps.get(src)), tf32=tf32, images=cx, seed=args.seed,
             steps=steps.get(src), pixel_range=(-1.0, 1.0), progress=args.progress, **extra)
@@ -111,7 +111,8 @@ def part_accuracy(args) -> dict:
     log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
     calib, synth_s = calibration_sets(model, args.sources, args.n_calib, cx,
                                       {"psaq": args.psaq_steps, "spdfq": args.spdfq_steps}, args, args.cache,
-                                      f"{{src}}_n{args.n_calib}_s{{steps}}_seed{args.seed}.pt", args.msr_every)
+                                      f"{{src}}_n{args.n_calib}_s{{steps}}_seed{args.seed}{GREY[args.grey_synthetic]}.pt",
+                                      args.msr_every)
     res["synthesis_s"] = synth_s
     if args.part == "synth":
         return res
@@ -299,7 +300,8 @@ def run_sized(args, preset: Preset) -> dict:
     log.info("channel spread (max/median input range) by layer kind: %s", res["channel_spread"]["max_by_kind"])
     calib, res["synthesis_s"] = calibration_sets(
         model, args.sources, preset.n_calib, data["cx"], {"psaq": steps["synth"], "spdfq": steps["synth"]}, args,
-        work / "calib", f"{{src}}_n{preset.n_calib}_s{steps['synth']}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}.pt",
+        work / "calib", f"{{src}}_n{preset.n_calib}_s{steps['synth']}_a{args.alpha:g}_m{preset.msr_every}_seed{args.seed}"
+        f"{GREY[args.grey_synthetic]}.pt",
         preset.msr_every, tf32=not args.synth_fp32)
     write_results(res, out)
     recon = args.recon_steps if args.recon_steps is not None else preset.recon_steps
@@ -360,6 +362,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--spdfq-steps", type=int, default=200, help="paper: ~1000 (too slow on 2 shared cores)")
     p.add_argument("--psaq-steps", type=int, default=200)
     p.add_argument("--alpha", type=float, default=1e3, help="SPDFQ attention-prior weight")
+    p.add_argument("--grey-synthetic", action="store_true", help="grey noise/PSAQ/SPDFQ images (FRB inputs are grey)")
     p.add_argument("--act-granularity", choices=("token", "tensor"), default="token",
                    help="activations: dynamic per-token scales, or static per-tensor scales set by calibration")
     p.add_argument("--recon-steps", type=int, default=None, help="block reconstruction steps (default: 100; "
