@@ -114,3 +114,19 @@ def test_switch_and_errors(monkeypatch):
         scan_kernel.fused_scan(x)
     with pytest.raises(ValueError, match=r"\(B, L, 2D\) fp32 CPU tensor"):
         scan_kernel.fused_scan(torch.zeros(1, 2, 3))
+
+
+@pytest.mark.parametrize("B", [1, 2])
+def test_bf16_autocast_inference_runs_on_the_torch_path(B):
+    """Under CPU bf16 autocast the pieces mix dtypes: the kernel (fp32 only) and the in-place projection step
+    aside, and the logits stay close to fp32's."""
+    from vitkit.models.visiongru import VisionGRU, VisionGRUConfig
+
+    torch.manual_seed(3)
+    model = VisionGRU(VisionGRUConfig(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_classes=3, infer_piece=64)).eval()
+    x = torch.randn(B, 3, 40, 36)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.shape == ref.shape and torch.allclose(low.float(), ref, atol=0.1, rtol=0.1)

@@ -94,9 +94,11 @@ def available() -> bool:
 
 
 def usable(x: Tensor) -> bool:
-    """Whether a minGRU input ``x`` can take the kernel: CPU, fp32, autograd off (the kernel has no backward,
-    and with autograd on the layer's weights would want one even for an input without grad), kernel available."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled() and available()
+    """Whether a minGRU input ``x`` can take the kernel: CPU, fp32 and no autocast (which would make the
+    projection bf16), autograd off (the kernel has no backward, and with autograd on the layer's weights would
+    want one even for an input without grad), kernel available."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+            and not torch.is_grad_enabled() and available())
 
 
 def fused_scan(proj: Tensor, state: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,7 @@ the peak tensor memory of visiongru_micro from 170 to 22.5 MiB and, with the lin
 by ~2.3× (benchmarks/RESULTS.md). On CPU in fp32 with numba installed (``vitkit[fast]``) each piece's
 recurrence runs in the fused kernel of :mod:`~vitkit.models.scan_kernel` (the reversed branch scans its
 pieces backwards in place, no flipped copies) and the output projection accumulates into the map in place:
-another ~1.6× at 1024 px. Training (autograd on) runs whole sequences, as before.
+another 1.36× at 1024 px. Training (autograd on) runs whole sequences, as before.
 
 Initialisation (measured on FRB crops, benchmarks/RESULTS.md). minGRU's candidate g(h̃) is positive
 (≈ 0.5 at h̃ ≈ 0), so at initialisation most of a mixer's output is one vector shared by every token and
@@ -222,13 +222,14 @@ class Block2DGRU(nn.Module):
         starts = range(0, L, step)
         for gru, order in ((self.gru_fwd, starts), (self.gru_rev, reversed(starts))):
             state = None
-            fused = type(gru.proj_out) is nn.Linear and B == 1  # accumulate the projection in place
+            proj = gru.proj_out
             for s in order:
                 h, state = gru.scan_piece(seq[:, s : s + step], state, reverse=gru is self.gru_rev)
-                if fused:
-                    out[0, s : s + step].addmm_(h[0], gru.proj_out.weight.t())
+                if (B == 1 and type(proj) is nn.Linear and h.dtype == out.dtype == proj.weight.dtype
+                        and not torch.is_autocast_enabled(h.device.type)):  # accumulate the projection in place
+                    out[0, s : s + step].addmm_(h[0], proj.weight.t())
                 else:
-                    out[:, s : s + step] += gru.proj_out(h)
+                    out[:, s : s + step] += proj(h)
         del seq
         for s in starts:
             piece = out[:, s : s + step]
