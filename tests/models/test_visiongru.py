@@ -573,3 +573,15 @@ def test_benchmark_eager_vit_is_the_same_model_with_the_map_materialised(vgb):
         assert torch.allclose(eager.eval()(x), fused.eval()(x), atol=1e-5)
     assert all(m.attn_map_fn is not None for m in eager.modules() if isinstance(m, Attention))
     assert all(m.attn_map_fn is None for m in fused.modules() if isinstance(m, Attention))
+
+
+def test_flop_count_is_the_same_on_every_path():
+    """The no-grad pieces (in-place projection at batch 1), batch 2 and the training path count the same FLOPs."""
+    from vitkit.models.flops import count_flops
+
+    model = make()
+    x = torch.randn(2, 3, 40, 48)
+    one = count_flops(model, x[:1])
+    assert one > 0 and count_flops(model, x) == 2 * one
+    model.train()
+    assert count_flops(model, x[:1]) == one
