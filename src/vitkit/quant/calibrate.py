@@ -53,9 +53,8 @@ def noise_images(model: nn.Module, n: int, gen: torch.Generator, device: torch.d
     """Standard Gaussian images at the model's input size (clamped to ``pixel_range`` if given); ``grey``: one
     channel repeated (:mod:`vitkit.quant.synthetic`)."""
     vcfg = model.cfg
-    with torch.no_grad():
-        x = as_images(image_parameter(n, vcfg.in_chans, vcfg.img_size, gen, device, grey), vcfg.in_chans)
-        x = x.detach().contiguous()
+    x = as_images(image_parameter(n, vcfg.in_chans, vcfg.img_size, gen, device, grey).detach(), vcfg.in_chans)
+    x = x.contiguous()
     return x.clamp(*pixel_range) if pixel_range is not None else x
 
 
