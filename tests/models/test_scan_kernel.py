@@ -10,7 +10,7 @@ import torch
 
 from vitkit.models import scan_kernel
 from vitkit.models.mingru import MinGRU, scan_sequential
-from vitkit.models.visiongru import Block2DGRU
+from vitkit.models.visiongru import Block2DGRU, VisionGRU, VisionGRUConfig
 
 needs_numba = pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="numba not installed (vitkit[fast])")
 
@@ -122,8 +122,6 @@ def test_switch_and_errors(monkeypatch):
 def test_bf16_autocast_inference_runs_on_the_torch_path(B):
     """Under CPU bf16 autocast the pieces mix dtypes: the kernel (fp32 only) and the in-place projection step
     aside, and the logits stay close to fp32's."""
-    from vitkit.models.visiongru import VisionGRU, VisionGRUConfig
-
     torch.manual_seed(3)
     model = VisionGRU(VisionGRUConfig(dims=(8, 16, 16, 16), depths=(1, 1, 1, 1), num_classes=3, infer_piece=64)).eval()
     x = torch.randn(B, 3, 40, 36)

@@ -223,10 +223,11 @@ class Block2DGRU(nn.Module):
         for gru, order in ((self.gru_fwd, starts), (self.gru_rev, reversed(starts))):
             state = None
             proj = gru.proj_out
+            # batch 1, a plain Linear, no autocast: accumulate the projection into the map in place
+            in_place = B == 1 and type(proj) is nn.Linear and not torch.is_autocast_enabled(out.device.type)
             for s in order:
                 h, state = gru.scan_piece(seq[:, s : s + step], state, reverse=gru is self.gru_rev)
-                if (B == 1 and type(proj) is nn.Linear and h.dtype == out.dtype == proj.weight.dtype
-                        and not torch.is_autocast_enabled(h.device.type)):  # accumulate the projection in place
+                if in_place and h.dtype == out.dtype == proj.weight.dtype:
                     out[0, s : s + step].addmm_(h[0], proj.weight.t())
                 else:
                     out[:, s : s + step] += proj(h)
